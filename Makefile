@@ -1,0 +1,43 @@
+# Paradigm — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8001
+METRICS_PORT ?= 8002
+DATA_DIR ?= ./var
+
+.DEFAULT_GOAL := help
+.PHONY: help install proto proto-check serve demo test test-fast lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install everything (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[train,test,dev]"
+	touch $@
+
+proto: install ## Regenerate service/gen from protos/
+	rm -rf service/gen
+	$(PY) protos/generate.py service/gen
+
+serve: install ## Run the server on HOST:PORT with DATA_DIR
+	$(VENV)/bin/paradigm-server --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --data-dir $(DATA_DIR)
+
+demo: install ## Start a server, train the guide's models, serve them, print the table
+	$(PY) -m clients.demo
+
+test: install ## Run the test suite (no GPU needed; GPU tests skip)
+	$(PY) -m pytest -q
+
+lint: install ## ruff + mypy
+	$(VENV)/bin/ruff check service clients tests protos
+	$(VENV)/bin/ruff format --check service clients tests protos
+	$(VENV)/bin/mypy
+
+clean: ## Remove the venv and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,114 @@
+"""How a dataset lies on disk: <root>/<name>/data.npz (X, y) + dataset.json.
+
+numpy and the standard library only, so both the serving process (uploads, listing) and the
+training workers (loading) use it. Arrays are stored without pickling and loaded with
+allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+DATA_FILE = "data.npz"
+INFO_FILE = "dataset.json"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TASKS = ("classification", "regression", "anomaly_detection")
+
+
+@dataclass
+class DatasetInfo:
+    """What is known of a stored dataset; X is float32 (n_samples, n_features)."""
+
+    name: str
+    task: str
+    n_samples: int
+    n_features: int
+    n_classes: int = 0
+    image_shape: list[int] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    size_bytes: int = 0
+    builtin: bool = False
+    description: str = ""
+    created_at: str = ""
+
+
+def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
+    """sha256 over dtypes, shapes and bytes of X and y: same data, same fingerprint."""
+    digest = hashlib.sha256()
+    for array in (X, y):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def infer_task(y: np.ndarray, max_classes: int = 100) -> str:
+    """Integer-valued labels with few distinct values mean classification."""
+    if y.size and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0)):
+        if len(np.unique(y)) <= max_classes:
+            return "classification"
+    return "regression"
+
+
+def write_dataset(
+    root: Path,
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str = "",
+    image_shape: list[int] | None = None,
+    feature_names: list[str] | None = None,
+    builtin: bool = False,
+    description: str = "",
+) -> DatasetInfo:
+    """Stores X, y under root/name atomically (temporary directory, then rename)."""
+    X = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
+    y = np.ascontiguousarray(y).reshape(-1)
+    y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float64)
+    task = task or infer_task(y)
+    n_classes = int(len(np.unique(y))) if task == "classification" else 0
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        np.savez(staging / DATA_FILE, X=X, y=y)
+        info = DatasetInfo(
+            name=name,
+            task=task,
+            n_samples=int(X.shape[0]),
+            n_features=int(X.shape[1]),
+            n_classes=n_classes,
+            image_shape=list(image_shape or []),
+            feature_names=list(feature_names or []),
+            fingerprint=fingerprint(X, y),
+            size_bytes=(staging / DATA_FILE).stat().st_size,
+            builtin=builtin,
+            description=description,
+            created_at=datetime.now(UTC).isoformat(),
+        )
+        (staging / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
+        os.replace(staging, root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info
+
+
+def read_info(directory: Path) -> DatasetInfo:
+    return DatasetInfo(**json.loads((directory / INFO_FILE).read_text()))
+
+
+def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Returns X (float32, 2-D) and y (int64 or float64) without unpickling anything."""
+    with np.load(directory / DATA_FILE, allow_pickle=False) as data:
+        return data["X"], data["y"]

@@ -1,0 +1,76 @@
+"""The manifest stored next to every model.onnx: what the model is and how it was made.
+
+Pure standard library: written by training workers, read by the serving process.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor of the model's signature; datatype is an OIP v2 string, -1 a free dim."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(name=data["name"], datatype=data["datatype"], shape=tuple(data["shape"]))
+
+
+@dataclass
+class Manifest:
+    """Everything known about one model version.
+
+    `paradigm` is "classical" or "deep"; `task` is "classification", "regression" or
+    "anomaly_detection" ("" when unknown, for imports); metrics holds evaluation and timing
+    figures (accuracy, f1_macro, rmse, r2, accuracy_rounded, fit_seconds,
+    preprocessing_seconds, export_seconds, ...).
+    """
+
+    name: str
+    version: str
+    paradigm: str
+    algorithm: str
+    task: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    dataset: str = ""
+    dataset_fingerprint: str = ""
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    parity_max_abs_error: float = 0.0
+    parameter_count: int = 0
+    onnx_bytes: int = 0
+    checksum: str = ""
+    library_versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    training_device: str = ""
+    classes: list[float] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data["inputs"] = [TensorSpec.from_dict(t) for t in data["inputs"]]
+        data["outputs"] = [TensorSpec.from_dict(t) for t in data["outputs"]]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        return cls.from_dict(json.loads((directory / MANIFEST_FILE).read_text()))
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST_FILE).write_text(self.to_json())
