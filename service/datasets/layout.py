@@ -112,3 +112,8 @@ def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """Returns X (float32, 2-D) and y (int64 or float64) without unpickling anything."""
     with np.load(directory / DATA_FILE, allow_pickle=False) as data:
         return data["X"], data["y"]
+
+
+# The datasets scikit-learn ships that every server offers; written by datasets/builtin.py
+# in a worker process, since the serving process does not import scikit-learn.
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")

@@ -1,0 +1,207 @@
+"""Conversions between paradigm.v1 messages and the service's own objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from service.datasets.layout import DatasetInfo
+from service.errors import InvalidArgument
+from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.registry.manifest import Manifest, TensorSpec
+from service.training.catalog import Algorithm
+from service.training.jobs import Job, JobEvent
+
+PARADIGMS = {"classical": pb.PARADIGM_CLASSICAL, "deep": pb.PARADIGM_DEEP}
+TASKS = {
+    "classification": pb.TASK_CLASSIFICATION,
+    "regression": pb.TASK_REGRESSION,
+    "anomaly_detection": pb.TASK_ANOMALY_DETECTION,
+}
+STATES = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
+}
+DEVICES = {
+    pb.DEVICE_UNSPECIFIED: "auto",
+    pb.DEVICE_AUTO: "auto",
+    pb.DEVICE_CPU: "cpu",
+    pb.DEVICE_CUDA: "cuda",
+}
+JOB_KINDS = {"train": pb.JOB_KIND_TRAIN, "import": pb.JOB_KIND_IMPORT}
+HYPERPARAMETER_TYPES = {
+    "int": pb.Hyperparameter.TYPE_INT,
+    "float": pb.Hyperparameter.TYPE_FLOAT,
+    "choice": pb.Hyperparameter.TYPE_CHOICE,
+    "bool": pb.Hyperparameter.TYPE_BOOL,
+}
+_TASK_NAMES = {value: key for key, value in TASKS.items()}
+_PARADIGM_NAMES = {value: key for key, value in PARADIGMS.items()}
+
+
+def task_name(task: int) -> str:
+    """Enum to name; unspecified is ""."""
+    if task == pb.TASK_UNSPECIFIED:
+        return ""
+    if task not in _TASK_NAMES:
+        raise InvalidArgument(f"task {task} is not a known Task value")
+    return _TASK_NAMES[task]
+
+
+def paradigm_name(paradigm: int) -> str:
+    if paradigm == pb.PARADIGM_UNSPECIFIED:
+        return ""
+    if paradigm not in _PARADIGM_NAMES:
+        raise InvalidArgument(f"paradigm {paradigm} is not a known Paradigm value")
+    return _PARADIGM_NAMES[paradigm]
+
+
+def device_name(device: int) -> str:
+    if device not in DEVICES:
+        raise InvalidArgument(f"device {device} is not a known Device value")
+    return DEVICES[device]
+
+
+def timestamp(moment: datetime | str | None) -> Timestamp | None:
+    if not moment:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def param_from_proto(value: pb.ParamValue) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument("a hyperparameter value is empty; set one of its kinds")
+    return getattr(value, kind)
+
+
+def params_from_proto(values: Mapping[str, pb.ParamValue]) -> dict[str, Any]:
+    return {name: param_from_proto(value) for name, value in values.items()}
+
+
+def param_to_proto(value: Any) -> pb.ParamValue:
+    if isinstance(value, bool):
+        return pb.ParamValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.ParamValue(int_value=value)
+    if isinstance(value, float):
+        return pb.ParamValue(float_value=value)
+    return pb.ParamValue(string_value=str(value))
+
+
+def dataset_to_proto(info: DatasetInfo) -> pb.Dataset:
+    return pb.Dataset(
+        name=info.name,
+        task=TASKS.get(info.task, pb.TASK_UNSPECIFIED),
+        n_samples=info.n_samples,
+        n_features=info.n_features,
+        n_classes=info.n_classes,
+        image_shape=info.image_shape,
+        feature_names=info.feature_names,
+        fingerprint=info.fingerprint,
+        size_bytes=info.size_bytes,
+        builtin=info.builtin,
+        description=info.description,
+        created_at=timestamp(info.created_at),
+    )
+
+
+def algorithm_to_proto(algorithm: Algorithm) -> pb.Algorithm:
+    message = pb.Algorithm(
+        name=algorithm.name,
+        paradigm=PARADIGMS[algorithm.paradigm],
+        tasks=[TASKS[task] for task in algorithm.tasks],
+        description=algorithm.description,
+    )
+    for hyper in algorithm.hyperparameters:
+        entry = message.hyperparameters.add(
+            name=hyper.name,
+            type=HYPERPARAMETER_TYPES[hyper.type],
+            choices=list(hyper.choices),
+            description=hyper.description,
+        )
+        entry.default.CopyFrom(param_to_proto(hyper.default))
+        if hyper.minimum is not None:
+            entry.minimum = hyper.minimum
+        if hyper.maximum is not None:
+            entry.maximum = hyper.maximum
+    return message
+
+
+def _tensors(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
+    return [pb.TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
+
+
+def model_to_proto(manifest: Manifest, *, latest: bool) -> pb.Model:
+    message = pb.Model(
+        name=manifest.name,
+        version=manifest.version,
+        paradigm=PARADIGMS.get(manifest.paradigm, pb.PARADIGM_UNSPECIFIED),
+        algorithm=manifest.algorithm,
+        task=TASKS.get(manifest.task, pb.TASK_UNSPECIFIED),
+        dataset=manifest.dataset,
+        dataset_fingerprint=manifest.dataset_fingerprint,
+        inputs=_tensors(manifest.inputs),
+        outputs=_tensors(manifest.outputs),
+        metrics=manifest.metrics,
+        parity_max_abs_error=manifest.parity_max_abs_error,
+        onnx_bytes=manifest.onnx_bytes,
+        parameter_count=manifest.parameter_count,
+        checksum=manifest.checksum,
+        library_versions=manifest.library_versions,
+        created_at=timestamp(manifest.created_at),
+        latest=latest,
+    )
+    for name, value in manifest.hyperparameters.items():
+        message.hyperparameters[name].CopyFrom(param_to_proto(value))
+    return message
+
+
+def job_to_proto(job: Job) -> pb.Job:
+    message = pb.Job(
+        id=job.id,
+        kind=JOB_KINDS[job.kind],
+        state=STATES[job.state],
+        dataset=job.dataset,
+        algorithm=job.algorithm,
+        paradigm=PARADIGMS.get(job.paradigm, pb.PARADIGM_UNSPECIFIED),
+        model_name=job.model_name,
+        model_version=job.model_version,
+        error=job.error,
+        progress=job.progress,
+        metrics=job.metrics,
+        created_at=timestamp(job.created_at),
+        started_at=timestamp(job.started_at),
+        finished_at=timestamp(job.finished_at),
+        device=job.device,
+        task=TASKS.get(job.task, pb.TASK_UNSPECIFIED),
+    )
+    for name, value in job.hyperparameters.items():
+        message.hyperparameters[name].CopyFrom(param_to_proto(value))
+    return message
+
+
+def event_to_proto(job: Job, event: JobEvent) -> pb.JobEvent:
+    return pb.JobEvent(
+        job_id=job.id,
+        sequence=event.sequence,
+        time=timestamp(event.time),
+        state=STATES[event.state],
+        stage=event.stage,
+        message=event.message,
+        epoch=event.epoch,
+        epochs=event.epochs,
+        metrics=event.metrics,
+        progress=event.progress,
+        job=job_to_proto(job),
+    )

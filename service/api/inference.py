@@ -1,0 +1,137 @@
+"""inference.GRPCInferenceService (Open Inference Protocol v2): decode, call, encode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc.aio
+
+from service import __version__
+from service.api import codec
+from service.errors import NotFound, Unavailable
+from service.gen.inference import grpc_predict_v2_pb2 as pb
+from service.gen.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.registry.manifest import TensorSpec
+from service.registry.store import ModelRegistry
+from service.serving.dataplane import DataPlane
+from service.serving.loaded import LoadedModel
+
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ["model_configuration", "paradigm"]
+_CONFIG_TYPES = {
+    name: getattr(pb, f"TYPE_{name}")
+    for name in (
+        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+        "FP16", "FP32", "FP64",
+    )
+}  # fmt: skip
+_CONFIG_TYPES["BYTES"] = pb.TYPE_STRING
+
+Context = grpc.aio.ServicerContext
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        registry: ModelRegistry,
+        *,
+        ready: Callable[[], bool],
+        max_batch_size: int,
+    ) -> None:
+        self._dataplane = dataplane
+        self._registry = registry
+        self._ready = ready
+        self._max_batch_size = max_batch_size
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._ready())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        try:
+            await self._dataplane.models.get(request.name, request.version)
+        except (NotFound, Unavailable):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name="paradigm", version=__version__, extensions=EXTENSIONS
+        )
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        model = await self._dataplane.models.get(request.name, request.version)
+        response = pb.ModelMetadataResponse(
+            name=model.name,
+            versions=self._registry.versions(model.name),
+            platform=PLATFORM,
+            inputs=[_metadata(spec) for spec in model.runtime.inputs],
+            outputs=[_metadata(spec) for spec in model.runtime.outputs],
+        )
+        for key, value in (
+            ("device", model.device),
+            ("paradigm", model.paradigm),
+            ("algorithm", model.manifest.algorithm),
+            ("version", model.version),
+        ):
+            response.parameters[key].string_param = value
+        return response
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        decoded = codec.decode_request(request)
+        response = await self._dataplane.infer(decoded)
+        return codec.encode_response(response, typed=not request.raw_input_contents)
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Context
+    ) -> pb.ModelConfigResponse:
+        model = await self._dataplane.models.get(request.name, request.version)
+        return pb.ModelConfigResponse(config=self._config(model))
+
+    def _config(self, model: LoadedModel) -> pb.ModelConfig:
+        specs = [*model.runtime.inputs, *model.runtime.outputs]
+        # Triton's convention: with max_batch_size > 0 the dims leave out the batch dim.
+        batched = all(spec.shape and spec.shape[0] == -1 for spec in specs)
+        skip = 1 if batched else 0
+        kind = (
+            pb.ModelInstanceGroup.KIND_GPU if model.device == "cuda"
+            else pb.ModelInstanceGroup.KIND_CPU
+        )  # fmt: skip
+        return pb.ModelConfig(
+            name=model.name,
+            platform=PLATFORM,
+            backend="onnxruntime",
+            max_batch_size=self._max_batch_size if batched else 0,
+            input=[
+                pb.ModelInput(
+                    name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
+                )
+                for s in model.runtime.inputs
+            ],
+            output=[
+                pb.ModelOutput(
+                    name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
+                )
+                for s in model.runtime.outputs
+            ],
+            instance_group=[pb.ModelInstanceGroup(name=model.name, count=1, kind=kind)],
+        )
+
+
+def _metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=spec.shape
+    )

@@ -1,0 +1,212 @@
+"""paradigm.v1 services: datasets, algorithms, training jobs and models. Thin: each RPC
+converts its message, calls the one object that does the work, and converts back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc.aio
+
+from service.api import convert
+from service.datasets.store import DatasetStore, spool_stream
+from service.errors import InvalidArgument
+from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
+from service.registry.store import ModelRegistry, validate_model_name
+from service.training import catalog
+from service.training.jobs import JobManager
+
+Context = grpc.aio.ServicerContext
+EXPORT_CHUNK_BYTES = 1 << 20
+DATASET_FORMATS = {pb.DATASET_FORMAT_NPZ: "npz", pb.DATASET_FORMAT_CSV: "csv"}
+MODEL_FORMATS = {pb.MODEL_FORMAT_ONNX: "onnx", pb.MODEL_FORMAT_SKOPS: "skops"}
+
+
+async def _split_upload(
+    requests: AsyncIterator[pb.UploadDatasetRequest] | AsyncIterator[pb.ImportModelRequest],
+    what: str,
+) -> tuple[object, AsyncIterator[bytes]]:
+    """First message must be the header; the rest are chunks, returned as a byte stream."""
+    first = await anext(aiter(requests), None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidArgument(f"the first message of {what} must be its header")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for message in requests:
+            if message.WhichOneof("part") != "chunk":
+                raise InvalidArgument(f"{what}: only the first message may be a header")
+            yield message.chunk
+
+    return first.header, chunks()
+
+
+class DatasetServicer(pb_grpc.DatasetServiceServicer):
+    def __init__(self, store: DatasetStore) -> None:
+        self._store = store
+
+    async def ListDatasets(
+        self, request: pb.ListDatasetsRequest, context: Context
+    ) -> pb.ListDatasetsResponse:
+        return pb.ListDatasetsResponse(
+            datasets=[convert.dataset_to_proto(info) for info in self._store.list()]
+        )
+
+    async def GetDataset(self, request: pb.GetDatasetRequest, context: Context) -> pb.Dataset:
+        return convert.dataset_to_proto(self._store.get(request.name))
+
+    async def UploadDataset(
+        self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Context
+    ) -> pb.Dataset:
+        header, chunks = await _split_upload(request_iterator, "UploadDataset")
+        assert isinstance(header, pb.UploadDatasetHeader)
+        if header.format not in DATASET_FORMATS:
+            raise InvalidArgument("header.format must be DATASET_FORMAT_NPZ or DATASET_FORMAT_CSV")
+        self._store.check_new_name(header.name)
+        task = convert.task_name(header.task)
+        spool = self._store.new_spool()
+        try:
+            await self._store.receive(chunks, spool)
+            info = await asyncio.to_thread(
+                self._store.store_upload,
+                spool,
+                name=header.name,
+                file_format=DATASET_FORMATS[header.format],
+                label_column=header.label_column,
+                task=task,
+                description=header.description,
+            )
+        finally:
+            spool.unlink(missing_ok=True)
+        return convert.dataset_to_proto(info)
+
+    async def DeleteDataset(
+        self, request: pb.DeleteDatasetRequest, context: Context
+    ) -> pb.DeleteDatasetResponse:
+        self._store.delete(request.name)
+        return pb.DeleteDatasetResponse()
+
+
+class AlgorithmServicer(pb_grpc.AlgorithmServiceServicer):
+    async def ListAlgorithms(
+        self, request: pb.ListAlgorithmsRequest, context: Context
+    ) -> pb.ListAlgorithmsResponse:
+        wanted = convert.paradigm_name(request.paradigm)
+        return pb.ListAlgorithmsResponse(
+            algorithms=[
+                convert.algorithm_to_proto(algorithm)
+                for algorithm in catalog.ALGORITHMS.values()
+                if not wanted or algorithm.paradigm == wanted
+            ]
+        )
+
+
+class TrainingServicer(pb_grpc.TrainingServiceServicer):
+    def __init__(self, jobs: JobManager) -> None:
+        self._jobs = jobs
+
+    async def StartTraining(self, request: pb.StartTrainingRequest, context: Context) -> pb.Job:
+        job = self._jobs.start_training(
+            dataset=request.dataset,
+            algorithm=request.algorithm,
+            hyperparameters=convert.params_from_proto(request.hyperparameters),
+            model_name=request.model_name,
+            task=convert.task_name(request.task),
+            device=convert.device_name(request.device),
+            seed=request.seed if request.HasField("seed") else None,
+            test_fraction=request.test_fraction,
+        )
+        return convert.job_to_proto(job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        return convert.job_to_proto(self._jobs.get(request.id))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(jobs=[convert.job_to_proto(job) for job in self._jobs.list()])
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        job = self._jobs.get(request.id)
+        async for event in self._jobs.watch(request.id):
+            yield convert.event_to_proto(job, event)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        return convert.job_to_proto(await self._jobs.cancel(request.id))
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    def __init__(self, registry: ModelRegistry, jobs: JobManager, uploads: Path, max_bytes: int):
+        self._registry = registry
+        self._jobs = jobs
+        self._uploads = uploads
+        self._max_bytes = max_bytes
+        uploads.mkdir(parents=True, exist_ok=True)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        manifests = self._registry.list(request.name, latest_only=request.latest_only)
+        newest = {m.name: m.version for m in self._registry.list(latest_only=True)}
+        return pb.ListModelsResponse(
+            models=[
+                convert.model_to_proto(m, latest=newest.get(m.name) == m.version)
+                for m in manifests
+            ]
+        )
+
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
+        manifest = self._registry.get(request.name, request.version)
+        return convert.model_to_proto(manifest, latest=self._registry.is_latest(manifest))
+
+    async def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: Context
+    ) -> pb.DeleteModelResponse:
+        return pb.DeleteModelResponse(versions=self._registry.delete(request.name, request.version))
+
+    async def ImportModel(
+        self, request_iterator: AsyncIterator[pb.ImportModelRequest], context: Context
+    ) -> pb.Job:
+        header, chunks = await _split_upload(request_iterator, "ImportModel")
+        assert isinstance(header, pb.ImportModelHeader)
+        if header.format not in MODEL_FORMATS:
+            raise InvalidArgument("header.format must be MODEL_FORMAT_ONNX or MODEL_FORMAT_SKOPS")
+        validate_model_name(header.name)
+        paradigm = convert.paradigm_name(header.paradigm)
+        task = convert.task_name(header.task)
+        file_format = MODEL_FORMATS[header.format]
+        spool = self._uploads / f"import-{uuid.uuid4().hex[:12]}.{file_format}"
+        try:
+            await spool_stream(chunks, spool, self._max_bytes, "import")
+            job = self._jobs.start_import(
+                source=spool,
+                model_name=header.name,
+                file_format=file_format,
+                paradigm=paradigm,
+                task=task,
+                n_features=header.n_features,
+                trusted_types=list(header.trusted_types),
+            )
+        except BaseException:
+            spool.unlink(missing_ok=True)
+            raise
+        return convert.job_to_proto(job)
+
+    async def ExportModel(
+        self, request: pb.ExportModelRequest, context: Context
+    ) -> AsyncIterator[pb.ExportModelResponse]:
+        manifest = self._registry.get(request.name, request.version)
+        path = self._registry.model_path(manifest)
+        first = True
+        with path.open("rb") as handle:
+            while chunk := handle.read(EXPORT_CHUNK_BYTES):
+                if first:
+                    model = convert.model_to_proto(
+                        manifest, latest=self._registry.is_latest(manifest)
+                    )
+                    yield pb.ExportModelResponse(model=model, chunk=chunk)
+                    first = False
+                else:
+                    yield pb.ExportModelResponse(chunk=chunk)

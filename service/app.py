@@ -1,0 +1,177 @@
+"""The composition root: builds every part from Settings and owns start/stop order.
+
+    app = build_app(settings); await app.start(); ... app.port ...; await app.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from service.api.errors import ErrorInterceptor
+from service.api.inference import InferenceServicer
+from service.api.paradigm import (
+    AlgorithmServicer,
+    DatasetServicer,
+    ModelServicer,
+    TrainingServicer,
+)
+from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
+from service.datasets.store import DatasetStore
+from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
+from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
+from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
+from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
+from service.metrics import Metrics
+from service.registry.store import ModelRegistry
+from service.serving.dataplane import DataPlane
+from service.serving.loaded import LoadedModels
+from service.settings import Settings
+from service.training.jobs import JobManager
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    *(service.full_name for service in paradigm_pb.DESCRIPTOR.services_by_name.values()),
+)
+
+
+class App:
+    """A running Paradigm server: gRPC, metrics endpoint, registry and job workers."""
+
+    def __init__(self, settings: Settings, metrics_registry: CollectorRegistry | None = None):
+        self.settings = settings
+        self.metrics_registry = metrics_registry or CollectorRegistry()
+        self.metrics = Metrics(self.metrics_registry)
+        self.port = 0
+        self.metrics_port = 0
+        self._ready = False
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._http: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._registry: ModelRegistry | None = None
+        self._jobs: JobManager | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        settings = self.settings
+        data_dir = settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        datasets_dir = data_dir / "datasets"
+        await _materialize_builtin(datasets_dir)
+
+        registry = self._registry = ModelRegistry(data_dir)
+        datasets = DatasetStore(datasets_dir, settings.max_upload_bytes)
+        self._executor = ThreadPoolExecutor(
+            settings.resolved_inference_threads(), thread_name_prefix="inference"
+        )
+        models = LoadedModels(
+            registry,
+            self.metrics,
+            self._executor,
+            device=settings.device,
+            intra_op_threads=settings.intra_op_threads,
+        )
+        dataplane = DataPlane(models, self.metrics, self._executor, settings.max_batch_size)
+        jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics)
+        await jobs.start()
+
+        server = self._server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        inference_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(
+                dataplane, registry, ready=lambda: self._ready,
+                max_batch_size=settings.max_batch_size,
+            ),
+            server,
+        )  # fmt: skip
+        paradigm_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
+        paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
+        paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
+        paradigm_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(registry, jobs, data_dir / "uploads", settings.max_upload_bytes),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )  # fmt: skip
+        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        await server.start()
+        if settings.metrics_port >= 0:
+            self._http, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+            )
+            self.metrics_port = self._http.server_port
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
+        if settings.port_file:
+            _write_atomically(settings.port_file, str(self.port))
+        log.info(
+            "serving gRPC on %s:%d, metrics on %d, data in %s",
+            settings.host, self.port, self.metrics_port, data_dir,
+        )  # fmt: skip
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING first, then stop jobs, then let in-flight RPCs finish."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self._ready = False
+        await self._health.enter_graceful_shutdown()
+        if self._jobs is not None:
+            await self._jobs.stop()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._registry is not None:
+            self._registry.close()
+        log.info("stopped")
+
+
+def build_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> App:
+    return App(settings, metrics_registry)
+
+
+async def _materialize_builtin(datasets_dir: Path) -> None:
+    """Writes missing built-in datasets in a worker: scikit-learn stays out of this process."""
+    missing = [n for n in BUILTIN_DATASETS if not (datasets_dir / n / INFO_FILE).exists()]
+    if not missing:
+        return
+    log.info("writing built-in datasets %s", missing)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from service.datasets import builtin  # stdlib-only at import; sklearn inside
+
+        await asyncio.get_running_loop().run_in_executor(
+            pool, builtin.materialize_builtin, datasets_dir
+        )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)

@@ -1,0 +1,60 @@
+"""`paradigm-server`: flags override PARADIGM_* environment variables, which override defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from service import __version__, logs
+from service.app import build_app
+from service.settings import Settings
+
+log = logging.getLogger("paradigm")
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog="paradigm-server",
+        description="Paradigm: train, export to ONNX and serve classical and deep models.",
+        epilog="Every flag can also be set as PARADIGM_<NAME> in the environment.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--host", help="address to bind (PARADIGM_HOST)")
+    parser.add_argument("--port", type=int, help="gRPC port, 0 = any free one (PARADIGM_PORT)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus port, 0 = any, -1 = off (PARADIGM_METRICS_PORT)"
+    )
+    parser.add_argument("--data-dir", type=Path, help="models and datasets (PARADIGM_DATA_DIR)")
+    parser.add_argument("--port-file", type=Path, help="write the bound gRPC port here")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="serving device (PARADIGM_DEVICE)"
+    )
+    parser.add_argument("--max-concurrent-jobs", type=int, help="(PARADIGM_MAX_CONCURRENT_JOBS)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (PARADIGM_LOG_LEVEL)")
+    given = vars(parser.parse_args(argv))
+    return {key: value for key, value in given.items() if value is not None}
+
+
+async def serve(settings: Settings) -> None:
+    app = build_app(settings)
+    await app.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("signal received: shutting down")
+    await app.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
+    logs.configure(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

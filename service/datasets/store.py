@@ -1,0 +1,228 @@
+"""Datasets as the serving process sees them: listing, streamed uploads, deletion.
+
+Uploads are parsed with numpy and the csv module only (the serving process never imports
+scikit-learn); built-in datasets are written by a worker process (datasets/builtin.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from service.datasets.layout import (
+    INFO_FILE,
+    NAME_PATTERN,
+    TASKS,
+    DatasetInfo,
+    read_info,
+    write_dataset,
+)
+from service.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+
+class DatasetStore:
+    """Datasets under <root>/<name>/; built-in ones are read-only."""
+
+    def __init__(self, root: Path, max_upload_bytes: int) -> None:
+        self.root = root
+        self.max_upload_bytes = max_upload_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def list(self) -> list[DatasetInfo]:
+        infos = [
+            read_info(path.parent)
+            for path in self.root.glob(f"*/{INFO_FILE}")
+            if NAME_PATTERN.match(path.parent.name)  # skips staging directories
+        ]
+        return sorted(infos, key=lambda info: (not info.builtin, info.name))
+
+    def path(self, name: str) -> Path:
+        directory = self.root / name
+        if not NAME_PATTERN.match(name) or not (directory / INFO_FILE).exists():
+            known = ", ".join(info.name for info in self.list()) or "none"
+            raise NotFound(f"dataset {name!r} not found; datasets: {known}")
+        return directory
+
+    def get(self, name: str) -> DatasetInfo:
+        return read_info(self.path(name))
+
+    def delete(self, name: str) -> None:
+        info = self.get(name)
+        if info.builtin:
+            raise InvalidArgument(f"dataset {name!r} is built in and cannot be deleted")
+        shutil.rmtree(self.root / name)
+
+    async def receive(self, chunks: AsyncIterator[bytes], spool: Path) -> int:
+        return await spool_stream(chunks, spool, self.max_upload_bytes, "upload")
+
+    def check_new_name(self, name: str) -> None:
+        if not NAME_PATTERN.match(name):
+            raise InvalidArgument(
+                f"dataset name {name!r} is not valid: use 1-64 lowercase letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit"
+            )
+        if (self.root / name).exists():
+            raise AlreadyExists(f"dataset {name!r} already exists; delete it first")
+
+    def new_spool(self) -> Path:
+        handle, path = tempfile.mkstemp(prefix=".upload-", dir=self.root)
+        os.close(handle)
+        return Path(path)
+
+    def store_upload(
+        self,
+        spool: Path,
+        *,
+        name: str,
+        file_format: str,
+        label_column: str = "",
+        task: str = "",
+        description: str = "",
+    ) -> DatasetInfo:
+        """Parses and checks a spooled upload, then stores it. Blocking: run off the loop."""
+        self.check_new_name(name)
+        if task and task not in TASKS:
+            raise InvalidArgument(f"task {task!r} is not one of {list(TASKS)}")
+        if file_format == "npz":
+            X, y, image_shape, feature_names = _parse_npz(spool)
+        elif file_format == "csv":
+            X, y, feature_names = _parse_csv(spool, label_column)
+            image_shape = []
+        else:
+            raise InvalidArgument(f"format {file_format!r} is not one of ['npz', 'csv']")
+        if task == "classification" and not np.all(np.mod(y, 1) == 0):
+            raise InvalidArgument("classification needs integer labels; y has fractions")
+        info = write_dataset(
+            self.root,
+            name,
+            X,
+            y,
+            task=task,
+            image_shape=image_shape,
+            feature_names=feature_names,
+            description=description,
+        )
+        log.info("stored dataset %s: %d x %d", name, info.n_samples, info.n_features)
+        return info
+
+
+async def spool_stream(
+    chunks: AsyncIterator[bytes], path: Path, max_bytes: int, what: str
+) -> int:
+    """Writes a streamed upload to path, refusing more than max_bytes or nothing at all."""
+    size = 0
+    with path.open("wb") as handle:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise ResourceExhausted(f"{what} exceeds the limit of {max_bytes} bytes")
+            handle.write(chunk)
+    if size == 0:
+        raise InvalidArgument(f"{what} is empty: send the file in chunks after the header")
+    return size
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise InvalidArgument(f"{what} has NaN or infinity (first at row {row})")
+
+
+def _parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InvalidArgument(f"not a readable .npz file: {exc}") from None
+    with archive:
+        missing = {"X", "y"} - set(archive.files)
+        if missing:
+            raise InvalidArgument(
+                f".npz must hold arrays 'X' and 'y'; missing {sorted(missing)}, "
+                f"found {sorted(archive.files)}"
+            )
+        try:
+            X, y = archive["X"], archive["y"]
+        except ValueError as exc:
+            # np.load refuses object arrays when allow_pickle=False: that is the point.
+            raise InvalidArgument(f".npz arrays must be numeric, not pickled objects: {exc}")
+    for array, what in ((X, "X"), (y, "y")):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InvalidArgument(f"{what} must be numeric; it has dtype {array.dtype}")
+    if X.ndim not in (2, 3) or len(X) == 0:
+        raise InvalidArgument(
+            f"X must be 2-D (samples, features) or 3-D (samples, height, width); "
+            f"it has shape {list(X.shape)}"
+        )
+    if y.ndim != 1 or len(y) != len(X):
+        raise InvalidArgument(
+            f"y must be 1-D with one label per row of X ({len(X)}); it has shape {list(y.shape)}"
+        )
+    image_shape = list(X.shape[1:]) if X.ndim == 3 else []
+    X = X.reshape(len(X), -1).astype(np.float32)
+    y = y.astype(np.float64) if not np.issubdtype(y.dtype, np.integer) else y.astype(np.int64)
+    _check_finite(X, "X")
+    _check_finite(y, "y")
+    return X, y, image_shape, []
+
+
+def _parse_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if not label_column:
+        raise InvalidArgument("CSV uploads need label_column: the name of the label column")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidArgument("CSV must be UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise InvalidArgument("CSV is empty: expected a header row with column names")
+    header = [column.strip() for column in header]
+    if label_column not in header:
+        raise InvalidArgument(f"label column {label_column!r} not in the header {header}")
+    label_index = header.index(label_column)
+    feature_names = [c for i, c in enumerate(header) if i != label_index]
+    if not feature_names:
+        raise InvalidArgument("CSV needs at least one feature column besides the label")
+    rows: list[list[float]] = []
+    for line_number, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise InvalidArgument(
+                f"CSV line {line_number} has {len(row)} fields; the header has {len(header)}"
+            )
+        values = []
+        for column, cell in zip(header, row, strict=True):
+            try:
+                value = float(cell)
+            except ValueError:
+                raise InvalidArgument(
+                    f"CSV line {line_number}, column {column!r}: {cell!r} is not a number"
+                ) from None
+            if not math.isfinite(value):
+                raise InvalidArgument(
+                    f"CSV line {line_number}, column {column!r}: {cell!r} is not allowed"
+                )
+            values.append(value)
+        rows.append(values)
+    if not rows:
+        raise InvalidArgument("CSV has a header but no data rows")
+    table = np.asarray(rows, dtype=np.float64)
+    y = table[:, label_index]
+    X = np.delete(table, label_index, axis=1).astype(np.float32)
+    if np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)
+    return X, y, feature_names

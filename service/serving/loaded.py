@@ -1,0 +1,138 @@
+"""Model versions with live sessions: (name, version) -> LoadedModel, loaded on first use.
+
+Sessions are created off the event loop; concurrent first requests for one version share a
+single load. The latest-version map is cached in memory and corrected by registry events,
+so the hot path does not touch SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from service.metrics import Metrics
+from service.registry.manifest import Manifest, TensorSpec
+from service.registry.store import ModelRegistry
+from service.serving.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version ready to run."""
+
+    manifest: Manifest
+    runtime: OnnxModel
+    inputs: dict[str, TensorSpec]
+    output_names: list[str]
+    output_types: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def paradigm(self) -> str:
+        return self.manifest.paradigm
+
+    @property
+    def device(self) -> str:
+        return self.runtime.device
+
+
+class LoadedModels:
+    """Loads, caches and evicts model versions."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        executor: Executor,
+        *,
+        device: str,
+        intra_op_threads: int,
+    ) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._executor = executor
+        self._device = device
+        self._intra_op_threads = intra_op_threads
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
+        self._latest: dict[str, str] = {}
+        registry.on_change(self._registry_changed)
+
+    async def get(self, name: str, version: str = "") -> LoadedModel:
+        """The loaded version (latest when empty); NotFound/Unavailable as the registry says."""
+        if not version:
+            version = self._latest.get(name, "")
+        if version:
+            loaded = self._models.get((name, version))
+            if loaded is not None:
+                return loaded
+        manifest = self._registry.get(name, version)
+        if not version:
+            self._latest[name] = manifest.version
+        key = (name, manifest.version)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            return loaded
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[key] = pending
+            try:
+                loaded = await self._load(manifest)
+                self._models[key] = loaded
+                pending.set_result(loaded)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # marks it retrieved when nobody else waits
+                raise
+            finally:
+                del self._loading[key]
+            return loaded
+        return await asyncio.shield(pending)
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._models.values())
+
+    async def _load(self, manifest: Manifest) -> LoadedModel:
+        path = self._registry.model_path(manifest)
+        started = time.perf_counter()
+        runtime = await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            lambda: OnnxModel(
+                path, device=self._device, intra_op_threads=self._intra_op_threads
+            ),
+        )
+        elapsed = time.perf_counter() - started
+        labels = (manifest.paradigm, manifest.name, runtime.device)
+        self._metrics.model_load_duration.labels(*labels).observe(elapsed)
+        self._metrics.models_loaded.labels(manifest.paradigm, runtime.device).inc()
+        log.info(
+            "loaded %s version %s on %s in %.3f s", manifest.name, manifest.version,
+            runtime.device, elapsed,
+        )  # fmt: skip
+        return LoadedModel(
+            manifest=manifest,
+            runtime=runtime,
+            inputs={spec.name: spec for spec in runtime.inputs},
+            output_names=[spec.name for spec in runtime.outputs],
+            output_types={spec.name: spec.datatype for spec in runtime.outputs},
+        )
+
+    def _registry_changed(self, name: str, versions: list[str]) -> None:
+        self._latest.pop(name, None)
+        for version in versions:
+            evicted = self._models.pop((name, version), None)
+            if evicted is not None:
+                self._metrics.models_loaded.labels(evicted.paradigm, evicted.device).dec()

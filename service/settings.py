@@ -1,0 +1,49 @@
+"""Typed settings: defaults here, overridden by PARADIGM_* environment variables and flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; `paradigm-server --help` shows the flags."""
+
+    model_config = SettingsConfigDict(env_prefix="PARADIGM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int = Field(
+        8002, ge=-1, le=65535, description="Prometheus port; 0 picks a free one, -1 disables"
+    )
+    data_dir: Path = Path("./var")
+    port_file: Path | None = Field(None, description="write the bound gRPC port here")
+
+    device: Device = Field("auto", description="serving device for ONNX Runtime")
+    inference_threads: int = Field(
+        0, ge=0, description="threads running ONNX Runtime sessions; 0 means the CPU count"
+    )
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per session call")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_batch_size: int = Field(4096, ge=1, description="largest batch a request may carry")
+
+    max_concurrent_jobs: int = Field(1, ge=1, description="training workers at once")
+    max_queued_jobs: int = Field(64, ge=1)
+    worker_blas_threads: int = Field(
+        1, ge=1, description="BLAS/torch threads per worker (oversubscription measured 11-16x)"
+    )
+    parity_tolerance: float = Field(1e-3, gt=0)
+    cancel_grace_seconds: float = Field(2.0, ge=0)
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+
+    grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
+    log_level: str = "INFO"
+
+    def resolved_inference_threads(self) -> int:
+        return self.inference_threads or (os.cpu_count() or 1)

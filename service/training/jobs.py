@@ -1,0 +1,484 @@
+"""Training and import jobs: a bounded queue, worker processes, states and progress events.
+
+Each job runs in its own spawned process (never fork after gRPC has started), so a crash,
+a leak or a cancel costs only that process. The parent reads the worker's pipe from the
+event loop (add_reader: no thread per job), keeps every event so a watcher can join late,
+and publishes the finished model into the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from service.datasets.store import DatasetStore
+from service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from service.metrics import Metrics
+from service.registry.manifest import Manifest
+from service.registry.store import ModelRegistry, validate_model_name
+from service.settings import Settings
+from service.training import catalog, worker
+from service.training.spec import ImportSpec, TrainingSpec
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelled",
+)  # fmt: skip
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+DEVICES = ("auto", "cpu", "cuda")
+MAX_FINISHED_JOBS = 1000
+
+
+@dataclass
+class JobEvent:
+    """One entry of a job's history."""
+
+    sequence: int
+    time: datetime
+    state: str
+    stage: str
+    message: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    progress: float = 0.0
+
+
+@dataclass
+class Job:
+    """A job and everything a client may ask about it."""
+
+    id: str
+    kind: str  # "train" | "import"
+    spec: TrainingSpec | ImportSpec
+    model_name: str
+    dataset: str = ""
+    algorithm: str = ""
+    paradigm: str = ""
+    task: str = ""
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    state: str = QUEUED
+    model_version: str = ""
+    error: str = ""
+    progress: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    device: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    events: list[JobEvent] = field(default_factory=list)
+    process: BaseProcess | None = None
+    cancel_requested: bool = False
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+class JobManager:
+    """Owns the job queue and the worker processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        datasets: DatasetStore,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._datasets = datasets
+        self._metrics = metrics
+        self._jobs: dict[str, Job] = {}
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queued_jobs)
+        self._runners: list[asyncio.Task[None]] = []
+        self._context = multiprocessing.get_context("spawn")
+
+    async def start(self) -> None:
+        self._runners = [
+            asyncio.create_task(self._run_forever(), name=f"job-runner-{i}")
+            for i in range(self._settings.max_concurrent_jobs)
+        ]
+
+    async def stop(self) -> None:
+        """Stops every worker; unfinished jobs end FAILED (running) or CANCELLED (queued)."""
+        running = []
+        for job in list(self._jobs.values()):
+            if job.state == QUEUED:
+                self._finish(job, CANCELLED, error="server shut down before the job started")
+            elif job.state == RUNNING:
+                job.error = "server shut down while the job ran"
+                self._terminate(job)
+                running.append(job)
+        if running:
+            waits = [asyncio.ensure_future(self._until_ended(job)) for job in running]
+            await asyncio.wait(waits, timeout=self._settings.cancel_grace_seconds + 5.0)
+            for wait in waits:
+                wait.cancel()
+        for runner in self._runners:
+            runner.cancel()
+        for runner in self._runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        for job in running:
+            if job.state not in TERMINAL:
+                if job.process is not None and job.process.exitcode is None:
+                    job.process.kill()
+                self._finish(job, FAILED)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def start_training(
+        self,
+        *,
+        dataset: str,
+        algorithm: str,
+        hyperparameters: Mapping[str, Any],
+        model_name: str = "",
+        task: str = "",
+        device: str = "auto",
+        seed: int | None = None,
+        test_fraction: float = 0.0,
+    ) -> Job:
+        """Validates the request completely, then queues it; raises before queuing."""
+        info = self._datasets.get(dataset)
+        chosen = catalog.get_algorithm(algorithm)
+        params = catalog.resolve_hyperparameters(chosen, hyperparameters)
+        resolved_task = catalog.resolve_task(chosen, info.task, task)
+        if chosen.name == "cnn" and not info.image_shape:
+            raise InvalidArgument(
+                f"cnn needs an image dataset (rows with an image_shape, like digits); "
+                f"dataset {dataset!r} has none: try mlp or lstm"
+            )
+        name = validate_model_name(model_name or f"{dataset}-{algorithm}")
+        if device not in DEVICES:
+            raise InvalidArgument(f"device {device!r} is not one of {list(DEVICES)}")
+        fraction = test_fraction or 0.25
+        if not 0.05 <= fraction <= 0.9:
+            raise InvalidArgument(f"test_fraction {fraction} must be between 0.05 and 0.9")
+        job_id = _new_id()
+        spec = TrainingSpec(
+            job_id=job_id,
+            dataset_dir=str(self._datasets.path(dataset)),
+            algorithm=chosen.name,
+            hyperparameters=params,
+            task=resolved_task,
+            model_name=name,
+            out_dir="",  # set when it starts: staging directories are made just in time
+            device=device,
+            seed=0 if seed is None else seed,
+            test_fraction=fraction,
+            blas_threads=self._settings.worker_blas_threads,
+            parity_tolerance=self._settings.parity_tolerance,
+        )
+        job = Job(
+            id=job_id,
+            kind="train",
+            spec=spec,
+            model_name=name,
+            dataset=dataset,
+            algorithm=chosen.name,
+            paradigm=chosen.paradigm,
+            task=resolved_task,
+            hyperparameters=params,
+        )
+        return self._enqueue(job)
+
+    def start_import(
+        self,
+        *,
+        source: Path,
+        model_name: str,
+        file_format: str,
+        paradigm: str = "",
+        task: str = "",
+        n_features: int = 0,
+        trusted_types: list[str] | None = None,
+    ) -> Job:
+        name = validate_model_name(model_name)
+        job_id = _new_id()
+        spec = ImportSpec(
+            job_id=job_id,
+            source_path=str(source),
+            format=file_format,
+            model_name=name,
+            out_dir="",
+            paradigm=paradigm,
+            task=task,
+            n_features=n_features,
+            trusted_types=list(trusted_types or []),
+            blas_threads=self._settings.worker_blas_threads,
+            parity_tolerance=self._settings.parity_tolerance,
+        )
+        job = Job(
+            id=job_id,
+            kind="import",
+            spec=spec,
+            model_name=name,
+            algorithm="imported",
+            paradigm=paradigm,
+            task=task,
+        )
+        return self._enqueue(job)
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def list(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """Every event so far, then live ones, until the job ends."""
+        job = self.get(job_id)
+        index = 0
+        while True:
+            while index < len(job.events):
+                yield job.events[index]
+                index += 1
+            if job.state in TERMINAL:
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            job.waiters.append(waiter)
+            await waiter
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancels a job; a running worker is terminated, then killed after a grace."""
+        job = self.get(job_id)
+        if job.state in TERMINAL:
+            raise FailedPrecondition(f"job {job_id!r} already ended: {job.state}")
+        job.cancel_requested = True
+        if job.state == QUEUED:
+            self._finish(job, CANCELLED)
+            return job
+        self._terminate(job)
+        deadline = self._settings.cancel_grace_seconds + 5.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until_ended(job), deadline)
+        return job
+
+    # -- running --------------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> Job:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise ResourceExhausted(
+                f"the training queue is full ({self._settings.max_queued_jobs} jobs waiting); "
+                "try again later"
+            ) from None
+        self._jobs[job.id] = job
+        self._prune()
+        self._record(job, stage=QUEUED, message=f"{job.kind} job queued")
+        self._metrics.training_queue_depth.set(self._queue.qsize())
+        return job
+
+    async def _run_forever(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._metrics.training_queue_depth.set(self._queue.qsize())
+            if job.state != QUEUED:
+                continue
+            try:
+                await self._run(job)
+            except Exception as exc:  # a bug here must not stop the runner
+                log.exception("job %s: runner failed", job.id)
+                if job.state not in TERMINAL:
+                    self._finish(job, FAILED, error=f"internal error: {exc}")
+
+    async def _run(self, job: Job) -> None:
+        staging = self._registry.new_staging_dir(job.id)
+        spec = _with_out_dir(job.spec, staging)
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=worker.run, args=(spec, sender), name=f"paradigm-job-{job.id}", daemon=True
+        )
+        job.process = process
+        job.state = RUNNING
+        job.started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        self._metrics.training_running.inc()
+        self._record(job, stage="started", message=f"worker process starting for {job.kind}")
+        try:
+            process.start()
+            sender.close()  # our copy: the pipe reports EOF once the child's copy closes
+            final = await self._pump(job, receiver)
+            await asyncio.get_running_loop().run_in_executor(None, process.join)
+        finally:
+            receiver.close()
+            self._metrics.training_running.dec()
+        elapsed = time.perf_counter() - started
+        try:
+            if job.cancel_requested:
+                self._finish(job, CANCELLED)
+            elif job.error and final is None:
+                self._finish(job, FAILED)
+            elif final is None:
+                self._finish(
+                    job,
+                    FAILED,
+                    error=f"worker process exited with code {process.exitcode} before finishing",
+                )
+            elif final["type"] == "error":
+                self._finish(job, FAILED, error=str(final["message"]))
+            else:
+                manifest = self._registry.publish(job.model_name, staging)
+                self._succeed(job, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if job.kind == "import":
+                Path(job.spec.source_path).unlink(missing_ok=True)
+        device = job.device or "cpu"
+        self._metrics.training_duration.labels(
+            job.paradigm or "unknown", job.algorithm, device
+        ).observe(elapsed)
+
+    async def _pump(self, job: Job, receiver: Connection) -> dict[str, Any] | None:
+        """Records the worker's events until its pipe closes; returns its last word."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        final: dict[str, Any] | None = None
+
+        def readable() -> None:
+            nonlocal final
+            try:
+                while receiver.poll():
+                    message = receiver.recv()
+                    if message.get("type") == "event":
+                        self._worker_event(job, message)
+                    else:
+                        final = message
+            except (EOFError, OSError):
+                loop.remove_reader(receiver.fileno())
+                if not closed.done():
+                    closed.set_result(None)
+
+        loop.add_reader(receiver.fileno(), readable)
+        try:
+            await closed
+        finally:
+            if not closed.done():
+                loop.remove_reader(receiver.fileno())
+        return final
+
+    def _worker_event(self, job: Job, message: dict[str, Any]) -> None:
+        if job.cancel_requested:
+            return
+        metrics = {k: float(v) for k, v in (message.get("metrics") or {}).items()}
+        self._record(
+            job,
+            stage=str(message.get("stage", "")),
+            message=str(message.get("message", "")),
+            progress=message.get("progress"),
+            epoch=int(message.get("epoch") or 0),
+            epochs=int(message.get("epochs") or 0),
+            metrics=metrics,
+        )
+
+    def _terminate(self, job: Job) -> None:
+        process = job.process
+        if process is None or process.exitcode is not None:
+            return
+        process.terminate()
+        grace = self._settings.cancel_grace_seconds
+
+        def kill_if_alive() -> None:
+            if process.exitcode is None:
+                log.warning("job %s: worker ignored SIGTERM; killing it", job.id)
+                process.kill()
+
+        asyncio.get_running_loop().call_later(grace, kill_if_alive)
+
+    def _succeed(self, job: Job, manifest: Manifest) -> None:
+        job.model_version = manifest.version
+        job.metrics = dict(manifest.metrics)
+        job.metrics["parity_max_abs_error"] = manifest.parity_max_abs_error
+        job.device = manifest.training_device or "cpu"
+        job.paradigm = manifest.paradigm
+        job.task = manifest.task or job.task
+        self._finish(
+            job,
+            SUCCEEDED,
+            message=f"published {manifest.name} version {manifest.version}",
+            metrics=job.metrics,
+        )
+
+    def _finish(
+        self,
+        job: Job,
+        state: str,
+        *,
+        error: str = "",
+        message: str = "",
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        job.state = state
+        job.error = error or job.error
+        job.finished_at = datetime.now(UTC)
+        if state == SUCCEEDED:
+            job.progress = 1.0
+        self._record(job, stage=state, message=message or job.error, metrics=metrics)
+        self._metrics.training_jobs.labels(job.paradigm or "unknown", job.algorithm, state).inc()
+        log.info("job %s %s %s", job.id, state, job.error)
+
+    def _record(
+        self,
+        job: Job,
+        *,
+        stage: str,
+        message: str = "",
+        progress: float | None = None,
+        epoch: int = 0,
+        epochs: int = 0,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        if progress is not None:
+            job.progress = max(job.progress, min(1.0, float(progress)))
+        job.events.append(
+            JobEvent(
+                sequence=len(job.events),
+                time=datetime.now(UTC),
+                state=job.state,
+                stage=stage,
+                message=message,
+                epoch=epoch,
+                epochs=epochs,
+                metrics=dict(metrics or {}),
+                progress=job.progress,
+            )
+        )
+        waiters, job.waiters = job.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _until_ended(self, job: Job) -> None:
+        while job.state not in TERMINAL:
+            waiter = asyncio.get_running_loop().create_future()
+            job.waiters.append(waiter)
+            await waiter
+
+    def _prune(self) -> None:
+        finished = [job for job in self._jobs.values() if job.state in TERMINAL]
+        for job in sorted(finished, key=lambda j: j.created_at)[:-MAX_FINISHED_JOBS]:
+            del self._jobs[job.id]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _with_out_dir(spec: TrainingSpec | ImportSpec, out_dir: Path) -> TrainingSpec | ImportSpec:
+    return replace(spec, out_dir=str(out_dir))
