@@ -112,6 +112,10 @@ class DataPlane:
                 )
             if shape and spec.shape and spec.shape[0] == -1:
                 rows = max(rows, shape[0])
+                if shape[0] == 0:
+                    # Measured: ONNX Runtime 1.31 aborts the whole process on an LSTM given
+                    # an empty batch, so no empty batch ever reaches a session.
+                    raise InvalidArgument(f"input {name!r} has an empty batch (0 rows)")
                 if shape[0] > self._max_batch_size:
                     raise InvalidArgument(
                         f"input {name!r} has a batch of {shape[0]} rows; the most is "
