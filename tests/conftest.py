@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clients.client import ParadigmClient
 from tests.server import RunningServer
 
 # Keep BLAS in this test process from fighting the server's worker processes for 2 cores.
@@ -50,3 +51,18 @@ def channel(server: RunningServer) -> Iterator[grpc.Channel]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer) -> Iterator[ParadigmClient]:
+    with ParadigmClient(server.target, timeout=120) as client:
+        client.wait_until_ready(30)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def iris_model(client: ParadigmClient) -> str:
+    """A logistic regression on iris, published as "iris-lr"; returns its name."""
+    job = client.start_training("iris", "logistic_regression", model_name="iris-lr", seed=0)
+    client.wait_for_job(job.id)
+    return "iris-lr"
