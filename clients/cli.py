@@ -1,0 +1,508 @@
+"""The `paradigm` command: datasets, algorithms, training, models and predictions from a shell.
+
+Server errors print as `error: <CODE>: <details>` and exit 1; a traceback here always means
+a bug in this program, never a refusal from the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from clients.client import (
+    TERMINAL_STATES,
+    ParadigmClient,
+    ParadigmClientError,
+    enum_name,
+    from_param_value,
+)
+from clients.dtypes import dtype_of
+from service.gen.paradigm.v1 import paradigm_pb2 as pb
+
+DEFAULT_TARGET = "127.0.0.1:8001"
+TASKS = ("classification", "regression", "anomaly_detection")
+_PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Outputs worth printing by default, best first; anything else falls back to the first one.
+_PRIMARY_OUTPUTS = ("label", "prediction", "score")
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def format_cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Plain-text columns: numbers right-aligned, everything else left-aligned."""
+    cells = [[format_cell(v) for v in row] for row in rows]
+    numeric = [
+        bool(cells) and all(_is_number(row[i]) for row in cells) for i in range(len(headers))
+    ]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def key_metric(metrics: dict[str, float] | Any) -> tuple[str, float] | None:
+    """The figure that says how good a model is: accuracy, rounded accuracy, else RMSE.
+
+    "accuracy≈" marks a regressor trained on class labels and scored by rounding its
+    predictions to the nearest class: not a classifier, so not a plain accuracy.
+    """
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("accuracy_rounded", "accuracy≈"),
+        ("rmse", "RMSE"),
+    ):
+        if key in metrics:
+            return label, float(metrics[key])
+    return None
+
+
+def _key_metric_text(metrics: Any) -> str:
+    found = key_metric(metrics)
+    return "-" if found is None else f"{found[0]} {found[1]:.4g}"
+
+
+def _task(number: int) -> str:
+    return enum_name(pb.Task, "TASK_", number) or "-"
+
+
+def _paradigm(number: int) -> str:
+    return enum_name(pb.Paradigm, "PARADIGM_", number) or "-"
+
+
+def _state(number: int) -> str:
+    return enum_name(pb.JobState, "JOB_STATE_", number) or "-"
+
+
+def _params_text(params: Any) -> str:
+    return " ".join(f"{k}={from_param_value(v)}" for k, v in sorted(params.items()))
+
+
+def _metrics_lines(metrics: Any) -> list[str]:
+    return [f"  {k:<22} {v:.6g}" for k, v in sorted(metrics.items())]
+
+
+def _show(fields: Sequence[tuple[str, object]]) -> None:
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key:<{width}}  {format_cell(value)}")
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+
+def parse_param(text: str) -> tuple[str, str]:
+    """`key=value` from --param; the value stays text and the server's catalog types it."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not _PARAM_KEY.fullmatch(key) or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paradigm", description="Train, serve and compare classical and deep models."
+    )
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("PARADIGM_TARGET", DEFAULT_TARGET),
+        help="server address HOST:PORT (env PARADIGM_TARGET; default %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    datasets = commands.add_parser("datasets", help="list datasets, or upload one")
+    datasets_sub = datasets.add_subparsers(dest="action", metavar="ACTION")
+    upload = datasets_sub.add_parser("upload", help="upload a .npz (X, y) or .csv file")
+    upload.add_argument("name")
+    upload.add_argument("file", type=Path)
+    upload.add_argument("--label-column", default="", help="CSV: the label column's name")
+    upload.add_argument("--task", choices=TASKS)
+    upload.add_argument("--description", default="")
+
+    commands.add_parser("algorithms", help="list algorithms and their hyperparameters")
+
+    train = commands.add_parser("train", help="train a model and follow its progress")
+    train.add_argument("dataset")
+    train.add_argument("algorithm")
+    train.add_argument("--name", default="", help="model name (default DATASET-ALGORITHM)")
+    train.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter; repeat for more",
+    )
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--task", choices=TASKS)
+    train.add_argument("--test-fraction", type=float, default=0.0)
+    train.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
+    jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION")
+    for action in ("show", "cancel"):
+        jobs_sub.add_parser(action, help=f"{action} a job").add_argument("id")
+
+    models = commands.add_parser("models", help="list models, show or delete one")
+    models_sub = models.add_subparsers(dest="action", metavar="ACTION")
+    for action in ("show", "delete"):
+        sub = models_sub.add_parser(action, help=f"{action} a model")
+        sub.add_argument("name")
+        sub.add_argument("--version", default="", help="default: latest (delete: every version)")
+
+    predict = commands.add_parser("predict", help="run a model on rows from a .npy or .csv file")
+    predict.add_argument("model")
+    predict.add_argument("file", type=Path)
+    predict.add_argument("--version", default="")
+    predict.add_argument("--output", help="output to print or save (default: label/prediction)")
+    predict.add_argument("--out", type=Path, help="save the output to this .npy file")
+
+    imp = commands.add_parser("import", help="import an .onnx or .skops model")
+    imp.add_argument("name")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--paradigm", choices=("classical", "deep"))
+    imp.add_argument("--task", choices=TASKS)
+    imp.add_argument("--n-features", type=int, default=0, help="skops: feature count")
+    imp.add_argument(
+        "--trust", action="append", default=[], metavar="TYPE", help="skops type to trust"
+    )
+
+    export = commands.add_parser("export", help="download a model's ONNX file")
+    export.add_argument("name")
+    export.add_argument("file", type=Path)
+    export.add_argument("--version", default="")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
+    if args.action == "upload":
+        ds = client.upload_dataset(
+            args.name,
+            args.file,
+            label_column=args.label_column,
+            task=args.task,
+            description=args.description,
+        )
+        print(
+            f"uploaded {ds.name}: {ds.n_samples} samples, {ds.n_features} features, "
+            f"task {_task(ds.task)}, fingerprint {ds.fingerprint[:12]}"
+        )
+        return
+    rows = [
+        (
+            d.name,
+            _task(d.task),
+            d.n_samples,
+            d.n_features,
+            d.n_classes or None,
+            d.builtin,
+            d.fingerprint[:12],
+        )
+        for d in client.list_datasets()
+    ]
+    headers = ("name", "task", "samples", "features", "classes", "builtin", "fingerprint")
+    print(format_table(headers, rows))
+
+
+def cmd_algorithms(client: ParadigmClient, args: argparse.Namespace) -> None:
+    rows = [
+        (
+            a.name,
+            _paradigm(a.paradigm),
+            ",".join(_task(t) for t in a.tasks),
+            " ".join(f"{h.name}={from_param_value(h.default)}" for h in a.hyperparameters),
+        )
+        for a in client.list_algorithms()
+    ]
+    print(format_table(("name", "paradigm", "tasks", "hyperparameters (defaults)"), rows))
+
+
+class _Progress:
+    """A tqdm bar over a job's events: stage in the description, epoch figures after it."""
+
+    def __init__(self) -> None:
+        self._bar = tqdm(total=100, unit="%", bar_format="{desc:<12} {bar} {n:3.0f}%{postfix}")
+
+    def __call__(self, event: pb.JobEvent) -> None:
+        self._bar.set_description_str(event.stage or _state(event.state), refresh=False)
+        if event.stage == "epoch" and event.epochs:
+            figures = {"epoch": f"{event.epoch}/{event.epochs}"}
+            figures.update({k: f"{v:.4g}" for k, v in sorted(event.metrics.items())})
+            self._bar.set_postfix(figures, refresh=False)
+        self._bar.update(max(0.0, 100 * event.progress - self._bar.n))
+        if event.state in TERMINAL_STATES:
+            self.close()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _print_job_result(job: pb.Job) -> None:
+    print(f"model {job.model_name} version {job.model_version} ({job.algorithm}, {job.device})")
+    print("\n".join(_metrics_lines(job.metrics)))
+
+
+def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
+    job = client.start_training(
+        args.dataset,
+        args.algorithm,
+        hyperparameters=dict(args.param),
+        model_name=args.name,
+        task=args.task,
+        device=args.device,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+    )
+    print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
+    if args.no_wait:
+        return
+    progress = _Progress()
+    try:
+        done = client.wait_for_job(job.id, on_event=progress)
+    finally:
+        progress.close()
+    _print_job_result(done)
+
+
+def cmd_jobs(client: ParadigmClient, args: argparse.Namespace) -> None:
+    if args.action == "show":
+        _show_job(client.get_job(args.id))
+        return
+    if args.action == "cancel":
+        job = client.cancel_job(args.id)
+        print(f"job {job.id}: {_state(job.state)}")
+        return
+    rows = [
+        (
+            j.id,
+            enum_name(pb.JobKind, "JOB_KIND_", j.kind),
+            _state(j.state),
+            j.algorithm,
+            j.dataset or None,
+            j.model_name,
+            j.model_version or None,
+            f"{100 * j.progress:.0f}%",
+            j.device or None,
+            j.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            if j.created_at.seconds
+            else None,
+        )
+        for j in client.list_jobs()
+    ]
+    headers = (
+        "id", "kind", "state", "algorithm", "dataset", "model", "version", "progress", "device",
+        "created",
+    )  # fmt: skip
+    print(format_table(headers, rows))
+
+
+def _show_job(job: pb.Job) -> None:
+    _show(
+        [
+            ("id", job.id),
+            ("kind", enum_name(pb.JobKind, "JOB_KIND_", job.kind)),
+            ("state", _state(job.state)),
+            ("dataset", job.dataset or None),
+            ("algorithm", job.algorithm),
+            ("paradigm", _paradigm(job.paradigm)),
+            ("task", _task(job.task)),
+            ("device", job.device or None),
+            ("model", f"{job.model_name} {job.model_version}".strip()),
+            ("progress", f"{100 * job.progress:.0f}%"),
+            ("hyperparameters", _params_text(job.hyperparameters) or None),
+            ("error", job.error or None),
+        ]
+    )
+    if job.metrics:
+        print("metrics")
+        print("\n".join(_metrics_lines(job.metrics)))
+
+
+def cmd_models(client: ParadigmClient, args: argparse.Namespace) -> None:
+    if args.action == "show":
+        _show_model(client.get_model(args.name, args.version))
+        return
+    if args.action == "delete":
+        versions = client.delete_model(args.name, args.version)
+        print(f"deleted {args.name} version(s) {', '.join(versions) or '(none)'}")
+        return
+    rows = [
+        (
+            m.name,
+            m.version,
+            _paradigm(m.paradigm),
+            m.algorithm,
+            _task(m.task),
+            _key_metric_text(m.metrics),
+            m.onnx_bytes,
+            m.parameter_count,
+        )
+        for m in client.list_models()
+    ]
+    headers = ("name", "version", "paradigm", "algorithm", "task", "metric", "onnx bytes", "params")
+    print(format_table(headers, rows))
+
+
+def _tensors_text(specs: Iterable[pb.TensorSpec]) -> str:
+    return ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs)
+
+
+def _show_model(m: pb.Model) -> None:
+    _show(
+        [
+            ("name", m.name),
+            ("version", f"{m.version}{' (latest)' if m.latest else ''}"),
+            ("paradigm", _paradigm(m.paradigm)),
+            ("algorithm", m.algorithm),
+            ("task", _task(m.task)),
+            ("dataset", m.dataset or None),
+            ("dataset fingerprint", m.dataset_fingerprint[:12] or None),
+            ("inputs", _tensors_text(m.inputs)),
+            ("outputs", _tensors_text(m.outputs)),
+            ("hyperparameters", _params_text(m.hyperparameters) or None),
+            ("parity max abs error", m.parity_max_abs_error),
+            ("onnx bytes", m.onnx_bytes),
+            ("parameters", m.parameter_count),
+            ("checksum", m.checksum[:16] or None),
+            ("libraries", " ".join(f"{k}={v}" for k, v in sorted(m.library_versions.items()))),
+            ("created", m.created_at.ToDatetime().isoformat() if m.created_at.seconds else None),
+        ]
+    )
+    if m.metrics:
+        print("metrics")
+        print("\n".join(_metrics_lines(m.metrics)))
+
+
+def load_rows(path: Path) -> np.ndarray:
+    """Rows from a .npy array or a numeric .csv (a non-numeric first line is a header)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif suffix == ".csv":
+        with path.open() as f:
+            first = f.readline()
+        try:
+            [float(v) for v in first.split(",")]
+            skip = 0
+        except ValueError:
+            skip = 1
+        array = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2)
+    else:
+        raise ValueError(f"{path}: expected a .npy or .csv file")
+    return array.reshape(1, -1) if array.ndim == 1 else array
+
+
+def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
+    rows = load_rows(args.file)
+    metadata = client.model_metadata(args.model, args.version)
+    if len(metadata.inputs) != 1:
+        raise ValueError(f"{args.model} takes {len(metadata.inputs)} inputs; predict sends one")
+    spec = metadata.inputs[0]
+    # Files hold float64 or ints; the model says what it takes, so cast before sending.
+    rows = rows.astype(dtype_of(spec.datatype), copy=False)
+    result = client.infer(
+        args.model,
+        {spec.name: rows},
+        version=args.version,
+        outputs=[args.output] if args.output else None,
+    )
+    name = args.output or next(
+        (n for n in _PRIMARY_OUTPUTS if n in result.outputs), next(iter(result.outputs))
+    )
+    values = result.as_numpy(name)
+    if args.out is not None:
+        np.save(args.out, values)
+        print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
+        return
+    print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
+    table = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+    for row in table.tolist():
+        print(" ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+
+
+def cmd_import(client: ParadigmClient, args: argparse.Namespace) -> None:
+    job = client.import_model(
+        args.name,
+        args.file,
+        paradigm=args.paradigm,
+        task=args.task,
+        n_features=args.n_features,
+        trusted_types=args.trust,
+    )
+    print(f"job {job.id} importing {args.file} as {args.name}", file=sys.stderr)
+    _print_job_result(client.wait_for_job(job.id))
+
+
+def cmd_export(client: ParadigmClient, args: argparse.Namespace) -> None:
+    model = client.export_model(args.name, args.file, version=args.version)
+    print(f"wrote {model.name} version {model.version} ({model.onnx_bytes} bytes) to {args.file}")
+
+
+COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
+    "datasets": cmd_datasets,
+    "algorithms": cmd_algorithms,
+    "train": cmd_train,
+    "jobs": cmd_jobs,
+    "models": cmd_models,
+    "predict": cmd_predict,
+    "import": cmd_import,
+    "export": cmd_export,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with ParadigmClient(args.target, timeout=args.timeout) as client:
+            COMMANDS[args.command](client, args)
+    except ParadigmClientError as error:
+        print(f"error: {error.code.name}: {error.details}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

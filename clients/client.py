@@ -1,0 +1,542 @@
+"""A typed Python client for Paradigm: numpy in, numpy out, protobuf messages for the rest.
+
+One grpc.Channel carries all five services. Every grpc.RpcError leaves this module as a
+ParadigmClientError with the status code and the server's details, so callers handle one
+exception type. Unary calls get the client's deadline; streams (uploads, exports, job
+watches) run as long as the work they follow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeAlias, TypeVar, cast
+
+import grpc
+import numpy as np
+
+from clients import dtypes
+from service.gen.inference import grpc_predict_v2_pb2 as oip
+from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
+
+__all__ = [
+    "InferResult",
+    "JobFailed",
+    "ParadigmClient",
+    "ParadigmClientError",
+    "from_param_value",
+    "make_infer_request",
+    "to_param_value",
+]
+
+ParamScalar: TypeAlias = int | float | str | bool
+#: An enum given by its short name ("classification", "deep", "cuda") or its number.
+EnumArg: TypeAlias = str | int | None
+
+_E = TypeVar("_E", bound=int)
+
+MiB: Final = 1024 * 1024
+TERMINAL_STATES: Final = frozenset(
+    {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+)
+
+
+class ParadigmClientError(Exception):
+    """A failed call: the gRPC status code and the server's explanation."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> ParadigmClientError:
+        # Errors raised by a call are also grpc.Call objects; anything else has no status.
+        if isinstance(error, grpc.Call):
+            return cls(error.code(), error.details() or "")
+        return cls(grpc.StatusCode.UNKNOWN, str(error))
+
+
+class JobFailed(ParadigmClientError):
+    """A job ended FAILED or CANCELLED; `.job` is its final description."""
+
+    def __init__(self, job: pb.Job) -> None:
+        cancelled = job.state == pb.JOB_STATE_CANCELLED
+        code = grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.ABORTED
+        what = "cancelled" if cancelled else "failed"
+        reason = f": {job.error}" if job.error else ""
+        super().__init__(code, f"job {job.id} {what}{reason}")
+        self.job = job
+
+
+@contextlib.contextmanager
+def _rpc_errors() -> Iterator[None]:
+    """Turns grpc.RpcError into ParadigmClientError; usable as decorator and with-block."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise ParadigmClientError.from_rpc_error(error) from None
+
+
+def to_param_value(value: ParamScalar | np.generic) -> pb.ParamValue:
+    """Maps a Python (or numpy) scalar to the ParamValue oneof of the matching kind."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    # bool first: it is a subclass of int.
+    if isinstance(value, bool):
+        return pb.ParamValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.ParamValue(int_value=value)
+    if isinstance(value, float):
+        return pb.ParamValue(float_value=value)
+    if isinstance(value, str):
+        return pb.ParamValue(string_value=value)
+    raise TypeError(f"hyperparameter values must be int, float, str or bool, not {value!r}")
+
+
+def from_param_value(value: pb.ParamValue) -> ParamScalar | None:
+    """The Python value a ParamValue holds; None when no kind is set."""
+    kind = value.WhichOneof("kind")
+    return None if kind is None else getattr(value, kind)
+
+
+def enum_value(enum: type[_E], prefix: str, value: EnumArg) -> _E:
+    """Resolves "cuda" against DEVICE_CUDA and the like; None means the zero value."""
+    wrapper: Any = enum  # a protobuf EnumTypeWrapper at run time, a class to the type checker
+    if value is None or isinstance(value, int):
+        return cast(_E, value or 0)
+    try:
+        return cast(_E, wrapper.Value(prefix + value.strip().upper().replace("-", "_")))
+    except ValueError:
+        choices = [n.removeprefix(prefix).lower() for n in wrapper.keys()[1:]]
+        what = prefix.removesuffix("_").lower().replace("_", " ")
+        raise ValueError(f"unknown {what} {value!r}; one of {choices}") from None
+
+
+def enum_name(enum: Any, prefix: str, number: int) -> str:
+    """The short lower-case name of an enum number ("" for the zero value)."""
+    if number == 0:
+        return ""
+    try:
+        return str(enum.Name(number)).removeprefix(prefix).lower()
+    except ValueError:
+        return str(number)
+
+
+def _format_by_suffix(path: Path, enum: type[_E], prefix: str, given: EnumArg) -> _E:
+    if given is not None:
+        return enum_value(enum, prefix, given)
+    try:
+        return enum_value(enum, prefix, path.suffix.lstrip("."))
+    except ValueError:
+        raise ValueError(
+            f"cannot tell the format of {path} from its suffix; pass format="
+        ) from None
+
+
+def _chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            yield chunk
+
+
+class InferResult:
+    """A decoded ModelInferResponse: every output as a numpy array."""
+
+    def __init__(self, response: oip.ModelInferResponse) -> None:
+        self.response = response
+        self.outputs: dict[str, np.ndarray] = _decode_outputs(response)
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        """One output by name; KeyError lists the ones there are."""
+        try:
+            return self.outputs[name]
+        except KeyError:
+            raise KeyError(f"no output {name!r}; outputs are {list(self.outputs)}") from None
+
+    @property
+    def model_name(self) -> str:
+        return self.response.model_name
+
+    @property
+    def model_version(self) -> str:
+        return self.response.model_version
+
+    @property
+    def id(self) -> str:
+        return self.response.id
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Response parameters as plain Python values."""
+        return {
+            key: getattr(p, p.WhichOneof("parameter_choice") or "string_param")
+            for key, p in self.response.parameters.items()
+        }
+
+    @property
+    def device(self) -> str:
+        """Where the model ran ("cpu" or "cuda"), as the server reports it."""
+        return str(self.parameters.get("device", ""))
+
+
+def _decode_outputs(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
+    raw = response.raw_output_contents
+    if raw and len(raw) != len(response.outputs):
+        raise ValueError(
+            f"response has {len(response.outputs)} outputs but {len(raw)} raw contents"
+        )
+    decoded: dict[str, np.ndarray] = {}
+    for i, out in enumerate(response.outputs):
+        shape = tuple(out.shape)
+        if raw:
+            decoded[out.name] = dtypes.from_raw(raw[i], out.datatype, shape)
+            continue
+        # Typed contents are what a server sends to a typed request; decode them too.
+        entry = dtypes.lookup(out.datatype)
+        if entry.contents_field is None:
+            raise ValueError(f"output {out.name!r}: {out.datatype} can only arrive raw")
+        values = getattr(out.contents, entry.contents_field)
+        decoded[out.name] = np.asarray(values, dtype=entry.dtype.newbyteorder("=")).reshape(shape)
+    return decoded
+
+
+def make_infer_request(
+    model: str,
+    inputs: np.ndarray | Mapping[str, np.ndarray],
+    *,
+    version: str = "",
+    outputs: Sequence[str] | None = None,
+    request_id: str = "",
+) -> oip.ModelInferRequest:
+    """A ModelInferRequest carrying every input in raw_input_contents."""
+    named = {"input": inputs} if isinstance(inputs, np.ndarray) else inputs
+    request = oip.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+    for name, value in named.items():
+        array = np.asarray(value)
+        request.inputs.add(name=name, datatype=dtypes.datatype_of(array.dtype), shape=array.shape)
+        request.raw_input_contents.append(dtypes.to_raw(array))
+    for name in outputs or ():
+        request.outputs.add(name=name)
+    return request
+
+
+class ParadigmClient:
+    """Client for a Paradigm server; use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:8001",
+        *,
+        timeout: float | None = 60.0,
+        max_message_bytes: int = 64 * MiB,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._inference = oip_grpc.GRPCInferenceServiceStub(self._channel)
+        self._datasets = pb_grpc.DatasetServiceStub(self._channel)
+        self._algorithms = pb_grpc.AlgorithmServiceStub(self._channel)
+        self._training = pb_grpc.TrainingServiceStub(self._channel)
+        self._models = pb_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ParadigmClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- server ---------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def server_live(self) -> bool:
+        return bool(self._inference.ServerLive(oip.ServerLiveRequest(), timeout=self.timeout).live)
+
+    @_rpc_errors()
+    def server_ready(self) -> bool:
+        request = oip.ServerReadyRequest()
+        return bool(self._inference.ServerReady(request, timeout=self.timeout).ready)
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Polls ServerReady until it says yes; DEADLINE_EXCEEDED if it never does."""
+        deadline = time.monotonic() + timeout
+        last = "server never answered"
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # wait_for_ready rides out the connection attempts of a server still binding.
+                response = self._inference.ServerReady(
+                    oip.ServerReadyRequest(),
+                    timeout=max(0.05, min(remaining, 2.0)),
+                    wait_for_ready=True,
+                )
+                if response.ready:
+                    return
+                last = "server is live but not ready"
+            except grpc.RpcError as error:
+                last = str(ParadigmClientError.from_rpc_error(error))
+            if time.monotonic() >= deadline:
+                raise ParadigmClientError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{self.target} not ready after {timeout:g} s ({last})",
+                )
+            time.sleep(0.1)
+
+    @_rpc_errors()
+    def server_metadata(self) -> oip.ServerMetadataResponse:
+        return self._inference.ServerMetadata(oip.ServerMetadataRequest(), timeout=self.timeout)
+
+    # -- datasets -------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def list_datasets(self) -> list[pb.Dataset]:
+        response = self._datasets.ListDatasets(pb.ListDatasetsRequest(), timeout=self.timeout)
+        return list(response.datasets)
+
+    @_rpc_errors()
+    def get_dataset(self, name: str) -> pb.Dataset:
+        return self._datasets.GetDataset(pb.GetDatasetRequest(name=name), timeout=self.timeout)
+
+    @_rpc_errors()
+    def upload_dataset(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        format: EnumArg = None,
+        label_column: str = "",
+        task: EnumArg = None,
+        description: str = "",
+        chunk_size: int = MiB,
+    ) -> pb.Dataset:
+        """Streams a .npz (X, y) or .csv file; the format comes from the suffix unless given."""
+        path = Path(path)
+        header = pb.UploadDatasetHeader(
+            name=name,
+            format=_format_by_suffix(path, pb.DatasetFormat, "DATASET_FORMAT_", format),
+            label_column=label_column,
+            task=enum_value(pb.Task, "TASK_", task),
+            description=description,
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+
+        def requests() -> Iterator[pb.UploadDatasetRequest]:
+            yield pb.UploadDatasetRequest(header=header)
+            for chunk in _chunks(path, chunk_size):
+                yield pb.UploadDatasetRequest(chunk=chunk)
+
+        return self._datasets.UploadDataset(requests())
+
+    @_rpc_errors()
+    def delete_dataset(self, name: str) -> None:
+        self._datasets.DeleteDataset(pb.DeleteDatasetRequest(name=name), timeout=self.timeout)
+
+    # -- algorithms -----------------------------------------------------------------------
+
+    @_rpc_errors()
+    def list_algorithms(self, paradigm: EnumArg = None) -> list[pb.Algorithm]:
+        request = pb.ListAlgorithmsRequest(paradigm=enum_value(pb.Paradigm, "PARADIGM_", paradigm))
+        return list(self._algorithms.ListAlgorithms(request, timeout=self.timeout).algorithms)
+
+    # -- training jobs --------------------------------------------------------------------
+
+    @_rpc_errors()
+    def start_training(
+        self,
+        dataset: str,
+        algorithm: str,
+        *,
+        hyperparameters: Mapping[str, ParamScalar] | None = None,
+        model_name: str = "",
+        task: EnumArg = None,
+        device: EnumArg = "auto",
+        seed: int | None = None,
+        test_fraction: float = 0.0,
+    ) -> pb.Job:
+        """Queues a training job and returns it at once (state QUEUED)."""
+        request = pb.StartTrainingRequest(
+            dataset=dataset,
+            algorithm=algorithm,
+            hyperparameters={k: to_param_value(v) for k, v in (hyperparameters or {}).items()},
+            model_name=model_name,
+            task=enum_value(pb.Task, "TASK_", task),
+            device=enum_value(pb.Device, "DEVICE_", device),
+            test_fraction=test_fraction,
+        )
+        if seed is not None:
+            request.seed = seed
+        return self._training.StartTraining(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def get_job(self, id: str) -> pb.Job:
+        return self._training.GetJob(pb.GetJobRequest(id=id), timeout=self.timeout)
+
+    @_rpc_errors()
+    def list_jobs(self) -> list[pb.Job]:
+        return list(self._training.ListJobs(pb.ListJobsRequest(), timeout=self.timeout).jobs)
+
+    @_rpc_errors()
+    def cancel_job(self, id: str) -> pb.Job:
+        return self._training.CancelJob(pb.CancelJobRequest(id=id), timeout=self.timeout)
+
+    def watch_job(self, id: str) -> Iterator[pb.JobEvent]:
+        """The job's events so far, then live ones until the server ends the stream."""
+        call = self._training.WatchJob(pb.WatchJobRequest(id=id))
+        try:
+            with _rpc_errors():
+                yield from call
+        finally:
+            # Stops the server-side stream when the caller leaves the loop early.
+            call.cancel()
+
+    def wait_for_job(
+        self, id: str, on_event: Callable[[pb.JobEvent], object] | None = None
+    ) -> pb.Job:
+        """Follows a job to its end; returns it if it succeeded, raises JobFailed otherwise."""
+        seen = -1
+        while True:
+            job: pb.Job | None = None
+            for event in self.watch_job(id):
+                # A re-watch replays history; report each event once.
+                if event.sequence <= seen:
+                    continue
+                seen = event.sequence
+                if on_event is not None:
+                    on_event(event)
+                if event.state in TERMINAL_STATES:
+                    job = event.job if event.HasField("job") else None
+                    break
+            if job is None or job.state not in TERMINAL_STATES:
+                job = self.get_job(id)
+            if job.state == pb.JOB_STATE_SUCCEEDED:
+                return job
+            if job.state in TERMINAL_STATES:
+                raise JobFailed(job)
+            # The stream ended early (server restart, proxy timeout): watch again.
+            time.sleep(0.2)
+
+    # -- models ---------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def list_models(self, name: str = "", latest_only: bool = False) -> list[pb.Model]:
+        request = pb.ListModelsRequest(name=name, latest_only=latest_only)
+        return list(self._models.ListModels(request, timeout=self.timeout).models)
+
+    @_rpc_errors()
+    def get_model(self, name: str, version: str = "") -> pb.Model:
+        request = pb.GetModelRequest(name=name, version=version)
+        return self._models.GetModel(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def delete_model(self, name: str, version: str = "") -> list[str]:
+        """Deletes one version, or all of them; returns the versions removed."""
+        request = pb.DeleteModelRequest(name=name, version=version)
+        return list(self._models.DeleteModel(request, timeout=self.timeout).versions)
+
+    @_rpc_errors()
+    def import_model(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        format: EnumArg = None,
+        paradigm: EnumArg = None,
+        task: EnumArg = None,
+        n_features: int = 0,
+        trusted_types: Iterable[str] = (),
+        chunk_size: int = MiB,
+    ) -> pb.Job:
+        """Streams an .onnx or .skops file; conversion runs as the returned job."""
+        path = Path(path)
+        header = pb.ImportModelHeader(
+            name=name,
+            format=_format_by_suffix(path, pb.ModelFormat, "MODEL_FORMAT_", format),
+            paradigm=enum_value(pb.Paradigm, "PARADIGM_", paradigm),
+            task=enum_value(pb.Task, "TASK_", task),
+            n_features=n_features,
+            trusted_types=list(trusted_types),
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+
+        def requests() -> Iterator[pb.ImportModelRequest]:
+            yield pb.ImportModelRequest(header=header)
+            for chunk in _chunks(path, chunk_size):
+                yield pb.ImportModelRequest(chunk=chunk)
+
+        return self._models.ImportModel(requests())
+
+    @_rpc_errors()
+    def export_model(self, name: str, path: str | Path, *, version: str = "") -> pb.Model:
+        """Writes the model's ONNX file to path (whole or not at all); returns its description."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")
+        model: pb.Model | None = None
+        try:
+            with partial.open("wb") as f:
+                request = pb.ExportModelRequest(name=name, version=version)
+                for message in self._models.ExportModel(request):
+                    if message.HasField("model"):
+                        model = message.model
+                    f.write(message.chunk)
+            if model is None:
+                raise ParadigmClientError(
+                    grpc.StatusCode.INTERNAL, "export stream carried no model description"
+                )
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return model
+
+    # -- inference ------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def model_ready(self, name: str, version: str = "") -> bool:
+        request = oip.ModelReadyRequest(name=name, version=version)
+        return bool(self._inference.ModelReady(request, timeout=self.timeout).ready)
+
+    @_rpc_errors()
+    def model_metadata(self, name: str, version: str = "") -> oip.ModelMetadataResponse:
+        request = oip.ModelMetadataRequest(name=name, version=version)
+        return self._inference.ModelMetadata(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def model_config(self, name: str, version: str = "") -> oip.ModelConfig:
+        request = oip.ModelConfigRequest(name=name, version=version)
+        return self._inference.ModelConfig(request, timeout=self.timeout).config
+
+    @_rpc_errors()
+    def infer(
+        self,
+        model: str,
+        inputs: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        version: str = "",
+        outputs: Sequence[str] | None = None,
+        request_id: str = "",
+    ) -> InferResult:
+        """Runs a model; a bare array is its input "input". Tensors travel as raw bytes."""
+        request = make_infer_request(
+            model, inputs, version=version, outputs=outputs, request_id=request_id
+        )
+        return InferResult(self._inference.ModelInfer(request, timeout=self.timeout))
