@@ -1,0 +1,421 @@
+"""One training or import job from start to finish, inside a worker process.
+
+load -> split -> fit -> evaluate -> export -> check -> parity -> model.onnx + manifest.json in
+out_dir. The registry publishes out_dir afterwards; nothing here knows about versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from service.datasets import layout
+from service.errors import InvalidArgument
+from service.registry.manifest import MODEL_FILE, Manifest
+from service.training import catalog, classical, export
+from service.training.export import ParityError
+from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec
+
+#: Held-out rows compared between the native model and ONNX Runtime.
+PARITY_ROWS = 256
+#: Random rows an imported scikit-learn model is checked on (it comes without data).
+IMPORT_PARITY_ROWS = 64
+
+_TRAIN_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+
+
+class UntrustedTypesError(InvalidArgument, ValueError):
+    """A skops file names types that the caller did not list as trusted."""
+
+
+def _versions(packages: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for package in packages:
+        # onnxruntime-gpu installs the module onnxruntime under another distribution name.
+        for distribution in (package, f"{package}-gpu"):
+            try:
+                found[package] = version(distribution)
+                break
+            except PackageNotFoundError:
+                continue
+    return found
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _check_parity(
+    native: dict[str, np.ndarray], onnx_out: dict[str, np.ndarray], tolerance: float
+) -> float:
+    """The parity error, or ParityError when it exceeds tolerance relative to the outputs."""
+    error = export.parity_error(native, onnx_out)
+    scale = export.output_scale(native)
+    if not error <= tolerance * scale:
+        per_output = ", ".join(
+            f"{name}: {export.parity_error({name: native[name]}, onnx_out):.3g}" for name in native
+        )
+        raise ParityError(
+            f"ONNX Runtime disagrees with the trained model: max abs error {error:.3g} > "
+            f"tolerance {tolerance:g} x scale {scale:.3g} (per output: {per_output}; "
+            "a label mismatch counts as inf)"
+        )
+    return error
+
+
+def _publish(out_dir: Path, onnx_bytes: bytes) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MODEL_FILE).write_bytes(onnx_bytes)
+    return hashlib.sha256(onnx_bytes).hexdigest()
+
+
+def _evaluate(
+    task: str,
+    outputs: dict[str, np.ndarray],
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    dataset_task: str,
+    classes: np.ndarray | None,
+) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
+
+    if len(y_test) == 0:
+        return {}
+    if task == "classification":
+        labels = outputs["label"]
+        return {
+            "accuracy": float(accuracy_score(y_test, labels)),
+            "f1_macro": float(f1_score(y_test, labels, average="macro")),
+        }
+    if task == "regression":
+        prediction = outputs["prediction"].reshape(len(y_test), -1)[:, 0].astype(np.float64)
+        metrics = {"rmse": float(math.sqrt(mean_squared_error(y_test, prediction)))}
+        if len(y_test) > 1:  # R^2 is undefined on one sample (and NaN is not JSON)
+            metrics["r2"] = float(r2_score(y_test, prediction))
+        if dataset_task == "classification" and classes is not None and len(classes):
+            # As the guide reads a regression on digits: the nearest class, within the range.
+            rounded = np.clip(np.rint(prediction), classes.min(), classes.max())
+            metrics["accuracy_rounded"] = float(np.mean(rounded == y_test))
+        return metrics
+    # Anomaly detection: how well held-out (presumed normal) rows are reconstructed.
+    metrics = {}
+    if "reconstruction" in outputs:
+        error = outputs["reconstruction"].astype(np.float64) - X_test
+        metrics["reconstruction_rmse"] = float(math.sqrt(np.mean(error**2)))
+    if "score" in outputs:
+        metrics["score_mean"] = float(np.mean(outputs["score"]))
+    return metrics
+
+
+def _split(
+    X: np.ndarray, y: np.ndarray, task: str, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise InvalidArgument(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = math.ceil(test_fraction * len(X))
+    if len(X) < 2 or n_test >= len(X):
+        raise InvalidArgument(
+            f"the dataset has {len(X)} samples: too few to hold out {test_fraction:.0%} "
+            "for testing and train on the rest"
+        )
+    stratify = None
+    if task == "classification":
+        _, counts = np.unique(y, return_counts=True)
+        # Stratifying needs two samples per class and a test set with room for every class.
+        if counts.min() >= 2 and n_test >= len(counts) and len(X) - n_test >= len(counts):
+            stratify = y
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_fraction, random_state=seed, stratify=stratify
+    )
+    return X_train, X_test, y_train, y_test
+
+
+def _targets(y: np.ndarray, task: str) -> np.ndarray:
+    if task == "classification":
+        if np.issubdtype(y.dtype, np.floating) and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise InvalidArgument(
+                "classification needs integer class labels, but the dataset's targets have "
+                "fractional values; train a regression instead"
+            )
+        return y.astype(np.int64)
+    return y.astype(np.float64)
+
+
+def run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
+    """Trains, evaluates, exports and checks one model; writes model.onnx + manifest."""
+    with threadpool_limits(limits=spec.blas_threads):
+        return _run_training(spec, emit)
+
+
+def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
+    emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
+    dataset_dir = Path(spec.dataset_dir)
+    info = layout.read_info(dataset_dir)
+    X, y = layout.load_arrays(dataset_dir)
+    if not np.all(np.isfinite(X)):
+        raise InvalidArgument("the dataset's features hold NaN or infinite values")
+    algorithm = catalog.get_algorithm(spec.algorithm)
+    params = catalog.resolve_hyperparameters(algorithm, spec.hyperparameters)
+    task = spec.task or catalog.resolve_task(algorithm, info.task)
+    if task not in algorithm.tasks:
+        raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
+    y = _targets(y, task)
+    X_train, X_test, y_train, y_test = _split(X, y, task, spec.test_fraction, spec.seed)
+    classes = np.unique(y_train) if task == "classification" else None
+    # The range a regression on class labels is rounded into (linear_regression on digits).
+    label_range = np.unique(y) if info.task == "classification" else None
+
+    emit("fitting", f"fitting {algorithm.name} ({task}) on {len(X_train)} samples", progress=0.1)
+    model: FittedModel
+    if algorithm.paradigm == "classical":
+        started = time.perf_counter()
+        model = classical.fit(
+            algorithm.name, params, X_train, y_train, task=task, seed=spec.seed, emit=emit
+        )
+    else:
+        # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
+        # every spawned worker, which is not fitting, and classical jobs never need it.
+        from service.training import deep
+
+        started = time.perf_counter()
+        model = deep.fit(
+            algorithm.name,
+            params,
+            X_train,
+            y_train,
+            task=task,
+            seed=spec.seed,
+            emit=emit,
+            device=spec.device,
+            image_shape=info.image_shape or None,
+            classes=classes,
+            threads=spec.blas_threads,
+        )
+        if algorithm.name == "autoencoder":
+            task = "anomaly_detection"
+    fit_seconds = time.perf_counter() - started
+
+    emit("evaluating", f"evaluating on {len(X_test)} held-out samples", progress=0.7)
+    outputs = model.predict_outputs(X_test)
+    metrics = _evaluate(task, outputs, X_test, y_test, info.task, label_range)
+    emit("evaluating", "evaluated", progress=0.75, metrics=metrics)
+
+    emit("exporting", "exporting to ONNX", progress=0.8)
+    started = time.perf_counter()
+    onnx_bytes = model.to_onnx(X.shape[1])
+    export.check_model(onnx_bytes)
+    export_seconds = time.perf_counter() - started
+    inputs, output_specs = export.signature(onnx_bytes)
+
+    emit("parity", "comparing ONNX Runtime with the trained model", progress=0.9)
+    rows = (X_test if len(X_test) else X_train)[:PARITY_ROWS]
+    native = model.predict_outputs(rows)
+    onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
+    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
+
+    metrics.update(
+        fit_seconds=fit_seconds,
+        preprocessing_seconds=float(model.preprocessing_seconds),
+        export_seconds=export_seconds,
+        train_samples=float(len(X_train)),
+        test_samples=float(len(X_test)),
+    )
+    out_dir = Path(spec.out_dir)
+    checksum = _publish(out_dir, onnx_bytes)
+    libraries = _TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
+    manifest = Manifest(
+        name=spec.model_name,
+        version="",
+        paradigm=algorithm.paradigm,
+        algorithm=algorithm.name,
+        task=task,
+        inputs=inputs,
+        outputs=output_specs,
+        dataset=dataset_dir.name,
+        dataset_fingerprint=info.fingerprint,
+        hyperparameters=params,
+        metrics=metrics,
+        parity_max_abs_error=parity,
+        parameter_count=int(model.parameter_count),
+        onnx_bytes=len(onnx_bytes),
+        checksum=checksum,
+        library_versions=_versions(libraries),
+        created_at=_now(),
+        training_device=model.device,
+        classes=[float(c) for c in classes] if classes is not None else [],
+    )
+    manifest.write(out_dir)
+    emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
+    return manifest
+
+
+def run_import(spec: ImportSpec, emit: Emit) -> Manifest:
+    """Checks an ONNX file, or converts a skops file, into model.onnx + manifest in out_dir."""
+    with threadpool_limits(limits=spec.blas_threads):
+        if spec.format == "onnx":
+            return _import_onnx(spec, emit)
+        if spec.format == "skops":
+            return _import_skops(spec, emit)
+    raise InvalidArgument(f"unknown import format {spec.format!r}; expected onnx or skops")
+
+
+def _uses_ml_domain(onnx_bytes: bytes) -> bool:
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    if any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+        return True
+
+    def walk(graph: onnx.GraphProto) -> bool:
+        for node in graph.node:
+            if node.domain == "ai.onnx.ml":
+                return True
+            for attribute in node.attribute:
+                subgraphs = [attribute.g] if attribute.HasField("g") else []
+                if any(walk(g) for g in [*subgraphs, *attribute.graphs]):
+                    return True
+        return False
+
+    return walk(model.graph)
+
+
+def _check_paradigm(paradigm: str) -> None:
+    if paradigm not in ("", "classical", "deep"):
+        raise InvalidArgument(f"paradigm must be classical or deep, got {paradigm!r}")
+
+
+def _check_task(task: str) -> None:
+    if task and task not in catalog.TASKS:
+        raise InvalidArgument(f"unknown task {task!r}; expected one of {', '.join(catalog.TASKS)}")
+
+
+def _import_onnx(spec: ImportSpec, emit: Emit) -> Manifest:
+    _check_paradigm(spec.paradigm)
+    _check_task(spec.task)
+    emit("loading", f"reading {Path(spec.source_path).name}", progress=0.0)
+    onnx_bytes = Path(spec.source_path).read_bytes()
+    emit("exporting", "checking the ONNX model", progress=0.3)
+    export.check_model(onnx_bytes)
+    inputs, outputs = export.signature(onnx_bytes)
+    paradigm = spec.paradigm or ("classical" if _uses_ml_domain(onnx_bytes) else "deep")
+    checksum = _publish(Path(spec.out_dir), onnx_bytes)
+    manifest = Manifest(
+        name=spec.model_name,
+        version="",
+        paradigm=paradigm,
+        algorithm="imported",
+        task=spec.task,
+        inputs=inputs,
+        outputs=outputs,
+        hyperparameters={"source_format": "onnx"},
+        onnx_bytes=len(onnx_bytes),
+        checksum=checksum,
+        library_versions=_versions(("onnx", "onnxruntime")),
+        created_at=_now(),
+    )
+    manifest.write(Path(spec.out_dir))
+    emit("parity", "imported", progress=1.0)
+    return manifest
+
+
+def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
+    import skops.io as sio
+    from sklearn.base import is_classifier, is_regressor
+
+    _check_paradigm(spec.paradigm)
+    _check_task(spec.task)
+    source = Path(spec.source_path)
+    emit("loading", f"reading {source.name}", progress=0.0)
+    try:
+        untrusted = sio.get_untrusted_types(file=source)
+    except Exception as exc:  # zipfile.BadZipFile, json errors, KeyError ...
+        raise InvalidArgument(f"{source.name} is not a readable skops file: {exc}") from None
+    refused = sorted(set(untrusted) - set(spec.trusted_types))
+    if refused:
+        raise UntrustedTypesError(
+            f"refusing to load {source.name}: it contains types that are not trusted by "
+            f"default: {', '.join(refused)}. If you trust the file's author, pass them as "
+            "trusted_types"
+        )
+    # skops rebuilds objects from its JSON schema and never unpickles.
+    estimator: Any = sio.load(source, trusted=untrusted)
+
+    if is_classifier(estimator):
+        task = "classification"
+    elif is_regressor(estimator):
+        task = "regression"
+    else:
+        raise InvalidArgument(
+            f"{type(estimator).__name__} is neither a classifier nor a regressor; "
+            "only those can be imported from skops"
+        )
+    if spec.task and spec.task != task:
+        raise InvalidArgument(f"the file holds a {task} model, but task {spec.task!r} was given")
+    n_features = int(getattr(estimator, "n_features_in_", 0) or 0)
+    if not n_features:
+        n_features = spec.n_features
+    elif spec.n_features and spec.n_features != n_features:
+        raise InvalidArgument(
+            f"the model was fitted on {n_features} features, but n_features={spec.n_features} "
+            "was given"
+        )
+    if n_features <= 0:
+        raise InvalidArgument(
+            f"cannot tell how many features {type(estimator).__name__} takes: it has no "
+            "n_features_in_; pass n_features"
+        )
+
+    emit("exporting", f"converting {type(estimator).__name__} to ONNX", progress=0.3)
+    started = time.perf_counter()
+    onnx_bytes = classical.sklearn_to_onnx(estimator, n_features, task)
+    export.check_model(onnx_bytes)
+    export_seconds = time.perf_counter() - started
+    inputs, outputs = export.signature(onnx_bytes)
+
+    emit("parity", "comparing ONNX Runtime with the imported model", progress=0.7)
+    rows = np.random.default_rng(0).normal(size=(IMPORT_PARITY_ROWS, n_features))
+    rows = rows.astype(np.float32)
+    native = classical.SklearnModel(estimator, task).predict_outputs(rows)
+    onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
+    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
+
+    classes: list[float] = []
+    labels = getattr(estimator, "classes_", None)
+    if labels is not None and np.issubdtype(np.asarray(labels).dtype, np.number):
+        classes = [float(c) for c in labels]
+    checksum = _publish(Path(spec.out_dir), onnx_bytes)
+    final = classical.final_estimator(estimator)
+    manifest = Manifest(
+        name=spec.model_name,
+        version="",
+        paradigm=spec.paradigm or "classical",
+        algorithm="imported",
+        task=task,
+        inputs=inputs,
+        outputs=outputs,
+        hyperparameters={
+            "source_format": "skops",
+            "estimator": f"{type(final).__module__}.{type(final).__qualname__}",
+        },
+        metrics={"export_seconds": export_seconds},
+        parity_max_abs_error=parity,
+        parameter_count=classical.count_parameters(estimator),
+        onnx_bytes=len(onnx_bytes),
+        checksum=checksum,
+        library_versions=_versions((*_TRAIN_LIBRARIES, "skops")),
+        created_at=_now(),
+        classes=classes,
+    )
+    manifest.write(Path(spec.out_dir))
+    emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
+    return manifest
