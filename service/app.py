@@ -1,6 +1,6 @@
 """The composition root: builds every part from Settings and owns start/stop order.
 
-    app = build_app(settings); await app.start(); ... app.port ...; await app.stop()
+app = build_app(settings); await app.start(); ... app.port ...; await app.stop()
 """
 
 from __future__ import annotations

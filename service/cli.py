@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--host", help="address to bind (PARADIGM_HOST)")
     parser.add_argument("--port", type=int, help="gRPC port, 0 = any free one (PARADIGM_PORT)")
     parser.add_argument(
-        "--metrics-port", type=int, help="Prometheus port, 0 = any, -1 = off (PARADIGM_METRICS_PORT)"
+        "--metrics-port",
+        type=int,
+        help="Prometheus port, 0 = any, -1 = off (PARADIGM_METRICS_PORT)",
     )
     parser.add_argument("--data-dir", type=Path, help="models and datasets (PARADIGM_DATA_DIR)")
     parser.add_argument("--port-file", type=Path, help="write the bound gRPC port here")

@@ -10,7 +10,9 @@ import contextvars
 import logging
 
 model_name_var: contextvars.ContextVar[str] = contextvars.ContextVar("model_name", default="-")
-model_version_var: contextvars.ContextVar[str] = contextvars.ContextVar("model_version", default="-")
+model_version_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "model_version", default="-"
+)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(model)s:%(version)s %(request_id)s] %(message)s"

@@ -29,8 +29,9 @@ def test_health_service_reports_serving(channel: grpc.Channel) -> None:
 
 def test_builtin_datasets_listed_with_fingerprints(channel: grpc.Channel) -> None:
     datasets = pgrpc.DatasetServiceStub(channel).ListDatasets(pb.ListDatasetsRequest()).datasets
-    by_name = {d.name: d for d in datasets}
-    assert {"digits", "iris", "wine", "breast_cancer", "diabetes"} <= set(by_name)
+    builtin = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+    by_name = {d.name: d for d in datasets if d.name in builtin}
+    assert set(builtin) == set(by_name)
     digits = by_name["digits"]
     assert (digits.n_samples, digits.n_features, digits.n_classes) == (1797, 64, 10)
     assert list(digits.image_shape) == [8, 8]

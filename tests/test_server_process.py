@@ -67,8 +67,9 @@ def test_console_script_serves_without_torch_and_stops_on_sigterm(tmp_path: Path
         assert 'paradigm_inference_requests_total{code="OK",device="cpu",model="digits-cnn"' in (
             text
         )
-        assert 'paradigm_training_jobs_total{algorithm="cnn",paradigm="deep",state="succeeded"}' in (
-            text
+        assert (
+            'paradigm_training_jobs_total{algorithm="cnn",paradigm="deep",state="succeeded"}'
+            in (text)
         )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -138,7 +138,9 @@ def _from_typed(
         ) from None
 
 
-def _to_typed(tensor: pb.ModelInferResponse.InferOutputTensor, datatype: str, data: np.ndarray) -> None:
+def _to_typed(
+    tensor: pb.ModelInferResponse.InferOutputTensor, datatype: str, data: np.ndarray
+) -> None:
     field = CONTENT_FIELDS.get(datatype)
     if field is None:  # FP16 has no typed field: widen it, as clients expect numbers
         tensor.datatype = "FP32"

@@ -28,7 +28,7 @@ STATES = {
     "failed": pb.JOB_STATE_FAILED,
     "cancelled": pb.JOB_STATE_CANCELLED,
 }
-DEVICES = {
+DEVICES: dict[int, str] = {
     pb.DEVICE_UNSPECIFIED: "auto",
     pb.DEVICE_AUTO: "auto",
     pb.DEVICE_CPU: "cpu",
@@ -41,8 +41,8 @@ HYPERPARAMETER_TYPES = {
     "choice": pb.Hyperparameter.TYPE_CHOICE,
     "bool": pb.Hyperparameter.TYPE_BOOL,
 }
-_TASK_NAMES = {value: key for key, value in TASKS.items()}
-_PARADIGM_NAMES = {value: key for key, value in PARADIGMS.items()}
+_TASK_NAMES: dict[int, str] = {value: key for key, value in TASKS.items()}
+_PARADIGM_NAMES: dict[int, str] = {value: key for key, value in PARADIGMS.items()}
 
 
 def task_name(task: int) -> str:

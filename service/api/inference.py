@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import grpc.aio
 
@@ -27,7 +28,7 @@ _CONFIG_TYPES = {
 }  # fmt: skip
 _CONFIG_TYPES["BYTES"] = pb.TYPE_STRING
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -44,7 +45,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._ready = ready
         self._max_batch_size = max_batch_size
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import grpc.aio
 
@@ -19,7 +20,7 @@ from service.registry.store import ModelRegistry, validate_model_name
 from service.training import catalog
 from service.training.jobs import JobManager
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 EXPORT_CHUNK_BYTES = 1 << 20
 DATASET_FORMATS = {pb.DATASET_FORMAT_NPZ: "npz", pb.DATASET_FORMAT_CSV: "csv"}
 MODEL_FORMATS = {pb.MODEL_FORMAT_ONNX: "onnx", pb.MODEL_FORMAT_SKOPS: "skops"}
@@ -30,7 +31,7 @@ async def _split_upload(
     what: str,
 ) -> tuple[object, AsyncIterator[bytes]]:
     """First message must be the header; the rest are chunks, returned as a byte stream."""
-    first = await anext(aiter(requests), None)
+    first: Any = await anext(aiter(requests), None)
     if first is None or first.WhichOneof("part") != "header":
         raise InvalidArgument(f"the first message of {what} must be its header")
 
@@ -148,12 +149,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        manifests = self._registry.list(request.name, latest_only=request.latest_only)
-        newest = {m.name: m.version for m in self._registry.list(latest_only=True)}
+        manifests = self._registry.manifests(request.name, latest_only=request.latest_only)
+        newest = {m.name: m.version for m in self._registry.manifests(latest_only=True)}
         return pb.ListModelsResponse(
             models=[
-                convert.model_to_proto(m, latest=newest.get(m.name) == m.version)
-                for m in manifests
+                convert.model_to_proto(m, latest=newest.get(m.name) == m.version) for m in manifests
             ]
         )
 

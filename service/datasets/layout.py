@@ -54,9 +54,9 @@ def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
 
 def infer_task(y: np.ndarray, max_classes: int = 100) -> str:
     """Integer-valued labels with few distinct values mean classification."""
-    if y.size and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0)):
-        if len(np.unique(y)) <= max_classes:
-            return "classification"
+    integral = y.size and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))
+    if integral and len(np.unique(y)) <= max_classes:
+        return "classification"
     return "regression"
 
 
@@ -77,7 +77,7 @@ def write_dataset(
     y = np.ascontiguousarray(y).reshape(-1)
     y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float64)
     task = task or infer_task(y)
-    n_classes = int(len(np.unique(y))) if task == "classification" else 0
+    n_classes = len(np.unique(y)) if task == "classification" else 0
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:

@@ -118,9 +118,7 @@ class DatasetStore:
         return info
 
 
-async def spool_stream(
-    chunks: AsyncIterator[bytes], path: Path, max_bytes: int, what: str
-) -> int:
+async def spool_stream(chunks: AsyncIterator[bytes], path: Path, max_bytes: int, what: str) -> int:
     """Writes a streamed upload to path, refusing more than max_bytes or nothing at all."""
     size = 0
     with path.open("wb") as handle:
@@ -157,7 +155,9 @@ def _parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[str]
             X, y = archive["X"], archive["y"]
         except ValueError as exc:
             # np.load refuses object arrays when allow_pickle=False: that is the point.
-            raise InvalidArgument(f".npz arrays must be numeric, not pickled objects: {exc}")
+            raise InvalidArgument(
+                f".npz arrays must be numeric, not pickled objects: {exc}"
+            ) from None
     for array, what in ((X, "X"), (y, "y")):
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise InvalidArgument(f"{what} must be numeric; it has dtype {array.dtype}")

@@ -121,7 +121,7 @@ class ModelRegistry:
         self._notify(name, [str(version)])
         return manifest
 
-    def list(self, name: str = "", latest_only: bool = False) -> list[Manifest]:
+    def manifests(self, name: str = "", latest_only: bool = False) -> list[Manifest]:
         with self._lock:
             if name:
                 rows = self._db.execute(
@@ -244,4 +244,3 @@ def _fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
-

@@ -99,8 +99,7 @@ class DataPlane:
             tensor = given[name]
             if tensor.datatype != spec.datatype:
                 raise InvalidArgument(
-                    f"input {name!r} has datatype {tensor.datatype}; "
-                    f"model expects {spec.datatype}"
+                    f"input {name!r} has datatype {tensor.datatype}; model expects {spec.datatype}"
                 )
             shape = tensor.data.shape
             if len(shape) != len(spec.shape) or any(
@@ -138,4 +137,3 @@ class DataPlane:
                 f"{model.output_names}"
             )
         return list(wanted)
-

@@ -110,9 +110,7 @@ class LoadedModels:
         started = time.perf_counter()
         runtime = await asyncio.get_running_loop().run_in_executor(
             self._executor,
-            lambda: OnnxModel(
-                path, device=self._device, intra_op_threads=self._intra_op_threads
-            ),
+            lambda: OnnxModel(path, device=self._device, intra_op_threads=self._intra_op_threads),
         )
         elapsed = time.perf_counter() - started
         labels = (manifest.paradigm, manifest.name, runtime.device)

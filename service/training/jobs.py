@@ -338,7 +338,7 @@ class JobManager:
                 self._succeed(job, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            if job.kind == "import":
+            if isinstance(job.spec, ImportSpec):
                 Path(job.spec.source_path).unlink(missing_ok=True)
         device = job.device or "cpu"
         self._metrics.training_duration.labels(
