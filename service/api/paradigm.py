@@ -145,6 +145,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._uploads = uploads
         self._max_bytes = max_bytes
         uploads.mkdir(parents=True, exist_ok=True)
+        for leftover in uploads.glob("import-*"):  # imports a crash cut short
+            leftover.unlink(missing_ok=True)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

@@ -39,6 +39,8 @@ class DatasetStore:
         self.root = root
         self.max_upload_bytes = max_upload_bytes
         self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".upload-*"):  # spools of uploads a crash cut short
+            leftover.unlink(missing_ok=True)
 
     def list(self) -> list[DatasetInfo]:
         infos = [

@@ -16,23 +16,7 @@ from google.protobuf.message import DecodeError
 
 from service.errors import InvalidArgument
 from service.registry.manifest import TensorSpec
-
-# ONNX Runtime's type strings to Open Inference Protocol v2 datatypes.
-_OIP_DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
+from service.serving.tensors import ORT_TYPES
 
 
 class ParityError(Exception):
@@ -101,7 +85,7 @@ def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
-    datatype = _OIP_DATATYPES.get(arg.type)
+    datatype = ORT_TYPES.get(arg.type)
     if datatype is None:
         raise InvalidArgument(
             f"model input/output {arg.name!r} has type {arg.type}; only tensors can be served "
