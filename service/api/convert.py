@@ -41,31 +41,32 @@ HYPERPARAMETER_TYPES = {
     "choice": pb.Hyperparameter.TYPE_CHOICE,
     "bool": pb.Hyperparameter.TYPE_BOOL,
 }
-_TASK_NAMES: dict[int, str] = {value: key for key, value in TASKS.items()}
-_PARADIGM_NAMES: dict[int, str] = {value: key for key, value in PARADIGMS.items()}
+_TASK_NAMES: dict[int, str] = {pb.TASK_UNSPECIFIED: "", **{v: k for k, v in TASKS.items()}}
+_PARADIGM_NAMES: dict[int, str] = {
+    pb.PARADIGM_UNSPECIFIED: "",
+    **{v: k for k, v in PARADIGMS.items()},
+}
+
+
+def _name(names: dict[int, str], value: int, enum: str) -> str:
+    if value not in names:
+        raise InvalidArgument(f"{value} is not a known {enum} value")
+    return names[value]
 
 
 def task_name(task: int) -> str:
     """Enum to name; unspecified is ""."""
-    if task == pb.TASK_UNSPECIFIED:
-        return ""
-    if task not in _TASK_NAMES:
-        raise InvalidArgument(f"task {task} is not a known Task value")
-    return _TASK_NAMES[task]
+    return _name(_TASK_NAMES, task, "Task")
 
 
 def paradigm_name(paradigm: int) -> str:
-    if paradigm == pb.PARADIGM_UNSPECIFIED:
-        return ""
-    if paradigm not in _PARADIGM_NAMES:
-        raise InvalidArgument(f"paradigm {paradigm} is not a known Paradigm value")
-    return _PARADIGM_NAMES[paradigm]
+    """Enum to name; unspecified is ""."""
+    return _name(_PARADIGM_NAMES, paradigm, "Paradigm")
 
 
 def device_name(device: int) -> str:
-    if device not in DEVICES:
-        raise InvalidArgument(f"device {device} is not a known Device value")
-    return DEVICES[device]
+    """Enum to name; unspecified is "auto"."""
+    return _name(DEVICES, device, "Device")
 
 
 def timestamp(moment: datetime | str | None) -> Timestamp | None:
