@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust", action="append", default=[], metavar="TYPE", help="skops type to trust"
     )
 
+    costs = commands.add_parser(
+        "costs", help="what serving and training cost, per model and per paradigm"
+    )
+    costs.add_argument("--model", default="", help="only this model's versions")
+
     export = commands.add_parser("export", help="download a model's ONNX file")
     export.add_argument("name")
     export.add_argument("file", type=Path)
@@ -374,11 +379,59 @@ def cmd_models(client: ParadigmClient, args: argparse.Namespace) -> None:
             _key_metric_text(m.metrics),
             m.onnx_bytes,
             m.parameter_count,
+            f"{m.training_cost.device_seconds:.2f}",
+            f"{m.training_cost.joules:.1f}",
+            f"{m.training_cost.dollars:.6f}",
         )
         for m in client.list_models()
     ]
-    headers = ("name", "version", "paradigm", "algorithm", "task", "metric", "onnx bytes", "params")
+    headers = (
+        "name", "version", "paradigm", "algorithm", "task", "metric", "onnx bytes", "params",
+        "train dev-s", "train J", "train $",
+    )  # fmt: skip
     print(format_table(headers, rows))
+    if rows:
+        print("train dev-s: CPU seconds of the training worker (+ GPU seconds); J: energy.")
+
+
+def cmd_costs(client: ParadigmClient, args: argparse.Namespace) -> None:
+    report = client.cost_report(args.model)
+    prices = ", ".join(f"{k} ${v:g}/h" for k, v in sorted(report.price_per_device_hour.items()))
+
+    def per_1k(serving: pb.ServingCost) -> tuple[str, str, str]:
+        each = serving.per_1k_predictions
+        return f"{each.device_seconds:.4f}", f"{each.joules:.3f}", f"{each.dollars:.8f}"
+
+    paradigm_rows = [
+        (
+            _paradigm(g.paradigm), g.device, g.models, g.serving.predictions,
+            *per_1k(g.serving), g.serving.total.energy_source or "-",
+            f"{g.training.device_seconds:.2f}", f"{g.training.joules:.1f}",
+            f"{g.training.dollars:.6f}",
+        )
+        for g in report.paradigms
+    ]  # fmt: skip
+    print(f"prices: {prices}")
+    print(
+        format_table(
+            ("paradigm", "device", "models", "predictions", "dev-s/1k", "J/1k", "$/1k",
+             "energy", "train dev-s", "train J", "train $"),
+            paradigm_rows,
+        )
+    )  # fmt: skip
+    model_rows = [
+        (m.name, m.version, _paradigm(m.paradigm), m.algorithm, m.device or "-",
+         m.serving.predictions, *per_1k(m.serving), f"{m.training.dollars:.6f}")
+        for m in report.models
+    ]  # fmt: skip
+    print()
+    print(
+        format_table(
+            ("model", "version", "paradigm", "algorithm", "device", "predictions", "dev-s/1k",
+             "J/1k", "$/1k", "train $"),
+            model_rows,
+        )
+    )  # fmt: skip
 
 
 def _tensors_text(specs: Iterable[pb.TensorSpec]) -> str:
@@ -485,6 +538,7 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "predict": cmd_predict,
     "import": cmd_import,
     "export": cmd_export,
+    "costs": cmd_costs,
 }
 
 

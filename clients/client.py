@@ -250,6 +250,7 @@ class ParadigmClient:
         self._algorithms = pb_grpc.AlgorithmServiceStub(self._channel)
         self._training = pb_grpc.TrainingServiceStub(self._channel)
         self._models = pb_grpc.ModelServiceStub(self._channel)
+        self._cost = pb_grpc.CostServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -507,6 +508,14 @@ class ParadigmClient:
         finally:
             partial.unlink(missing_ok=True)
         return model
+
+    # -- cost -----------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def cost_report(self, model_name: str = "") -> pb.CostReport:
+        """Serving cost since the server started and training cost, per model and paradigm."""
+        request = pb.GetCostReportRequest(model_name=model_name)
+        return self._cost.GetCostReport(request, timeout=self.timeout)
 
     # -- inference ------------------------------------------------------------------------
 

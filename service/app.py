@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from service import __version__
+from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.inference import InferenceServicer
 from service.api.paradigm import (
@@ -25,13 +29,16 @@ from service.api.paradigm import (
     ModelServicer,
     TrainingServicer,
 )
+from service.cost.energy import CpuEnergyMeter
+from service.cost.ledger import CostLedger, GpuEnergyMeter
+from service.cost.nvml import Nvml
 from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
 from service.datasets.store import DatasetStore
 from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
-from service.metrics import Metrics
+from service.metrics import GpuCollector, Metrics
 from service.registry.store import ModelRegistry
 from service.serving.dataplane import DataPlane
 from service.serving.loaded import LoadedModels
@@ -52,7 +59,26 @@ class App:
     def __init__(self, settings: Settings, metrics_registry: CollectorRegistry | None = None):
         self.settings = settings
         self.metrics_registry = metrics_registry or CollectorRegistry()
-        self.metrics = Metrics(self.metrics_registry)
+        self.metrics = Metrics(self.metrics_registry, build_version=__version__)
+        self._nvml = Nvml.open()
+        if self._nvml is not None:
+            self.metrics_registry.register(GpuCollector(self._nvml.readings))
+        self._cpu_meter = CpuEnergyMeter(
+            settings.cpu_watts_per_core,
+            interval=settings.energy_sample_seconds,
+            use_rapl=settings.use_rapl,
+        )
+        gpu_meter = (
+            GpuEnergyMeter(self._nvml) if self._nvml is not None and self._nvml.count else None
+        )
+        self.ledger = CostLedger(
+            self.metrics,
+            cpu_meter=self._cpu_meter,
+            cpu_price_per_core_hour=settings.cpu_price_per_core_hour,
+            gpu_price_per_hour=settings.gpu_price_per_hour,
+            gpu_meter=gpu_meter,
+        )
+        self._samplers_stop = threading.Event()
         self.port = 0
         self.metrics_port = 0
         self._ready = False
@@ -86,8 +112,9 @@ class App:
             device=settings.device,
             intra_op_threads=settings.intra_op_threads,
         )
-        dataplane = DataPlane(models, self.metrics, self._executor, settings.max_batch_size)
-        jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics)
+        dataplane = DataPlane(models, self.ledger, self._executor, settings.max_batch_size)
+        jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
+        self._start_samplers()
         await jobs.start()
 
         server = self._server = grpc.aio.server(
@@ -109,6 +136,15 @@ class App:
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(registry, jobs, data_dir / "uploads", settings.max_upload_bytes),
+            server,
+        )
+        paradigm_grpc.add_CostServiceServicer_to_server(
+            CostServicer(
+                self.ledger,
+                registry,
+                datetime.now(UTC),
+                {"cpu": settings.cpu_price_per_core_hour, "cuda": settings.gpu_price_per_hour},
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -134,6 +170,19 @@ class App:
             settings.host, self.port, self.metrics_port, data_dir,
         )  # fmt: skip
 
+    def _start_samplers(self) -> None:
+        self._cpu_meter.start()
+        gpu_meter = self.ledger.gpu_meter
+        if gpu_meter is None:
+            return
+        period = self.settings.energy_sample_seconds
+
+        def sample_gpu() -> None:
+            while not self._samplers_stop.wait(period):
+                gpu_meter.sample()
+
+        threading.Thread(target=sample_gpu, name="nvml-sampler", daemon=True).start()
+
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first, then stop jobs, then let in-flight RPCs finish."""
         grace = self.settings.grace_seconds if grace is None else grace
@@ -150,6 +199,10 @@ class App:
             self._executor.shutdown(wait=True)
         if self._registry is not None:
             self._registry.close()
+        self._samplers_stop.set()
+        self._cpu_meter.stop()
+        if self._nvml is not None:
+            self._nvml.close()
         log.info("stopped")
 
 

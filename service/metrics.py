@@ -2,12 +2,26 @@
 
 Nothing is registered globally: the app builds one `Metrics` on the registry it owns, and
 tests build their own. Names follow Prometheus conventions (base units, `_total` counters,
-histograms rather than summaries, buckets reaching down to 50 µs).
+histograms rather than summaries, latency buckets reaching down to 50 µs). docs/metrics.md
+describes each one and how the cost figures are obtained.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from service.cost.nvml import GpuReading
 
 # 50 µs .. 10 s: CPU inference of a small model at batch 1 takes tens of microseconds.
 LATENCY_BUCKETS = (
@@ -15,45 +29,68 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 TRAINING_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+EPOCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-SERVING_LABELS = ("paradigm", "model", "device")
+# Every serving series: which paradigm, which model version, which algorithm, which device.
+SERVING_LABELS = ("paradigm", "model", "version", "algorithm", "device")
+TRAINING_LABELS = ("paradigm", "algorithm", "device")
+# Cost series cover both phases: phase="serve" per model version, phase="train" per job's
+# model (version empty when the job published nothing).
+COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
 
 
 class Metrics:
     """The service's metrics; label values: paradigm classical|deep, device cpu|cuda."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, build_version: str = "") -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+
+        # -- serving ---------------------------------------------------------------------
         self.inference_requests = Counter(
             "paradigm_inference_requests_total",
-            "ModelInfer requests, by outcome (gRPC status code name).",
+            "ModelInfer requests that reached a model, by gRPC status code name.",
             (*SERVING_LABELS, "code"),
             registry=registry,
         )
         self.inference_duration = Histogram(
             "paradigm_inference_duration_seconds",
-            "Time from a decoded ModelInfer request to its encoded answer.",
+            "ModelInfer latency from the request's arrival at the servicer to its answer.",
+            SERVING_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_queue_wait = Histogram(
+            "paradigm_inference_queue_wait_seconds",
+            "Time a request waited for an inference thread before its model ran.",
             SERVING_LABELS,
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.inference_compute = Histogram(
             "paradigm_inference_compute_seconds",
-            "Time inside the ONNX Runtime session run alone.",
+            "Wall time inside the ONNX Runtime session run alone.",
             SERVING_LABELS,
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.inference_rows = Counter(
-            "paradigm_inference_rows_total",
-            "Rows (batch entries) predicted.",
+        self.inference_in_flight = Gauge(
+            "paradigm_inference_in_flight_requests",
+            "ModelInfer requests being served right now.",
+            SERVING_LABELS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "paradigm_predictions_total",
+            "Rows predicted (every row of a batch is one prediction).",
             SERVING_LABELS,
             registry=registry,
         )
         self.inference_batch_size = Histogram(
-            "paradigm_inference_batch_rows",
-            "Rows per ModelInfer request.",
+            "paradigm_inference_batch_size",
+            "Rows per model run.",
             SERVING_LABELS,
             buckets=BATCH_BUCKETS,
             registry=registry,
@@ -64,6 +101,12 @@ class Metrics:
             ("paradigm", "device"),
             registry=registry,
         )
+        self.model_size = Gauge(
+            "paradigm_model_size_bytes",
+            "Size of a loaded model version's ONNX file.",
+            ("paradigm", "model", "version", "algorithm"),
+            registry=registry,
+        )
         self.model_load_duration = Histogram(
             "paradigm_model_load_duration_seconds",
             "Time to create an ONNX Runtime session for a model version.",
@@ -71,6 +114,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+        # -- training --------------------------------------------------------------------
         self.training_jobs = Counter(
             "paradigm_training_jobs_total",
             "Training and import jobs that ended, by final state.",
@@ -80,8 +125,21 @@ class Metrics:
         self.training_duration = Histogram(
             "paradigm_training_duration_seconds",
             "Wall time of a job's worker process, start to end.",
-            ("paradigm", "algorithm", "device"),
+            TRAINING_LABELS,
             buckets=TRAINING_BUCKETS,
+            registry=registry,
+        )
+        self.training_samples = Counter(
+            "paradigm_training_samples_total",
+            "Training rows processed: rows x epochs for deep models, rows for classical.",
+            TRAINING_LABELS,
+            registry=registry,
+        )
+        self.training_epoch = Histogram(
+            "paradigm_training_epoch_seconds",
+            "Wall time of one training epoch (deep models).",
+            TRAINING_LABELS,
+            buckets=EPOCH_BUCKETS,
             registry=registry,
         )
         self.training_queue_depth = Gauge(
@@ -94,3 +152,108 @@ class Metrics:
             "Jobs with a live worker process.",
             registry=registry,
         )
+
+        # -- hardware cost ---------------------------------------------------------------
+        self.device_seconds = Counter(
+            "paradigm_device_seconds_total",
+            "Device time consumed: CPU seconds of model execution and training workers "
+            "(not wall time); GPU seconds the device was busy.",
+            COST_LABELS,
+            registry=registry,
+        )
+        self.energy = Counter(
+            "paradigm_energy_joules_total",
+            "Energy attributed to the work, by how it was obtained (nvml, rapl, estimate).",
+            (*COST_LABELS, "source"),
+            registry=registry,
+        )
+        self.cost = Counter(
+            "paradigm_cost_dollars_total",
+            "Money: device seconds times the configured price per device-hour.",
+            COST_LABELS,
+            registry=registry,
+        )
+        self.device_price = Gauge(
+            "paradigm_device_price_dollars_per_hour",
+            "Configured price of one device-hour (a CPU core, or a GPU).",
+            ("device",),
+            registry=registry,
+        )
+        self.energy_source = Gauge(
+            "paradigm_energy_source_info",
+            "How energy is obtained for each device on this host (1 for the source in use).",
+            ("device", "source"),
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "paradigm_build_info",
+            "Versions of the server and its runtime; always 1.",
+            ("version", "python", "onnxruntime"),
+            registry=registry,
+        )
+        import onnxruntime
+
+        self.build_info.labels(
+            build_version, platform.python_version(), onnxruntime.__version__
+        ).set(1)
+
+
+class ServingSeries:
+    """One model version's serving series, labelled once at load (no lookups per request)."""
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str, str]) -> None:
+        self.labels = labels
+        self._requests = metrics.inference_requests
+        self.ok = metrics.inference_requests.labels(*labels, "OK")
+        self.duration = metrics.inference_duration.labels(*labels)
+        self.queue_wait = metrics.inference_queue_wait.labels(*labels)
+        self.compute = metrics.inference_compute.labels(*labels)
+        self.in_flight = metrics.inference_in_flight.labels(*labels)
+        self.predictions = metrics.predictions.labels(*labels)
+        self.batch_size = metrics.inference_batch_size.labels(*labels)
+        cost_labels = ("serve", *labels)
+        self.device_seconds = metrics.device_seconds.labels(*cost_labels)
+        self.cost = metrics.cost.labels(*cost_labels)
+        self._energy = metrics.energy
+        self._cost_labels = cost_labels
+
+    def failed(self, code: str) -> None:
+        self._requests.labels(*self.labels, code).inc()
+
+    def energy(self, source: str) -> Counter:
+        return self._energy.labels(*self._cost_labels, source)
+
+
+class GpuCollector:
+    """GPU memory, utilization and power from NVML at scrape time; nothing without NVML."""
+
+    def __init__(self, readings: Callable[[], list[GpuReading]]) -> None:
+        self._readings = readings
+
+    def collect(self) -> Iterator[Metric]:
+        readings = self._readings()
+        if not readings:
+            return
+        families = {
+            "memory_used": GaugeMetricFamily(
+                "paradigm_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"]
+            ),
+            "memory_total": GaugeMetricFamily(
+                "paradigm_gpu_memory_total_bytes", "GPU memory in all.", labels=["gpu"]
+            ),
+            "utilization": GaugeMetricFamily(
+                "paradigm_gpu_utilization_ratio",
+                "Fraction of the last sample period a kernel ran (NVML).",
+                labels=["gpu"],
+            ),
+            "power": GaugeMetricFamily(
+                "paradigm_gpu_power_watts", "GPU power draw (NVML).", labels=["gpu"]
+            ),
+        }
+        for reading in readings:
+            gpu = str(reading.index)
+            families["memory_used"].add_metric([gpu], reading.memory_used_bytes)
+            families["memory_total"].add_metric([gpu], reading.memory_total_bytes)
+            families["utilization"].add_metric([gpu], reading.utilization_ratio)
+            families["power"].add_metric([gpu], reading.power_watts)
+        yield from families.values()

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(2.0, ge=0)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
 
+    # Prices and power: illustrative defaults (see docs/metrics.md); set your own.
+    cpu_price_per_core_hour: float = Field(
+        0.045, ge=0, description="dollars per CPU core-hour (about one on-demand cloud vCPU)"
+    )
+    gpu_price_per_hour: float = Field(
+        4.0, ge=0, description="dollars per GPU-hour (about an on-demand H100)"
+    )
+    cpu_watts_per_core: float = Field(
+        10.0, ge=0, description="estimated watts per busy core, used where RAPL is unreadable"
+    )
+    use_rapl: bool = Field(True, description="measure CPU energy with RAPL where readable")
+    energy_sample_seconds: float = Field(1.0, gt=0, description="RAPL and NVML sample period")
+
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
 

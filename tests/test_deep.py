@@ -200,8 +200,10 @@ def test_every_epoch_is_reported_with_its_losses(
 def test_no_validation_split_means_training_loss_only() -> None:
     recorder = Recorder()
     _fit("mlp", "classification", "iris", emit=recorder, epochs=1, validation_split=0.0)
-    [(stage, event)] = recorder.calls
-    assert stage == "epoch" and set(event["metrics"]) == {"loss"}
+    stages = [stage for stage, _ in recorder.calls]
+    assert stages == ["fitting", "epoch"]
+    assert recorder.calls[0][1]["device"] == "cpu"
+    assert set(recorder.calls[1][1]["metrics"]) == {"loss", "epoch_seconds"}
 
 
 @pytest.mark.parametrize("algorithm", ["mlp", "cnn", "lstm"])

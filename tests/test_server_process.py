@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.client import ParadigmClient
 
@@ -31,6 +32,15 @@ def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float =
         assert process.poll() is None, "server exited early"
         time.sleep(0.1)
     raise TimeoutError(f"{path} did not appear")
+
+
+def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Parsed exposition text: sample name -> [(labels, value)]."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
 
 
 def mapped_libraries(pid: int) -> str:
@@ -64,13 +74,23 @@ def test_console_script_serves_without_torch_and_stops_on_sigterm(tmp_path: Path
         assert "libtorch" not in maps and "/sklearn/" not in maps
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
             text = answer.read().decode()
-        assert 'paradigm_inference_requests_total{code="OK",device="cpu",model="digits-cnn"' in (
-            text
-        )
-        assert (
-            'paradigm_training_jobs_total{algorithm="cnn",paradigm="deep",state="succeeded"}'
-            in (text)
-        )
+        samples = scrape(text)
+        ok = samples["paradigm_inference_requests_total"]
+        assert any(lb["model"] == "digits-cnn" and lb["code"] == "OK" for lb, _ in ok)
+        jobs = samples["paradigm_training_jobs_total"]
+        assert any(lb["algorithm"] == "cnn" and lb["state"] == "succeeded" for lb, _ in jobs)
+        # Both phases were charged, for both paradigms, with the energy source named.
+        device_seconds = samples["paradigm_device_seconds_total"]
+        for phase in ("train", "serve"):
+            for paradigm in ("classical", "deep"):
+                charged = [
+                    value for labels, value in device_seconds
+                    if labels["phase"] == phase and labels["paradigm"] == paradigm
+                ]  # fmt: skip
+                assert charged and sum(charged) > 0, (phase, paradigm)
+        sources = {labels["source"] for labels, _ in samples["paradigm_energy_joules_total"]}
+        assert sources and sources <= {"estimate", "rapl"}  # no GPU here, so no nvml
+        assert sum(v for _, v in samples["paradigm_cost_dollars_total"]) > 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -38,7 +38,7 @@ CONTENT_FIELDS = {
 _LENGTH = struct.Struct("<I")
 
 
-def decode_request(request: pb.ModelInferRequest) -> InferRequest:
+def decode_request(request: pb.ModelInferRequest, *, arrived: float = 0.0) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(
@@ -73,6 +73,7 @@ def decode_request(request: pb.ModelInferRequest) -> InferRequest:
         inputs=inputs,
         outputs=[output.name for output in request.outputs],
         id=request.id,
+        arrived=arrived,
     )
 
 

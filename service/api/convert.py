@@ -8,6 +8,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service.cost.ledger import Charge
+from service.cost.report import training_charge
 from service.datasets.layout import DatasetInfo
 from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
@@ -162,10 +164,20 @@ def model_to_proto(manifest: Manifest, *, latest: bool) -> pb.Model:
         library_versions=manifest.library_versions,
         created_at=timestamp(manifest.created_at),
         latest=latest,
+        training_cost=cost_to_proto(training_charge(manifest)),
     )
     for name, value in manifest.hyperparameters.items():
         message.hyperparameters[name].CopyFrom(param_to_proto(value))
     return message
+
+
+def cost_to_proto(charge: Charge) -> pb.Cost:
+    return pb.Cost(
+        device_seconds=charge.device_seconds,
+        joules=charge.joules,
+        dollars=charge.dollars,
+        energy_source=charge.energy_source,
+    )
 
 
 def job_to_proto(job: Job) -> pb.Job:

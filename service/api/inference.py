@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -94,7 +95,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        decoded = codec.decode_request(request)
+        decoded = codec.decode_request(request, arrived=time.perf_counter())
         response = await self._dataplane.infer(decoded)
         return codec.encode_response(response, typed=not request.raw_input_contents)
 

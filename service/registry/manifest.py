@@ -56,6 +56,8 @@ class Manifest:
     created_at: str = ""
     training_device: str = ""
     classes: list[float] = field(default_factory=list)
+    #: What training cost: cpu_seconds, gpu_seconds, joules, dollars, energy_source.
+    training_cost: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

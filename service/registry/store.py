@@ -87,8 +87,13 @@ class ModelRegistry:
         path.mkdir(parents=True)
         return path
 
-    def publish(self, name: str, staging: Path) -> Manifest:
-        """Moves a complete staging directory (model.onnx + manifest.json) into place."""
+    def publish(
+        self, name: str, staging: Path, amend: Callable[[Manifest], None] | None = None
+    ) -> Manifest:
+        """Moves a complete staging directory (model.onnx + manifest.json) into place.
+
+        `amend` may complete the manifest once its version is known, before it is written.
+        """
         validate_model_name(name)
         manifest = Manifest.read(staging)
         model_file = staging / MODEL_FILE
@@ -102,6 +107,8 @@ class ModelRegistry:
             manifest.checksum = sha256_file(model_file)
             manifest.onnx_bytes = model_file.stat().st_size
             manifest.created_at = manifest.created_at or datetime.now(UTC).isoformat()
+            if amend is not None:
+                amend(manifest)
             manifest.write(staging)
             target = self.models_dir / name / str(version)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,11 @@ import asyncio
 import time
 from concurrent.futures import Executor
 
-import grpc
 import numpy as np
 
+from service.cost.ledger import CostLedger
 from service.errors import InvalidArgument, ParadigmError
 from service.logs import model_name_var, model_version_var, request_id_var
-from service.metrics import Metrics
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
@@ -27,44 +26,47 @@ class DataPlane:
     """Validates, runs and measures inference requests."""
 
     def __init__(
-        self, models: LoadedModels, metrics: Metrics, executor: Executor, max_batch_size: int
+        self,
+        models: LoadedModels,
+        ledger: CostLedger,
+        executor: Executor,
+        max_batch_size: int,
     ) -> None:
         self.models = models
-        self._metrics = metrics
+        self._ledger = ledger
         self._executor = executor
         self._max_batch_size = max_batch_size
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        started = time.perf_counter()
+        arrived = request.arrived or time.perf_counter()
         model_name_var.set(request.model_name)
         request_id_var.set(request.id or "-")
         model = await self.models.get(request.model_name, request.model_version)
         model_version_var.set(model.version)
-        labels = (model.paradigm, model.name, model.device)
+        series = model.series
+        series.in_flight.inc()
         try:
             feeds, rows = self._check_inputs(model, request.inputs)
             output_names = self._check_outputs(model, request.outputs)
-            compute_started = time.perf_counter()
             results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, model.runtime.run, feeds, output_names
-            )
-            self._metrics.inference_compute.labels(*labels).observe(
-                time.perf_counter() - compute_started
+                self._executor, self._run, model, feeds, output_names, rows, time.perf_counter()
             )
         except ParadigmError as exc:
-            self._metrics.inference_requests.labels(*labels, exc.status.name).inc()
+            series.failed(exc.status.name)
             raise
         except Exception:
-            self._metrics.inference_requests.labels(*labels, "INTERNAL").inc()
+            series.failed("INTERNAL")
             raise
+        finally:
+            series.in_flight.dec()
         outputs = [
             InferOutput(name=name, datatype=model.output_types[name], data=data)
             for name, data in zip(output_names, results, strict=True)
         ]
-        self._metrics.inference_requests.labels(*labels, grpc.StatusCode.OK.name).inc()
-        self._metrics.inference_rows.labels(*labels).inc(rows)
-        self._metrics.inference_batch_size.labels(*labels).observe(rows)
-        self._metrics.inference_duration.labels(*labels).observe(time.perf_counter() - started)
+        series.ok.inc()
+        series.predictions.inc(rows)
+        series.batch_size.observe(rows)
+        series.duration.observe(time.perf_counter() - arrived)
         return InferResponse(
             model_name=model.name,
             model_version=model.version,
@@ -72,6 +74,28 @@ class DataPlane:
             id=request.id,
             parameters={"device": model.device},
         )
+
+    def _run(
+        self,
+        model: LoadedModel,
+        feeds: dict[str, np.ndarray],
+        output_names: list[str],
+        rows: int,
+        submitted: float,
+    ) -> list[np.ndarray]:
+        """Runs in an inference thread: the session, its timing and its cost."""
+        started = time.perf_counter()
+        cpu_started = time.thread_time()
+        results = model.runtime.run(feeds, output_names)
+        compute = time.perf_counter() - started
+        # CPU time of this thread is the model's CPU time as long as ONNX Runtime runs the
+        # graph in the calling thread (intra_op_threads=1, the default). On CUDA the GPU is
+        # what the run occupies, for its wall time.
+        device_seconds = compute if model.device == "cuda" else time.thread_time() - cpu_started
+        model.series.queue_wait.observe(started - submitted)
+        model.series.compute.observe(compute)
+        self._ledger.serve(model.series, rows, device_seconds)
+        return results
 
     def _check_inputs(
         self, model: LoadedModel, inputs: list[InferInput]
@@ -125,7 +149,7 @@ class DataPlane:
                     f"input {name!r} holds NaN or infinity; values must be finite"
                 )
             feeds[name] = tensor.data
-        return feeds, rows
+        return feeds, rows or 1  # a model without a batch dimension predicts one row
 
     def _check_outputs(self, model: LoadedModel, wanted: list[str]) -> list[str]:
         if not wanted:

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from service.metrics import Metrics
+from service.metrics import Metrics, ServingSeries
 from service.registry.manifest import Manifest, TensorSpec
 from service.registry.store import ModelRegistry
 from service.serving.runtime import OnnxModel
@@ -30,6 +30,7 @@ class LoadedModel:
     inputs: dict[str, TensorSpec]
     output_names: list[str]
     output_types: dict[str, str]
+    series: ServingSeries
 
     @property
     def name(self) -> str:
@@ -113,9 +114,14 @@ class LoadedModels:
             lambda: OnnxModel(path, device=self._device, intra_op_threads=self._intra_op_threads),
         )
         elapsed = time.perf_counter() - started
-        labels = (manifest.paradigm, manifest.name, runtime.device)
+        labels = (
+            manifest.paradigm, manifest.name, manifest.version, manifest.algorithm, runtime.device,
+        )  # fmt: skip
         self._metrics.model_load_duration.labels(*labels).observe(elapsed)
         self._metrics.models_loaded.labels(manifest.paradigm, runtime.device).inc()
+        self._metrics.model_size.labels(
+            manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
+        ).set(path.stat().st_size)
         log.info(
             "loaded %s version %s on %s in %.3f s", manifest.name, manifest.version,
             runtime.device, elapsed,
@@ -126,6 +132,7 @@ class LoadedModels:
             inputs={spec.name: spec for spec in runtime.inputs},
             output_names=[spec.name for spec in runtime.outputs],
             output_types={spec.name: spec.datatype for spec in runtime.outputs},
+            series=ServingSeries(self._metrics, labels),
         )
 
     def _registry_changed(self, name: str, versions: list[str]) -> None:
@@ -134,3 +141,7 @@ class LoadedModels:
             evicted = self._models.pop((name, version), None)
             if evicted is not None:
                 self._metrics.models_loaded.labels(evicted.paradigm, evicted.device).dec()
+                manifest = evicted.manifest
+                self._metrics.model_size.remove(
+                    manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
+                )

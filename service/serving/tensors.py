@@ -76,6 +76,8 @@ class InferRequest:
     inputs: list[InferInput]
     outputs: list[str] = field(default_factory=list)
     id: str = ""
+    #: time.perf_counter() when the request reached the server; latency starts here.
+    arrived: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -459,6 +459,7 @@ def fit(
     if not np.all(np.isfinite(X_train)):
         raise ValueError("X_train holds NaN or infinite values")
     run_on = resolve_device(device)
+    emit("fitting", f"training {algorithm} on {run_on}", device=run_on)
 
     # fork_rng keeps the caller's global torch RNG untouched (tests run fit in-process).
     fork_devices = [torch.cuda.current_device()] if run_on == "cuda" else []
@@ -659,6 +660,7 @@ def _train(
     n_fit = len(data.x_fit)
     history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
         network.train()
         # Summed on the device: a float() per batch would wait for the GPU every step.
         total = torch.zeros((), device=device)
@@ -677,6 +679,8 @@ def _train(
             )
         if data.x_val is not None and data.t_val is not None:
             metrics.update(_validate(network, data, targets, loss_fn, task))
+        # float(total) above waited for the device, so this is the epoch's real duration.
+        metrics["epoch_seconds"] = time.perf_counter() - epoch_started
         history.append(metrics)
         emit(
             "epoch",

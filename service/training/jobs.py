@@ -23,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from service.cost.ledger import CostLedger
 from service.datasets.store import DatasetStore
 from service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from service.metrics import Metrics
@@ -94,11 +95,13 @@ class JobManager:
         registry: ModelRegistry,
         datasets: DatasetStore,
         metrics: Metrics,
+        ledger: CostLedger,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._datasets = datasets
         self._metrics = metrics
+        self._ledger = ledger
         self._jobs: dict[str, Job] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queued_jobs)
         self._runners: list[asyncio.Task[None]] = []
@@ -308,6 +311,8 @@ class JobManager:
         job.process = process
         job.state = RUNNING
         job.started_at = datetime.now(UTC)
+        if job.paradigm == "classical":
+            job.device = "cpu"  # scikit-learn trains on the CPU only
         started = time.perf_counter()
         self._metrics.training_running.inc()
         self._record(job, stage="started", message=f"worker process starting for {job.kind}")
@@ -320,6 +325,13 @@ class JobManager:
             receiver.close()
             self._metrics.training_running.dec()
         elapsed = time.perf_counter() - started
+        if final is None or final["type"] == "error":
+            # Work that published nothing still used the machine: charge what is known.
+            cpu_seconds = float(((final or {}).get("usage") or {}).get("cpu_seconds", 0.0))
+            self._ledger.train(
+                paradigm=job.paradigm or "unknown", model=job.model_name, version="",
+                algorithm=job.algorithm, cpu_seconds=cpu_seconds,
+            )  # fmt: skip
         try:
             if job.cancel_requested:
                 self._finish(job, CANCELLED)
@@ -334,7 +346,10 @@ class JobManager:
             elif final["type"] == "error":
                 self._finish(job, FAILED, error=str(final["message"]))
             else:
-                manifest = self._registry.publish(job.model_name, staging)
+                usage = final.get("usage") or {}
+                manifest = self._registry.publish(
+                    job.model_name, staging, amend=lambda m: self._charge(job, m, usage)
+                )
                 self._succeed(job, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -377,6 +392,12 @@ class JobManager:
         if job.cancel_requested:
             return
         metrics = {k: float(v) for k, v in (message.get("metrics") or {}).items()}
+        if message.get("device"):
+            job.device = str(message["device"])
+        if "epoch_seconds" in metrics:
+            self._metrics.training_epoch.labels(
+                job.paradigm, job.algorithm, job.device or "cpu"
+            ).observe(metrics["epoch_seconds"])
         self._record(
             job,
             stage=str(message.get("stage", "")),
@@ -386,6 +407,35 @@ class JobManager:
             epochs=int(message.get("epochs") or 0),
             metrics=metrics,
         )
+
+    def _charge(self, job: Job, manifest: Manifest, usage: dict[str, float]) -> None:
+        """Prices a successful job and stores its cost in the manifest being published."""
+        gpu_joules = manifest.metrics.get("gpu_joules")
+        charges = self._ledger.train(
+            paradigm=manifest.paradigm,
+            model=manifest.name,
+            version=manifest.version,
+            algorithm=manifest.algorithm,
+            cpu_seconds=float(usage.get("cpu_seconds", 0.0)),
+            gpu_seconds=float(manifest.metrics.get("gpu_seconds", 0.0)),
+            gpu_joules=None if gpu_joules is None else float(gpu_joules),
+        )
+        cpu = charges["cpu"]
+        gpu = charges.get("cuda")
+        sources = sorted({c.energy_source for c in charges.values() if c.energy_source})
+        manifest.training_cost = {
+            "cpu_seconds": cpu.device_seconds,
+            "gpu_seconds": gpu.device_seconds if gpu else 0.0,
+            "joules": sum(c.joules for c in charges.values()),
+            "dollars": sum(c.dollars for c in charges.values()),
+            "energy_source": "+".join(sources),
+        }
+        samples = manifest.metrics.get("samples_processed")
+        if samples:
+            device = manifest.training_device or "cpu"
+            self._metrics.training_samples.labels(
+                manifest.paradigm, manifest.algorithm, device
+            ).inc(samples)
 
     def _terminate(self, job: Job) -> None:
         process = job.process

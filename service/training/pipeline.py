@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from service.cost.nvml import Nvml
 from service.datasets import layout
 from service.errors import InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest
@@ -187,6 +188,7 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         # every spawned worker, which is not fitting, and classical jobs never need it.
         from service.training import deep
 
+        gpu = _GpuEnergy.open() if spec.device in ("auto", "cuda") else None
         started = time.perf_counter()
         model = deep.fit(
             algorithm.name,
@@ -204,6 +206,14 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         if algorithm.name == "autoencoder":
             task = "anomaly_detection"
     fit_seconds = time.perf_counter() - started
+    # Training rows seen: every epoch sees them again (deep); one pass for classical.
+    epochs = int(params.get("epochs", 1)) if algorithm.paradigm == "deep" else 1
+    usage = {"samples_processed": float(len(X_train) * epochs)}
+    if model.device == "cuda":
+        # The GPU was busy for the fit; NVML's energy counter says what that cost.
+        usage["gpu_seconds"] = fit_seconds
+        if gpu is not None:
+            usage["gpu_joules"] = gpu.joules_since_open()
 
     emit("evaluating", f"evaluating on {len(X_test)} held-out samples", progress=0.7)
     outputs = model.predict_outputs(X_test)
@@ -229,6 +239,7 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         export_seconds=export_seconds,
         train_samples=float(len(X_train)),
         test_samples=float(len(X_test)),
+        **usage,
     )
     out_dir = Path(spec.out_dir)
     checksum = _publish(out_dir, onnx_bytes)
@@ -419,3 +430,19 @@ def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
     manifest.write(Path(spec.out_dir))
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
     return manifest
+
+
+class _GpuEnergy:
+    """NVML's energy counter of GPU 0, read at open and on demand; None without NVML."""
+
+    def __init__(self, nvml: Nvml) -> None:
+        self._nvml = nvml
+        self._start = nvml.energy_joules(0)
+
+    @classmethod
+    def open(cls) -> _GpuEnergy | None:
+        nvml = Nvml.open()
+        return cls(nvml) if nvml is not None and nvml.count else None
+
+    def joules_since_open(self) -> float:
+        return self._nvml.energy_joules(0) - self._start

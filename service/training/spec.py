@@ -16,7 +16,8 @@ class Emit(Protocol):
     """Reports progress from a worker; every argument is optional except the stage.
 
     Stages: "loading", "preprocessing", "fitting", "epoch", "evaluating", "exporting",
-    "parity". `progress` is the fraction of the job done, in [0, 1].
+    "parity". `progress` is the fraction of the job done, in [0, 1]; `device` ("cpu" or
+    "cuda") says where training runs, once that is decided.
     """
 
     def __call__(
@@ -28,6 +29,7 @@ class Emit(Protocol):
         epoch: int | None = None,
         epochs: int | None = None,
         metrics: dict[str, float] | None = None,
+        device: str | None = None,
     ) -> None: ...
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import traceback
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -49,14 +50,21 @@ def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
                 manifest = pipeline.run_training(spec, emit)
             else:
                 manifest = pipeline.run_import(spec, emit)
-        connection.send({"type": "done", "manifest": asdict(manifest)})
+        connection.send({"type": "done", "manifest": asdict(manifest), "usage": _usage()})
     except BaseException as exc:
         logging.getLogger("paradigm.worker").error(
             "job %s failed:\n%s", spec.job_id, traceback.format_exc()
         )
-        connection.send({"type": "error", "message": _describe(exc)})
+        connection.send({"type": "error", "message": _describe(exc), "usage": _usage()})
     finally:
         connection.close()
+
+
+def _usage() -> dict[str, float]:
+    """CPU-seconds this worker (and anything it started) consumed: the job's CPU cost."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime}
 
 
 def _describe(exc: BaseException) -> str:

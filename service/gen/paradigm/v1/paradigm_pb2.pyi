@@ -378,7 +378,7 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest")
+    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +418,7 @@ class Model(_message.Message):
     LIBRARY_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LATEST_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_COST_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     paradigm: Paradigm
@@ -436,7 +437,8 @@ class Model(_message.Message):
     library_versions: _containers.ScalarMap[str, str]
     created_at: _timestamp_pb2.Timestamp
     latest: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ...) -> None: ...
+    training_cost: Cost
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name", "latest_only")
@@ -513,3 +515,86 @@ class ExportModelResponse(_message.Message):
     model: Model
     chunk: bytes
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class GetCostReportRequest(_message.Message):
+    __slots__ = ("model_name",)
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    def __init__(self, model_name: _Optional[str] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("device_seconds", "joules", "dollars", "energy_source")
+    DEVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    JOULES_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    device_seconds: float
+    joules: float
+    dollars: float
+    energy_source: str
+    def __init__(self, device_seconds: _Optional[float] = ..., joules: _Optional[float] = ..., dollars: _Optional[float] = ..., energy_source: _Optional[str] = ...) -> None: ...
+
+class ServingCost(_message.Message):
+    __slots__ = ("predictions", "requests", "total", "per_1k_predictions")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PER_1K_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    predictions: int
+    requests: int
+    total: Cost
+    per_1k_predictions: Cost
+    def __init__(self, predictions: _Optional[int] = ..., requests: _Optional[int] = ..., total: _Optional[_Union[Cost, _Mapping]] = ..., per_1k_predictions: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+
+class ModelCost(_message.Message):
+    __slots__ = ("name", "version", "paradigm", "algorithm", "device", "serving", "training", "training_device")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARADIGM_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    paradigm: Paradigm
+    algorithm: str
+    device: str
+    serving: ServingCost
+    training: Cost
+    training_device: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., device: _Optional[str] = ..., serving: _Optional[_Union[ServingCost, _Mapping]] = ..., training: _Optional[_Union[Cost, _Mapping]] = ..., training_device: _Optional[str] = ...) -> None: ...
+
+class ParadigmCost(_message.Message):
+    __slots__ = ("paradigm", "device", "serving", "training", "models")
+    PARADIGM_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    paradigm: Paradigm
+    device: str
+    serving: ServingCost
+    training: Cost
+    models: int
+    def __init__(self, paradigm: _Optional[_Union[Paradigm, str]] = ..., device: _Optional[str] = ..., serving: _Optional[_Union[ServingCost, _Mapping]] = ..., training: _Optional[_Union[Cost, _Mapping]] = ..., models: _Optional[int] = ...) -> None: ...
+
+class CostReport(_message.Message):
+    __slots__ = ("models", "paradigms", "serving_since", "price_per_device_hour")
+    class PricePerDeviceHourEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    PARADIGMS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_SINCE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_DEVICE_HOUR_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelCost]
+    paradigms: _containers.RepeatedCompositeFieldContainer[ParadigmCost]
+    serving_since: _timestamp_pb2.Timestamp
+    price_per_device_hour: _containers.ScalarMap[str, float]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelCost, _Mapping]]] = ..., paradigms: _Optional[_Iterable[_Union[ParadigmCost, _Mapping]]] = ..., serving_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_per_device_hour: _Optional[_Mapping[str, float]] = ...) -> None: ...

@@ -813,3 +813,80 @@ class ModelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CostServiceStub:
+    """What serving and training cost, per model version and per paradigm.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetCostReport = channel.unary_unary(
+                '/paradigm.v1.CostService/GetCostReport',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.GetCostReportRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.CostReport.FromString,
+                _registered_method=True)
+
+
+class CostServiceServicer:
+    """What serving and training cost, per model version and per paradigm.
+    """
+
+    def GetCostReport(self, request, context):
+        """Serving totals since this server started (from the cost ledger) and each model's
+        training cost (from its manifest), with the same figures per 1 000 predictions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CostServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetCostReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCostReport,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.GetCostReportRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.CostReport.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paradigm.v1.CostService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paradigm.v1.CostService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CostService:
+    """What serving and training cost, per model version and per paradigm.
+    """
+
+    @staticmethod
+    def GetCostReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CostService/GetCostReport',
+            paradigm_dot_v1_dot_paradigm__pb2.GetCostReportRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.CostReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

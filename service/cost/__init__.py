@@ -1,0 +1,1 @@
+"""Hardware cost: device time, energy (NVML, RAPL or an estimate) and money."""
