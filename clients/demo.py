@@ -223,7 +223,40 @@ def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> st
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
-def run_demo(client: ParadigmClient, runs: Sequence[Run]) -> list[list[str]]:
+COST_HEADERS = (
+    "algorithm", "paradigm", "dataset", "predictions", "dev-s/1k", "J/1k", "$/1k", "energy",
+    "train dev-s", "train J", "train $",
+)  # fmt: skip
+COST_NOTES = (
+    "cost: from the server's cost report (paradigm costs). dev-s = CPU seconds of model "
+    "execution (GPU seconds on cuda), per 1 000 predictions served during the latency runs; "
+    "J = energy (energy: rapl = measured, estimate = CPU-seconds x configured watts per core); "
+    "$ = device-hours x configured price. train: the training worker's CPU time and its cost.",
+)
+
+
+def cost_rows(client: ParadigmClient, models: Sequence[pb.Model]) -> list[list[str]]:
+    report = {(m.name, m.version): m for m in client.cost_report().models}
+    rows = []
+    for model in models:
+        line = report[(model.name, model.version)]
+        each = line.serving.per_1k_predictions
+        rows.append(
+            [
+                model.algorithm, enum_name(pb.Paradigm, "PARADIGM_", model.paradigm),
+                model.dataset, str(line.serving.predictions), f"{each.device_seconds:.4f}",
+                f"{each.joules:.3f}", f"{each.dollars:.2e}",
+                line.serving.total.energy_source or "-",
+                f"{line.training.device_seconds:.2f}", f"{line.training.joules:.1f}",
+                f"{line.training.dollars:.2e}",
+            ]
+        )  # fmt: skip
+    return rows
+
+
+def run_demo(
+    client: ParadigmClient, runs: Sequence[Run]
+) -> tuple[list[list[str]], list[list[str]]]:
     client.wait_until_ready(60)
     datasets = {name: client.get_dataset(name) for name in {r.dataset for r in runs}}
     rows = {name: serving_rows(name, int(d.n_features)) for name, d in datasets.items()}
@@ -233,7 +266,7 @@ def run_demo(client: ParadigmClient, runs: Sequence[Run]) -> list[list[str]]:
     table = []
     for model in models:
         table.append(table_row(model, *measure(client, model, rows[model.dataset])))
-    return table
+    return table, cost_rows(client, models)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,15 +288,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target = stack.enter_context(local_server(workdir))
             client = stack.enter_context(ParadigmClient(target))
             started = time.monotonic()
-            table = run_demo(client, runs)
+            table, costs = run_demo(client, runs)
         print()
         print(format_table(HEADERS, table))
         print()
         print("\n".join(NOTES))
+        print()
+        print(format_table(COST_HEADERS, costs))
+        print()
+        print("\n".join(COST_NOTES))
         print(f"\ndone in {time.monotonic() - started:.0f} s")
         if args.markdown is not None:
             notes = "".join(f"\n{n}\n" for n in NOTES)
-            args.markdown.write_text(format_markdown(HEADERS, table) + notes)
+            cost_notes = "".join(f"\n{n}\n" for n in COST_NOTES)
+            args.markdown.write_text(
+                format_markdown(HEADERS, table)
+                + notes
+                + "\n"
+                + format_markdown(COST_HEADERS, costs)
+                + cost_notes
+            )
             print(f"wrote {args.markdown}")
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
