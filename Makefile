@@ -31,8 +31,19 @@ serve: install ## Run the server on HOST:PORT with DATA_DIR
 demo: install ## Start a server, train the guide's models, serve them, print the table
 	$(PY) -m clients.demo
 
-test: install ## Run the test suite (no GPU needed; GPU tests skip)
+test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 	$(PY) -m pytest -q
+
+.PHONY: tools rules-test
+# Debian's (or Ubuntu's) prometheus package brings promtool, which tests/test_prometheus.py
+# needs; apt-get needs root.
+tools: ## Install prometheus and promtool (apt) if promtool is missing
+	command -v promtool >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends prometheus)
+
+rules-test: tools ## Check the Prometheus config and rules, and run their unit tests
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
 
 lint: install ## ruff + mypy
 	$(VENV)/bin/ruff check service clients tests protos

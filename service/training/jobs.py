@@ -102,6 +102,11 @@ class JobManager:
         self._datasets = datasets
         self._metrics = metrics
         self._ledger = ledger
+        # Every (algorithm, final state) series exists from the start at 0, so increase()
+        # sees a job's first failure and dashboards show zeros rather than no data.
+        for algorithm in catalog.ALGORITHMS.values():
+            for state in TERMINAL:
+                metrics.training_jobs.labels(algorithm.paradigm, algorithm.name, state)
         self._jobs: dict[str, Job] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queued_jobs)
         self._runners: list[asyncio.Task[None]] = []
