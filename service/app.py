@@ -88,6 +88,7 @@ class App:
         self._executor: ThreadPoolExecutor | None = None
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
+        self._preload: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -163,6 +164,8 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
+        # Latest versions load in the background: readiness does not wait for every model.
+        self._preload = asyncio.create_task(models.preload(registry.manifests(latest_only=True)))
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         log.info(
@@ -188,6 +191,8 @@ class App:
         grace = self.settings.grace_seconds if grace is None else grace
         self._ready = False
         await self._health.enter_graceful_shutdown()
+        if self._preload is not None:
+            self._preload.cancel()
         if self._jobs is not None:
             await self._jobs.stop()
         if self._server is not None:

@@ -129,28 +129,27 @@ class CostLedger:
             assert totals.charge is not None
             totals.charge.add(charge)
 
-    def train(
-        self,
-        *,
-        paradigm: str,
-        model: str,
-        version: str,
-        algorithm: str,
-        cpu_seconds: float,
-        gpu_seconds: float = 0.0,
-        gpu_joules: float | None = None,
+    def price_training(
+        self, cpu_seconds: float, gpu_seconds: float = 0.0, gpu_joules: float | None = None
     ) -> dict[str, Charge]:
-        """Charges a finished job: its workers' CPU time, and GPU time if it used one."""
+        """What a job cost per device: its workers' CPU time, and GPU time if it used one."""
         charges = {"cpu": self.price("cpu", cpu_seconds)}
         if gpu_seconds > 0:
             charges["cuda"] = self.price("cuda", gpu_seconds, gpu_joules)
+        return charges
+
+    def record_training(
+        self, charges: dict[str, Charge], *, paradigm: str, model: str, version: str,
+        algorithm: str,
+    ) -> None:  # fmt: skip
+        """Adds a priced job to the cost counters (after the job's own counter, so a scrape
+        in between sees a job without its cost rather than a cost without a job)."""
         for device, charge in charges.items():
             labels = ("train", paradigm, model, version, algorithm, device)
             self._metrics.device_seconds.labels(*labels).inc(charge.device_seconds)
             self._metrics.cost.labels(*labels).inc(charge.dollars)
             if charge.energy_source:
                 self._metrics.energy.labels(*labels, charge.energy_source).inc(charge.joules)
-        return charges
 
     def serving_totals(self) -> list[ServingTotals]:
         with self._lock:

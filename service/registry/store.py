@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS model_names (
 );
 """
 
-ChangeListener = Callable[[str, list[str]], None]
+# (event, name, versions): event is "published" or "deleted".
+ChangeListener = Callable[[str, str, list[str]], None]
 
 
 def validate_model_name(name: str) -> str:
@@ -79,7 +80,7 @@ class ModelRegistry:
             self._db.close()
 
     def on_change(self, listener: ChangeListener) -> None:
-        """Calls listener(name, versions) after versions of a name are deleted or added."""
+        """Calls listener(event, name, versions) after versions are published or deleted."""
         self._listeners.append(listener)
 
     def new_staging_dir(self, prefix: str) -> Path:
@@ -125,7 +126,7 @@ class ModelRegistry:
                     (name, version + 1),
                 )
         log.info("published %s version %s", name, version)
-        self._notify(name, [str(version)])
+        self._notify("published", name, [str(version)])
         return manifest
 
     def manifests(self, name: str = "", latest_only: bool = False) -> list[Manifest]:
@@ -201,12 +202,12 @@ class ModelRegistry:
                 os.rename(directory, trash)
                 shutil.rmtree(trash, ignore_errors=True)
         log.info("deleted %s versions %s", name, removed)
-        self._notify(name, removed)
+        self._notify("deleted", name, removed)
         return removed
 
-    def _notify(self, name: str, versions: list[str]) -> None:
+    def _notify(self, event: str, name: str, versions: list[str]) -> None:
         for listener in self._listeners:
-            listener(name, versions)
+            listener(event, name, versions)
 
     def _reconcile(self) -> None:
         """Makes the index match the directories after a crash; clears stale staging."""

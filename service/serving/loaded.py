@@ -69,6 +69,7 @@ class LoadedModels:
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
         self._latest: dict[str, str] = {}
+        self._preloading: set[asyncio.Task[None]] = set()
         registry.on_change(self._registry_changed)
 
     async def get(self, name: str, version: str = "") -> LoadedModel:
@@ -135,8 +136,24 @@ class LoadedModels:
             series=ServingSeries(self._metrics, labels),
         )
 
-    def _registry_changed(self, name: str, versions: list[str]) -> None:
+    async def preload(self, manifests: list[Manifest]) -> None:
+        """Loads versions before their first request: no load on the request path, and
+        their series exist at zero before traffic, so Prometheus' rate() sees all of it."""
+        for manifest in manifests:
+            try:
+                await self.get(manifest.name, manifest.version)
+            except Exception as exc:  # a broken file must not stop the others loading
+                log.warning("could not preload %s version %s: %s", manifest.name,
+                            manifest.version, exc)  # fmt: skip
+
+    def _registry_changed(self, event: str, name: str, versions: list[str]) -> None:
         self._latest.pop(name, None)
+        if event == "published":
+            manifests = [self._registry.get(name, version) for version in versions]
+            task = asyncio.get_running_loop().create_task(self.preload(manifests))
+            self._preloading.add(task)
+            task.add_done_callback(self._preloading.discard)
+            return
         for version in versions:
             evicted = self._models.pop((name, version), None)
             if evicted is not None:

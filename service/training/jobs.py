@@ -23,7 +23,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from service.cost.ledger import CostLedger
+from service.cost.ledger import Charge, CostLedger
 from service.datasets.store import DatasetStore
 from service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from service.metrics import Metrics
@@ -330,13 +330,7 @@ class JobManager:
             receiver.close()
             self._metrics.training_running.dec()
         elapsed = time.perf_counter() - started
-        if final is None or final["type"] == "error":
-            # Work that published nothing still used the machine: charge what is known.
-            cpu_seconds = float(((final or {}).get("usage") or {}).get("cpu_seconds", 0.0))
-            self._ledger.train(
-                paradigm=job.paradigm or "unknown", model=job.model_name, version="",
-                algorithm=job.algorithm, cpu_seconds=cpu_seconds,
-            )  # fmt: skip
+        charges: dict[str, Charge] = {}
         try:
             if job.cancel_requested:
                 self._finish(job, CANCELLED)
@@ -353,9 +347,19 @@ class JobManager:
             else:
                 usage = final.get("usage") or {}
                 manifest = self._registry.publish(
-                    job.model_name, staging, amend=lambda m: self._charge(job, m, usage)
+                    job.model_name,
+                    staging,
+                    amend=lambda m: charges.update(self._price(m, usage)),
                 )
                 self._succeed(job, manifest)
+            if not charges:
+                # Work that published nothing still used the machine: charge what is known.
+                usage = (final or {}).get("usage") or {}
+                charges = self._ledger.price_training(float(usage.get("cpu_seconds", 0.0)))
+            self._ledger.record_training(
+                charges, paradigm=job.paradigm or "unknown", model=job.model_name,
+                version=job.model_version, algorithm=job.algorithm,
+            )  # fmt: skip
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(job.spec, ImportSpec):
@@ -413,24 +417,18 @@ class JobManager:
             metrics=metrics,
         )
 
-    def _charge(self, job: Job, manifest: Manifest, usage: dict[str, float]) -> None:
-        """Prices a successful job and stores its cost in the manifest being published."""
+    def _price(self, manifest: Manifest, usage: dict[str, float]) -> dict[str, Charge]:
+        """Prices a successful job and writes its cost into the manifest being published."""
         gpu_joules = manifest.metrics.get("gpu_joules")
-        charges = self._ledger.train(
-            paradigm=manifest.paradigm,
-            model=manifest.name,
-            version=manifest.version,
-            algorithm=manifest.algorithm,
-            cpu_seconds=float(usage.get("cpu_seconds", 0.0)),
-            gpu_seconds=float(manifest.metrics.get("gpu_seconds", 0.0)),
-            gpu_joules=None if gpu_joules is None else float(gpu_joules),
+        charges = self._ledger.price_training(
+            float(usage.get("cpu_seconds", 0.0)),
+            float(manifest.metrics.get("gpu_seconds", 0.0)),
+            None if gpu_joules is None else float(gpu_joules),
         )
-        cpu = charges["cpu"]
-        gpu = charges.get("cuda")
         sources = sorted({c.energy_source for c in charges.values() if c.energy_source})
         manifest.training_cost = {
-            "cpu_seconds": cpu.device_seconds,
-            "gpu_seconds": gpu.device_seconds if gpu else 0.0,
+            "cpu_seconds": charges["cpu"].device_seconds,
+            "gpu_seconds": charges["cuda"].device_seconds if "cuda" in charges else 0.0,
             "joules": sum(c.joules for c in charges.values()),
             "dollars": sum(c.dollars for c in charges.values()),
             "energy_source": "+".join(sources),
@@ -441,6 +439,7 @@ class JobManager:
             self._metrics.training_samples.labels(
                 manifest.paradigm, manifest.algorithm, device
             ).inc(samples)
+        return charges
 
     def _terminate(self, job: Job) -> None:
         process = job.process
