@@ -112,6 +112,7 @@ class App:
             self._executor,
             device=settings.device,
             intra_op_threads=settings.intra_op_threads,
+            energy_source=self.ledger.energy_source,
         )
         dataplane = DataPlane(models, self.ledger, self._executor, settings.max_batch_size)
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)

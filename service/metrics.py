@@ -199,9 +199,15 @@ class Metrics:
 
 
 class ServingSeries:
-    """One model version's serving series, labelled once at load (no lookups per request)."""
+    """One model version's serving series, labelled once at load (no lookups per request).
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str, str]) -> None:
+    Creating them at load also makes them exist at zero before the first request, so
+    Prometheus' increase() and rate() see all of the traffic.
+    """
+
+    def __init__(
+        self, metrics: Metrics, labels: tuple[str, str, str, str, str], energy_source: str
+    ) -> None:
         self.labels = labels
         self._requests = metrics.inference_requests
         self.ok = metrics.inference_requests.labels(*labels, "OK")
@@ -214,14 +220,11 @@ class ServingSeries:
         cost_labels = ("serve", *labels)
         self.device_seconds = metrics.device_seconds.labels(*cost_labels)
         self.cost = metrics.cost.labels(*cost_labels)
-        self._energy = metrics.energy
-        self._cost_labels = cost_labels
+        self.energy_source = energy_source
+        self.energy = metrics.energy.labels(*cost_labels, energy_source) if energy_source else None
 
     def failed(self, code: str) -> None:
         self._requests.labels(*self.labels, code).inc()
-
-    def energy(self, source: str) -> Counter:
-        return self._energy.labels(*self._cost_labels, source)
 
 
 class GpuCollector:

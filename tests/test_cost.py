@@ -128,3 +128,41 @@ def test_rapl_reads_packages_and_survives_wraparound(tmp_path: Path) -> None:
     meter = CpuEnergyMeter(7.0, rapl=packages)
     assert meter.source == "rapl"
     assert CpuEnergyMeter(7.0, use_rapl=False).joules(2.0) == 14.0
+
+
+def test_series_exist_at_zero_before_the_first_request(tmp_path: Path) -> None:
+    """Prometheus' increase() cannot see a counter's first value: a model's series must
+    exist (at zero) before its traffic, or a short burst of requests is invisible."""
+    import time
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = RunningServer(tmp_path / "data", use_rapl=False)
+    try:
+        with ParadigmClient(server.target) as client:
+            client.wait_for_job(client.start_training("iris", "naive_bayes", model_name="nb").id)
+        wanted = {
+            "paradigm_predictions_total",
+            "paradigm_device_seconds_total",
+            "paradigm_energy_joules_total",
+            "paradigm_cost_dollars_total",
+            "paradigm_inference_requests_total",
+        }
+        deadline = time.monotonic() + 30
+        while True:
+            text = generate_latest(server.metrics_registry).decode()
+            found = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.labels.get("model") == "nb" and sample.labels.get("phase", "serve")
+                == "serve" and sample.name in wanted
+            }  # fmt: skip
+            if set(found) == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert set(found) == wanted
+        assert all(value == 0 for value in found.values()), found
+    finally:
+        server.stop()

@@ -95,6 +95,12 @@ class CostLedger:
         if gpu_meter is not None:
             metrics.energy_source.labels("cuda", "nvml").set(1)
 
+    def energy_source(self, device: str) -> str:
+        """How energy is obtained on a device here; "" where it cannot be (GPU, no NVML)."""
+        if device == "cuda":
+            return "nvml" if self.gpu_meter is not None else ""
+        return self.cpu_meter.source
+
     def price(self, device: str, device_seconds: float, gpu_joules: float | None = None) -> Charge:
         """Joules and dollars for device-seconds on a device (GPU joules if measured)."""
         dollars = device_seconds / 3600.0 * self._prices.get(device, 0.0)
@@ -116,8 +122,8 @@ class CostLedger:
         charge = self.price(device, device_seconds)
         series.device_seconds.inc(charge.device_seconds)
         series.cost.inc(charge.dollars)
-        if charge.energy_source:
-            series.energy(charge.energy_source).inc(charge.joules)
+        if series.energy is not None:
+            series.energy.inc(charge.joules)
         with self._lock:
             totals = self._serving.get((model, version))
             if totals is None:

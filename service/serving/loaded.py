@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -60,12 +61,14 @@ class LoadedModels:
         *,
         device: str,
         intra_op_threads: int,
+        energy_source: Callable[[str], str],
     ) -> None:
         self._registry = registry
         self._metrics = metrics
         self._executor = executor
         self._device = device
         self._intra_op_threads = intra_op_threads
+        self._energy_source = energy_source
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
         self._latest: dict[str, str] = {}
@@ -133,7 +136,7 @@ class LoadedModels:
             inputs={spec.name: spec for spec in runtime.inputs},
             output_names=[spec.name for spec in runtime.outputs],
             output_types={spec.name: spec.datatype for spec in runtime.outputs},
-            series=ServingSeries(self._metrics, labels),
+            series=ServingSeries(self._metrics, labels, self._energy_source(runtime.device)),
         )
 
     async def preload(self, manifests: list[Manifest]) -> None:
