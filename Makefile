@@ -8,7 +8,7 @@ METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-peers test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ install: $(VENV)/.installed ## Create .venv and install everything (idempotent)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,test,dev]"
+	$(PY) -m pip install -q -e ".[train,test,dev,bench]"
 	touch $@
 
 proto: install ## Regenerate service/gen from protos/
@@ -30,6 +30,12 @@ serve: install ## Run the server on HOST:PORT with DATA_DIR
 
 demo: install ## Start a server, train the guide's models, serve them, print the table
 	$(PY) -m clients.demo
+
+bench: install ## Benchmark our server against its limits (JSON, markdown, plots in docs/benchmarks/)
+	$(PY) -m clients.bench.run
+
+bench-peers: install ## The same benchmark with Seldon MLServer and perf_analyzer beside us
+	bash clients/bench/peers/run.sh
 
 test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 	$(PY) -m pytest -q
