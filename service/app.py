@@ -114,7 +114,18 @@ class App:
             intra_op_threads=settings.intra_op_threads,
             energy_source=self.ledger.energy_source,
         )
-        dataplane = DataPlane(models, self.ledger, self._executor, settings.max_batch_size)
+        dataplane = DataPlane(
+            models,
+            self.ledger,
+            self._executor,
+            max_batch_size=settings.max_batch_size,
+            batching=settings.batching_config(),
+            batching_models={
+                name: settings.batching_config(overrides)
+                for name, overrides in settings.batching_models.items()
+            },
+            run_slots=settings.resolved_inference_threads(),
+        )
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         self._start_samplers()
         await jobs.start()

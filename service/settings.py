@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.serving.batcher import BatchingConfig
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -32,6 +34,16 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per session call")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_size: int = Field(4096, ge=1, description="largest batch a request may carry")
+
+    # Dynamic batching (service/serving/batcher.py); per-model overrides in batching_models,
+    # e.g. PARADIGM_BATCHING_MODELS='{"digits-cnn": {"max_batch_size": 256}}'.
+    batching: bool = Field(True, description="batch concurrent requests of a model")
+    batch_max_size: int = Field(64, ge=1, description="most rows in one batch")
+    batch_max_queue_delay_us: int = Field(
+        0, ge=0, description="extra wait for a fuller batch; 0 = batch only what queued"
+    )
+    batch_max_queue_size: int = Field(1024, ge=1, description="queued requests per model")
+    batching_models: dict[str, dict[str, int | bool]] = Field(default_factory=dict)
 
     max_concurrent_jobs: int = Field(1, ge=1, description="training workers at once")
     max_queued_jobs: int = Field(64, ge=1)
@@ -57,6 +69,25 @@ class Settings(BaseSettings):
 
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
+
+    def batching_config(self, overrides: dict[str, int | bool] | None = None) -> BatchingConfig:
+        """The default batching config, or a model's with its overrides applied."""
+        values: dict[str, int | bool] = {
+            "enabled": self.batching,
+            "max_batch_size": self.batch_max_size,
+            "max_queue_delay_us": self.batch_max_queue_delay_us,
+            "max_queue_size": self.batch_max_queue_size,
+        }
+        unknown = set(overrides or {}) - set(values)
+        if unknown:
+            raise ValueError(f"unknown batching keys {sorted(unknown)}; use {sorted(values)}")
+        values.update(overrides or {})
+        return BatchingConfig(
+            enabled=bool(values["enabled"]),
+            max_batch_size=int(values["max_batch_size"]),
+            max_queue_delay_us=int(values["max_queue_delay_us"]),
+            max_queue_size=int(values["max_queue_size"]),
+        )
 
     def resolved_inference_threads(self) -> int:
         return self.inference_threads or (os.cpu_count() or 1)

@@ -38,7 +38,9 @@ CONTENT_FIELDS = {
 _LENGTH = struct.Struct("<I")
 
 
-def decode_request(request: pb.ModelInferRequest, *, arrived: float = 0.0) -> InferRequest:
+def decode_request(
+    request: pb.ModelInferRequest, *, arrived: float = 0.0, deadline: float | None = None
+) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(
@@ -74,6 +76,7 @@ def decode_request(request: pb.ModelInferRequest, *, arrived: float = 0.0) -> In
         outputs=[output.name for output in request.outputs],
         id=request.id,
         arrived=arrived,
+        deadline=deadline,
     )
 
 

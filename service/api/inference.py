@@ -95,7 +95,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        decoded = codec.decode_request(request, arrived=time.perf_counter())
+        arrived = time.perf_counter()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else arrived + remaining
+        decoded = codec.decode_request(request, arrived=arrived, deadline=deadline)
         response = await self._dataplane.infer(decoded)
         return codec.encode_response(response, typed=not request.raw_input_contents)
 

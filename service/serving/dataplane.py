@@ -8,6 +8,7 @@ records the serving metrics once, here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import Executor
 
@@ -16,6 +17,7 @@ import numpy as np
 from service.cost.ledger import CostLedger
 from service.errors import InvalidArgument, ParadigmError
 from service.logs import model_name_var, model_version_var, request_id_var
+from service.serving.batcher import Batcher, BatchingConfig
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
@@ -23,19 +25,27 @@ FLOAT_TYPES = ("FP16", "FP32", "FP64")
 
 
 class DataPlane:
-    """Validates, runs and measures inference requests."""
+    """Validates, runs (batched where it helps) and measures inference requests."""
 
     def __init__(
         self,
         models: LoadedModels,
         ledger: CostLedger,
         executor: Executor,
+        *,
         max_batch_size: int,
+        batching: BatchingConfig,
+        batching_models: dict[str, BatchingConfig],
+        run_slots: int,
     ) -> None:
         self.models = models
         self._ledger = ledger
         self._executor = executor
         self._max_batch_size = max_batch_size
+        self._batching = batching
+        self._batching_models = batching_models
+        self._run_slots = run_slots
+        self._batchers: dict[tuple[str, str], Batcher | None] = {}
 
     async def infer(self, request: InferRequest) -> InferResponse:
         arrived = request.arrived or time.perf_counter()
@@ -47,10 +57,19 @@ class DataPlane:
         series.in_flight.inc()
         try:
             feeds, rows = self._check_inputs(model, request.inputs)
-            output_names = self._check_outputs(model, request.outputs)
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, model, feeds, output_names, rows, time.perf_counter()
-            )
+            wanted = self._check_outputs(model, request.outputs)
+            key = (model.name, model.version)
+            batcher = self._batchers[key] if key in self._batchers else self._batcher(model)
+            if batcher is not None:
+                every = await batcher.submit(feeds, rows, request.deadline)
+                results = (
+                    every if wanted is model.output_names
+                    else [every[model.output_names.index(name)] for name in wanted]
+                )  # fmt: skip
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run, model, feeds, wanted, rows, [time.perf_counter()]
+                )
         except ParadigmError as exc:
             series.failed(exc.status.name)
             raise
@@ -61,11 +80,10 @@ class DataPlane:
             series.in_flight.dec()
         outputs = [
             InferOutput(name=name, datatype=model.output_types[name], data=data)
-            for name, data in zip(output_names, results, strict=True)
+            for name, data in zip(wanted, results, strict=True)
         ]
         series.ok.inc()
         series.predictions.inc(rows)
-        series.batch_size.observe(rows)
         series.duration.observe(time.perf_counter() - arrived)
         return InferResponse(
             model_name=model.name,
@@ -75,15 +93,36 @@ class DataPlane:
             parameters={"device": model.device},
         )
 
+    def _batcher(self, model: LoadedModel) -> Batcher | None:
+        """The model's batcher, made on its first request; None where batching is off or
+        the model has no batch axis on every input and output to concatenate along."""
+        config = self._batching_models.get(model.name, self._batching)
+        tensors = [*model.runtime.inputs, *model.runtime.outputs]
+        batcher = None
+        if config.enabled and all(spec.shape and spec.shape[0] == -1 for spec in tensors):
+            loop = asyncio.get_running_loop()
+            batcher = Batcher(
+                name=model.name,
+                input_names=list(model.inputs),
+                output_names=model.output_names,
+                run=functools.partial(self._run, model),
+                run_in_thread=lambda run, *args: loop.run_in_executor(self._executor, run, *args),
+                config=config,
+                slots=self._run_slots,
+            )
+        self._batchers[(model.name, model.version)] = batcher
+        return batcher
+
     def _run(
         self,
         model: LoadedModel,
         feeds: dict[str, np.ndarray],
         output_names: list[str],
         rows: int,
-        submitted: float,
+        enqueued: list[float],
     ) -> list[np.ndarray]:
-        """Runs in an inference thread: the session, its timing and its cost."""
+        """Runs in an inference thread: one model run (a request or a batch), its timing
+        and its cost."""
         started = time.perf_counter()
         cpu_started = time.thread_time()
         results = model.runtime.run(feeds, output_names)
@@ -92,9 +131,12 @@ class DataPlane:
         # graph in the calling thread (intra_op_threads=1, the default). On CUDA the GPU is
         # what the run occupies, for its wall time.
         device_seconds = compute if model.device == "cuda" else time.thread_time() - cpu_started
-        model.series.queue_wait.observe(started - submitted)
-        model.series.compute.observe(compute)
-        self._ledger.serve(model.series, rows, device_seconds)
+        series = model.series
+        for moment in enqueued:
+            series.queue_wait.observe(started - moment)
+        series.compute.observe(compute)
+        series.batch_size.observe(rows)
+        self._ledger.serve(series, rows, device_seconds)
         return results
 
     def _check_inputs(
@@ -104,16 +146,16 @@ class DataPlane:
         given = {tensor.name: tensor for tensor in inputs}
         if len(given) != len(inputs):
             raise InvalidArgument("an input name appears more than once")
-        described = ", ".join(
-            f"{spec.name} {spec.datatype} {list(spec.shape)}" for spec in expected.values()
-        )
-        unknown = sorted(set(given) - set(expected))
-        if unknown:
-            raise InvalidArgument(
-                f"unexpected input {unknown[0]!r}; model {model.name!r} expects: {described}"
+        if given.keys() != expected.keys():
+            described = ", ".join(
+                f"{spec.name} {spec.datatype} {list(spec.shape)}" for spec in expected.values()
             )
-        missing = sorted(set(expected) - set(given))
-        if missing:
+            unknown = sorted(set(given) - set(expected))
+            if unknown:
+                raise InvalidArgument(
+                    f"unexpected input {unknown[0]!r}; model {model.name!r} expects: {described}"
+                )
+            missing = sorted(set(expected) - set(given))
             raise InvalidArgument(
                 f"missing input {missing[0]!r}; model {model.name!r} expects: {described}"
             )

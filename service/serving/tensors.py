@@ -78,6 +78,8 @@ class InferRequest:
     id: str = ""
     #: time.perf_counter() when the request reached the server; latency starts here.
     arrived: float = 0.0
+    #: time.perf_counter() after which the caller no longer waits (its gRPC deadline).
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""Dynamic batching for one model version: requests queued while the model is busy run
+together as one batch, concatenated along the batch axis and split back.
+
+Event-driven and greedy: a request that finds a free run slot and an empty queue runs at
+once in its own task (no hop, no wait, so a lone client pays nothing for batching); while
+every slot is busy, requests queue, and the next free slot takes everything queued, up to
+max_batch_size rows. An optional max_queue_delay_us waits that long for a fuller batch.
+Requests whose deadline passed, or whose caller went away, are dropped before running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, ResourceExhausted
+
+# (feeds, output names, rows, [enqueue times]) -> outputs; runs in an inference thread.
+RunBatch = Callable[[dict[str, np.ndarray], list[str], int, list[float]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How one model batches; defaults come from settings, overrides per model."""
+
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 1024
+
+
+@dataclass
+class _Pending:
+    feeds: dict[str, np.ndarray]
+    rows: int
+    deadline: float | None
+    enqueued: float
+    future: asyncio.Future[list[np.ndarray]]
+
+
+class Batcher:
+    """Queues, batches and runs the requests of one model version."""
+
+    def __init__(
+        self,
+        name: str,
+        input_names: list[str],
+        output_names: list[str],
+        run: RunBatch,
+        run_in_thread: Callable[..., asyncio.Future[list[np.ndarray]]],
+        config: BatchingConfig,
+        slots: int,
+    ) -> None:
+        self.name = name
+        self._inputs = input_names
+        self._outputs = output_names
+        self._run = run
+        self._run_in_thread = run_in_thread
+        self.config = config
+        self._free_slots = slots
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self, feeds: dict[str, np.ndarray], rows: int, deadline: float | None
+    ) -> list[np.ndarray]:
+        """Runs these rows, alone or in a batch; returns every output for them, in order."""
+        pending = _Pending(
+            feeds, rows, deadline, time.perf_counter(), asyncio.get_running_loop().create_future()
+        )
+        if self._free_slots and not self._queue:
+            self._free_slots -= 1
+            await self._execute([pending])
+            return pending.future.result()
+        if len(self._queue) >= self.config.max_queue_size:
+            raise ResourceExhausted(
+                f"model {self.name!r} has {len(self._queue)} requests queued, the most it "
+                "takes; try again later"
+            )
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self._wakeup.set()
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"batcher-{self.name}")
+        return await pending.future
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+
+    async def _dispatch(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            while not self._free_slots:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            delay = self.config.max_queue_delay_us / 1e6
+            if delay and self._queued_rows < self.config.max_batch_size:
+                await self._wait_for_more(delay)
+            batch = self._take()
+            if batch:
+                self._free_slots -= 1
+                task = asyncio.create_task(self._execute(batch))
+                self._running.add(task)  # a task nobody references may be collected
+                task.add_done_callback(self._running.discard)
+
+    async def _wait_for_more(self, delay: float) -> None:
+        until = time.perf_counter() + delay
+        while self._queued_rows < self.config.max_batch_size:
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        """Pops queued requests up to max_batch_size rows (always at least one)."""
+        batch: list[_Pending] = []
+        rows = 0
+        now = time.perf_counter()
+        while self._queue:
+            pending = self._queue[0]
+            if batch and rows + pending.rows > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= pending.rows
+            if pending.future.done():  # the caller went away (cancelled)
+                continue
+            if pending.deadline is not None and now > pending.deadline:
+                pending.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it waited in the queue")
+                )
+                continue
+            batch.append(pending)
+            rows += pending.rows
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        try:
+            if len(batch) == 1:
+                feeds = batch[0].feeds
+            else:
+                feeds = {
+                    name: np.concatenate([p.feeds[name] for p in batch]) for name in self._inputs
+                }
+            rows = sum(p.rows for p in batch)
+            outputs = await self._run_in_thread(
+                self._run, feeds, self._outputs, rows, [p.enqueued for p in batch]
+            )
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._free_slots += 1
+            self._slot_freed.set()
+        start = 0
+        for pending in batch:
+            end = start + pending.rows
+            if not pending.future.done():
+                pending.future.set_result(
+                    outputs if len(batch) == 1 else [output[start:end] for output in outputs]
+                )
+            start = end
