@@ -95,6 +95,14 @@ class App:
         return self._ready
 
     async def start(self) -> None:
+        """Starts everything; on failure, stops what did start and raises."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +143,9 @@ class App:
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                # gRPC shares a port with any other process by default (SO_REUSEPORT),
+                # splitting connections between them: a taken port must fail instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -42,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
 
 async def serve(settings: Settings) -> None:
     app = build_app(settings)
-    await app.start()
+    try:
+        await app.start()
+    except RuntimeError as error:  # grpc's "Failed to bind to address ..."
+        log.error("could not start: %s", error)
+        raise SystemExit(1) from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

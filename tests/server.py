@@ -18,15 +18,19 @@ class RunningServer:
     """Starts `build_app(settings)` in a thread; `target` is what clients dial."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        self.settings = Settings(
-            host="127.0.0.1", port=0, metrics_port=0, data_dir=data_dir, **overrides
-        )
+        settings = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, **overrides}
+        self.settings = Settings(data_dir=data_dir, **settings)
         self.metrics_registry = CollectorRegistry()
         self.app: App = build_app(self.settings, self.metrics_registry)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._call(self.app.start(), timeout=120)
+        try:
+            self._call(self.app.start(), timeout=120)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            raise
 
     @property
     def target(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -9,6 +11,7 @@ from service.gen.inference import grpc_predict_v2_pb2 as ipb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as igrpc
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pgrpc
+from tests.server import RunningServer
 
 
 def test_live_ready_and_metadata(channel: grpc.Channel) -> None:
@@ -67,3 +70,11 @@ def test_reflection_lists_services(channel: grpc.Channel) -> None:
     answer = next(iter(stub.ServerReflectionInfo(iter([request]))))
     names = {s.name for s in answer.list_services_response.service}
     assert {"inference.GRPCInferenceService", "paradigm.v1.ModelService"} <= names
+
+
+def test_a_taken_port_fails_loudly(server: RunningServer, tmp_path: Path) -> None:
+    """gRPC shares ports by default (SO_REUSEPORT); ours must refuse a port in use."""
+    import pytest
+
+    with pytest.raises(Exception, match="Failed to bind"):
+        RunningServer(tmp_path / "data", port=server.app.port)
