@@ -121,6 +121,8 @@ class App:
             device=settings.device,
             intra_op_threads=settings.intra_op_threads,
             energy_source=self.ledger.energy_source,
+            graph_optimization=settings.graph_optimization,
+            execution_mode=settings.execution_mode,
         )
         dataplane = DataPlane(
             models,

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         0, ge=0, description="threads running ONNX Runtime sessions; 0 means the CPU count"
     )
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per session call")
+    graph_optimization: Literal["none", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_size: int = Field(4096, ge=1, description="largest batch a request may carry")
 

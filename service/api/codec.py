@@ -15,6 +15,7 @@ from service.errors import InvalidArgument
 from service.gen.inference import grpc_predict_v2_pb2 as pb
 from service.serving.tensors import (
     DATATYPES,
+    WIRE_DTYPES,
     InferInput,
     InferRequest,
     InferResponse,
@@ -112,7 +113,7 @@ def _from_raw(
             f"input {name!r}: {len(raw)} bytes of raw content, but shape {list(shape)} of "
             f"{datatype} needs {expected}"
         )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return np.frombuffer(raw, dtype=WIRE_DTYPES[datatype]).reshape(shape)
 
 
 def _from_typed(

@@ -62,6 +62,8 @@ class LoadedModels:
         device: str,
         intra_op_threads: int,
         energy_source: Callable[[str], str],
+        graph_optimization: str = "all",
+        execution_mode: str = "sequential",
     ) -> None:
         self._registry = registry
         self._metrics = metrics
@@ -69,6 +71,10 @@ class LoadedModels:
         self._device = device
         self._intra_op_threads = intra_op_threads
         self._energy_source = energy_source
+        self._session_options = {
+            "graph_optimization": graph_optimization,
+            "execution_mode": execution_mode,
+        }
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
         self._latest: dict[str, str] = {}
@@ -115,7 +121,12 @@ class LoadedModels:
         started = time.perf_counter()
         runtime = await asyncio.get_running_loop().run_in_executor(
             self._executor,
-            lambda: OnnxModel(path, device=self._device, intra_op_threads=self._intra_op_threads),
+            lambda: OnnxModel(
+                path,
+                device=self._device,
+                intra_op_threads=self._intra_op_threads,
+                **self._session_options,
+            ),
         )
         elapsed = time.perf_counter() - started
         labels = (

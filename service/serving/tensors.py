@@ -23,6 +23,10 @@ DATATYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(np.object_),
 }
 _BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}
+# The wire is little-endian: these are the dtypes to read raw contents with, made once.
+WIRE_DTYPES: dict[str, np.dtype] = {
+    name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items()
+}
 
 # ONNX Runtime's type strings ("tensor(float)") -> OIP v2 datatypes.
 ORT_TYPES = {
