@@ -349,6 +349,23 @@ class ParadigmClient:
         return self._datasets.UploadDataset(requests())
 
     @_rpc_errors()
+    def generate_dataset(
+        self,
+        name: str,
+        n_samples: int,
+        *,
+        generator: str = "digits_scaled",
+        image_size: int = 28,
+        seed: int = 0,
+        timeout: float | None = 600.0,
+    ) -> pb.Dataset:
+        """Generates a scale dataset on the server (digits up-sampled, shifted, rotated)."""
+        request = pb.GenerateDatasetRequest(
+            name=name, generator=generator, n_samples=n_samples, image_size=image_size, seed=seed
+        )
+        return self._datasets.GenerateDataset(request, timeout=timeout)
+
+    @_rpc_errors()
     def delete_dataset(self, name: str) -> None:
         self._datasets.DeleteDataset(pb.DeleteDatasetRequest(name=name), timeout=self.timeout)
 

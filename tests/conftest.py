@@ -1,6 +1,12 @@
 from __future__ import annotations
 
 import os
+
+# Before numpy loads (the imports below load it): BLAS in this test process must not fight
+# the server's worker processes for 2 cores; set later, the variables do nothing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,10 +15,6 @@ import pytest
 
 from clients.client import ParadigmClient
 from tests.server import RunningServer
-
-# Keep BLAS in this test process from fighting the server's worker processes for 2 cores.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

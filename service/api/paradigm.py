@@ -83,6 +83,18 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             spool.unlink(missing_ok=True)
         return convert.dataset_to_proto(info)
 
+    async def GenerateDataset(
+        self, request: pb.GenerateDatasetRequest, context: Context
+    ) -> pb.Dataset:
+        info = await self._store.generate(
+            name=request.name,
+            generator=request.generator or "digits_scaled",
+            n_samples=request.n_samples,
+            image_size=request.image_size or 28,
+            seed=request.seed,
+        )
+        return convert.dataset_to_proto(info)
+
     async def DeleteDataset(
         self, request: pb.DeleteDatasetRequest, context: Context
     ) -> pb.DeleteDatasetResponse:

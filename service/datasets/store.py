@@ -6,19 +6,24 @@ scikit-learn); built-in datasets are written by a worker process (datasets/built
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import functools
 import io
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import zipfile
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from service.datasets import scale
 from service.datasets.layout import (
     INFO_FILE,
     NAME_PATTERN,
@@ -30,6 +35,9 @@ from service.datasets.layout import (
 from service.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
+
+GENERATORS = ("digits_scaled",)
+MAX_GENERATED_SAMPLES = 200_000
 
 
 class DatasetStore:
@@ -68,6 +76,34 @@ class DatasetStore:
 
     async def receive(self, chunks: AsyncIterator[bytes], spool: Path) -> int:
         return await spool_stream(chunks, spool, self.max_upload_bytes, "upload")
+
+    async def generate(
+        self, *, name: str, generator: str, n_samples: int, image_size: int, seed: int
+    ) -> DatasetInfo:
+        """Generates a scale dataset in a worker process (scipy does the image warps)."""
+        self.check_new_name(name)
+        if generator not in GENERATORS:
+            raise InvalidArgument(f"generator {generator!r} is not one of {list(GENERATORS)}")
+        if not 1 <= n_samples <= MAX_GENERATED_SAMPLES:
+            raise InvalidArgument(
+                f"n_samples {n_samples} must be between 1 and {MAX_GENERATED_SAMPLES}"
+            )
+        if not 8 <= image_size <= 64:
+            raise InvalidArgument(f"image_size {image_size} must be between 8 and 64")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool,
+                functools.partial(
+                    scale.generate,
+                    self.root,
+                    name=name,
+                    generator=generator,
+                    n_samples=n_samples,
+                    image_size=image_size,
+                    seed=seed,
+                ),
+            )
 
     def check_new_name(self, name: str) -> None:
         if not NAME_PATTERN.match(name):

@@ -171,6 +171,20 @@ class UploadDatasetRequest(_message.Message):
     chunk: bytes
     def __init__(self, header: _Optional[_Union[UploadDatasetHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class GenerateDatasetRequest(_message.Message):
+    __slots__ = ("name", "generator", "n_samples", "image_size", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    generator: str
+    n_samples: int
+    image_size: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., generator: _Optional[str] = ..., n_samples: _Optional[int] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class DeleteDatasetRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

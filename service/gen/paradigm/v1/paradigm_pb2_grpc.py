@@ -55,6 +55,11 @@ class DatasetServiceStub:
                 request_serializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetRequest.SerializeToString,
                 response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetResponse.FromString,
                 _registered_method=True)
+        self.GenerateDataset = channel.unary_unary(
+                '/paradigm.v1.DatasetService/GenerateDataset',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.GenerateDatasetRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Dataset.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer:
@@ -90,6 +95,14 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateDataset(self, request, context):
+        """Generates a larger dataset for scale benchmarks (in a worker process) and stores it
+        like a built-in one; ALREADY_EXISTS if the name is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatasetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.DeleteDataset,
                     request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetRequest.FromString,
                     response_serializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'GenerateDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateDataset,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.GenerateDatasetRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Dataset.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class DatasetService:
             '/paradigm.v1.DatasetService/DeleteDataset',
             paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetRequest.SerializeToString,
             paradigm_dot_v1_dot_paradigm__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.DatasetService/GenerateDataset',
+            paradigm_dot_v1_dot_paradigm__pb2.GenerateDatasetRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.Dataset.FromString,
             options,
             channel_credentials,
             insecure,
