@@ -49,7 +49,7 @@ def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
     for array in (X, y):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         # A view of the bytes, not a copy: generated datasets reach 600 MB.
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        digest.update(np.ascontiguousarray(array).data.cast("B"))
     return digest.hexdigest()
 
 

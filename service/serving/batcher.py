@@ -34,7 +34,7 @@ class BatchingConfig:
     max_queue_size: int = 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
@@ -74,13 +74,18 @@ class Batcher:
         self, feeds: dict[str, np.ndarray], rows: int, deadline: float | None
     ) -> list[np.ndarray]:
         """Runs these rows, alone or in a batch; returns every output for them, in order."""
+        if self._free_slots and not self._queue:
+            # Nothing to batch with: run now, in this task, with no queue bookkeeping.
+            self._free_slots -= 1
+            try:
+                return await self._run_in_thread(
+                    self._run, feeds, self._outputs, rows, [time.perf_counter()]
+                )
+            finally:
+                self._release()
         pending = _Pending(
             feeds, rows, deadline, time.perf_counter(), asyncio.get_running_loop().create_future()
         )
-        if self._free_slots and not self._queue:
-            self._free_slots -= 1
-            await self._execute([pending])
-            return pending.future.result()
         if len(self._queue) >= self.config.max_queue_size:
             raise ResourceExhausted(
                 f"model {self.name!r} has {len(self._queue)} requests queued, the most it "
@@ -149,6 +154,10 @@ class Batcher:
             rows += pending.rows
         return batch
 
+    def _release(self) -> None:
+        self._free_slots += 1
+        self._slot_freed.set()
+
     async def _execute(self, batch: list[_Pending]) -> None:
         try:
             if len(batch) == 1:
@@ -169,8 +178,7 @@ class Batcher:
                 raise
             return
         finally:
-            self._free_slots += 1
-            self._slot_freed.set()
+            self._release()
         start = 0
         for pending in batch:
             end = start + pending.rows

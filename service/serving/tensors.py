@@ -53,7 +53,8 @@ def datatype_of(array: np.ndarray) -> str:
         raise ValueError(f"no OIP v2 datatype for numpy dtype {array.dtype}") from None
 
 
-@dataclass(frozen=True)
+# Plain slotted dataclasses: frozen ones pay object.__setattr__ per field, per request.
+@dataclass(slots=True)
 class InferInput:
     """A decoded input tensor."""
 
@@ -62,7 +63,7 @@ class InferInput:
     data: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferOutput:
     """An output tensor ready to encode."""
 
@@ -71,7 +72,7 @@ class InferOutput:
     data: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferRequest:
     """A decoded ModelInfer request; `outputs` empty means every output."""
 
@@ -86,7 +87,7 @@ class InferRequest:
     deadline: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferResponse:
     """A ModelInfer answer before encoding."""
 
