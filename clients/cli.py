@@ -152,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--label-column", default="", help="CSV: the label column's name")
     upload.add_argument("--task", choices=TASKS)
     upload.add_argument("--description", default="")
+    generate = datasets_sub.add_parser(
+        "generate", help="generate a scale dataset (digits up-sampled, shifted, rotated)"
+    )
+    generate.add_argument("name")
+    generate.add_argument("--samples", type=int, default=20_000, help="rows, up to 200 000")
+    generate.add_argument("--image-size", type=int, default=28, help="side of the images")
+    generate.add_argument("--seed", type=int, default=0)
+    delete = datasets_sub.add_parser("delete", help="delete an uploaded or generated dataset")
+    delete.add_argument("name")
 
     commands.add_parser("algorithms", help="list algorithms and their hyperparameters")
 
@@ -211,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name")
     export.add_argument("file", type=Path)
     export.add_argument("--version", default="")
+
+    # Listed here for --help only: main() hands everything after "bench" to the benchmark
+    # driver, which starts its own servers and has its own flags (paradigm bench --help).
+    bench = commands.add_parser(
+        "bench", help="benchmark serving against its limits (JSON, table, plots)", add_help=False
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -230,6 +246,19 @@ def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
             f"uploaded {ds.name}: {ds.n_samples} samples, {ds.n_features} features, "
             f"task {_task(ds.task)}, fingerprint {ds.fingerprint[:12]}"
         )
+        return
+    if args.action == "generate":
+        ds = client.generate_dataset(
+            args.name, args.samples, image_size=args.image_size, seed=args.seed
+        )
+        print(
+            f"generated {ds.name}: {ds.n_samples} samples of {list(ds.image_shape)} images, "
+            f"{ds.n_classes} classes, fingerprint {ds.fingerprint[:12]}"
+        )
+        return
+    if args.action == "delete":
+        client.delete_dataset(args.name)
+        print(f"deleted {args.name}")
         return
     rows = [
         (
@@ -543,7 +572,16 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from clients.bench import run  # matplotlib and the driver only when asked for
+
+        return run.main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from clients.bench import run
+
+        return run.main(args.args)
     try:
         with ParadigmClient(args.target, timeout=args.timeout) as client:
             COMMANDS[args.command](client, args)

@@ -49,3 +49,12 @@ def test_cli_reports_server_errors_without_a_traceback(server: RunningServer) ->
     assert "n_neighbors" in failed.stderr and "Traceback" not in failed.stderr
     missing = paradigm(server, "models", "show", "nothing-here")
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_generate_and_delete_a_scale_dataset(server: RunningServer) -> None:
+    made = paradigm(server, "datasets", "generate", "cli-scale", "--samples", "500", "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    assert "500 samples of [28, 28] images" in made.stdout
+    assert "cli-scale" in paradigm(server, "datasets").stdout
+    deleted = paradigm(server, "datasets", "delete", "cli-scale")
+    assert deleted.returncode == 0 and "cli-scale" not in paradigm(server, "datasets").stdout
