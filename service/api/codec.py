@@ -57,7 +57,7 @@ def decode_request(
                 f"{sorted(DATATYPES)}"
             )
         shape = tuple(tensor.shape)
-        if any(dim < 0 for dim in shape):
+        if shape and min(shape) < 0:
             raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} has a negative dim")
         count = math.prod(shape)
         if raw:

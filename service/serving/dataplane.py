@@ -21,8 +21,6 @@ from service.serving.batcher import Batcher, BatchingConfig
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
-FLOAT_TYPES = ("FP16", "FP32", "FP64")
-
 
 class DataPlane:
     """Validates, runs (batched where it helps) and measures inference requests."""
@@ -161,32 +159,39 @@ class DataPlane:
             )
         feeds: dict[str, np.ndarray] = {}
         rows = 0
-        for name, spec in expected.items():
+        for rule in model.input_rules:
+            name = rule.name
             tensor = given[name]
-            if tensor.datatype != spec.datatype:
+            if tensor.datatype != rule.datatype:
                 raise InvalidArgument(
-                    f"input {name!r} has datatype {tensor.datatype}; model expects {spec.datatype}"
+                    f"input {name!r} has datatype {tensor.datatype}; model expects {rule.datatype}"
                 )
             shape = tensor.data.shape
-            if len(shape) != len(spec.shape) or any(
-                want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-            ):
+            # The usual signature is [-1, fixed...]: one tuple comparison checks it.
+            if rule.tail is not None:
+                fits = len(shape) == rule.rank and shape[1:] == rule.tail
+            else:
+                fits = len(shape) == rule.rank and all(
+                    want in (-1, got) for want, got in zip(rule.shape, shape, strict=True)
+                )
+            if not fits:
                 raise InvalidArgument(
                     f"input {name!r} has shape {list(shape)}; model expects "
-                    f"{list(spec.shape)} (-1 means any size)"
+                    f"{list(rule.shape)} (-1 means any size)"
                 )
-            if shape and spec.shape and spec.shape[0] == -1:
-                rows = max(rows, shape[0])
-                if shape[0] == 0:
+            if rule.batched:
+                batch = shape[0]
+                rows = max(rows, batch)
+                if batch == 0:
                     # Measured: ONNX Runtime 1.31 aborts the whole process on an LSTM given
                     # an empty batch, so no empty batch ever reaches a session.
                     raise InvalidArgument(f"input {name!r} has an empty batch (0 rows)")
-                if shape[0] > self._max_batch_size:
+                if batch > self._max_batch_size:
                     raise InvalidArgument(
-                        f"input {name!r} has a batch of {shape[0]} rows; the most is "
+                        f"input {name!r} has a batch of {batch} rows; the most is "
                         f"{self._max_batch_size}"
                     )
-            if tensor.datatype in FLOAT_TYPES and not np.isfinite(tensor.data).all():
+            if rule.floating and not np.isfinite(tensor.data).all():
                 raise InvalidArgument(
                     f"input {name!r} holds NaN or infinity; values must be finite"
                 )

@@ -22,6 +22,38 @@ from service.serving.runtime import OnnxModel
 log = logging.getLogger(__name__)
 
 
+FLOAT_TYPES = ("FP16", "FP32", "FP64")
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """One input's check, worked out once at load so a request costs a few comparisons."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    rank: int
+    #: The dims after the first when the first is the free batch dim and the rest are
+    #: fixed (the usual case); None otherwise (checked dim by dim).
+    tail: tuple[int, ...] | None
+    batched: bool
+    floating: bool
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> InputRule:
+        batched = bool(spec.shape) and spec.shape[0] == -1
+        tail = spec.shape[1:] if batched and -1 not in spec.shape[1:] else None
+        return cls(
+            name=spec.name,
+            datatype=spec.datatype,
+            shape=spec.shape,
+            rank=len(spec.shape),
+            tail=tail,
+            batched=batched,
+            floating=spec.datatype in FLOAT_TYPES,
+        )
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model version ready to run."""
@@ -32,6 +64,7 @@ class LoadedModel:
     output_names: list[str]
     output_types: dict[str, str]
     series: ServingSeries
+    input_rules: tuple[InputRule, ...]
 
     @property
     def name(self) -> str:
@@ -148,6 +181,7 @@ class LoadedModels:
             output_names=[spec.name for spec in runtime.outputs],
             output_types={spec.name: spec.datatype for spec in runtime.outputs},
             series=ServingSeries(self._metrics, labels, self._energy_source(runtime.device)),
+            input_rules=tuple(InputRule.of(spec) for spec in runtime.inputs),
         )
 
     async def preload(self, manifests: list[Manifest]) -> None:
