@@ -65,6 +65,16 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> st
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table; columns holding only numbers (or "-") are right-aligned."""
+
+    def numeric(i: int) -> bool:
+        return bool(rows) and all(_is_number(r[i]) for r in rows)
+
+    align = ["---:" if numeric(i) else "---" for i in range(len(headers))]
+    return "\n".join("| " + " | ".join(line) + " |" for line in (headers, align, *rows)) + "\n"
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)

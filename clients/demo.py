@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.cli import format_table, key_metric
+from clients.cli import format_markdown, format_table, key_metric
 from clients.client import ParadigmClient, ParadigmClientError, ParamScalar, enum_name
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
@@ -212,15 +212,6 @@ def table_row(model: pb.Model, at_1: float, at_n: float, device: str) -> list[st
         f"{at_n:.2f}",
         device,
     ]
-
-
-def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def numeric(i: int) -> bool:
-        return all(r[i].replace(".", "", 1).isdigit() for r in rows)
-
-    align = ["---:" if rows and numeric(i) else "---" for i in range(len(headers))]
-    lines = [headers, align, *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
 COST_HEADERS = (

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from clients import cli, dtypes
+from clients.cli import format_markdown
 from clients.client import (
     InferResult,
     JobFailed,
@@ -20,7 +21,6 @@ from clients.client import (
     make_infer_request,
     to_param_value,
 )
-from clients.demo import format_markdown
 from service.gen.inference import grpc_predict_v2_pb2 as oip
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 

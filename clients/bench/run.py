@@ -47,6 +47,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.bench import inprocess
 from clients.bench.load import InputSpec, LoadResult, ProcessCpu, make_request, run_load
+from clients.cli import format_markdown
 from clients.client import ParadigmClient, ParadigmClientError
 
 PARADIGMS = ("classical", "deep")
@@ -764,22 +765,6 @@ def table_rows(points: Sequence[Point]) -> list[list[str]]:
     return rows
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def numeric(i: int) -> bool:
-        return bool(rows) and all(_is_number(r[i]) for r in rows)
-
-    align = ["---:" if numeric(i) else "---" for i in range(len(headers))]
-    return "\n".join("| " + " | ".join(line) + " |" for line in (headers, align, *rows)) + "\n"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return text == "-"
-    return True
-
-
 def write_markdown(report: dict[str, Any], points: Sequence[Point], targets: Sequence[Target],
                    path: Path, json_name: str, plots: Sequence[str]) -> str:  # fmt: skip
     machine = report["machine"]
@@ -814,7 +799,7 @@ def write_markdown(report: dict[str, Any], points: Sequence[Point], targets: Seq
             f"- {paradigm}: `{model['name']}` = {model['algorithm']} on {model['dataset']}, "
             f"input {model['input']}, ONNX {model['onnx_bytes']} bytes"
         )
-    lines += ["", markdown_table(TABLE_HEADERS, table_rows(points))]
+    lines += ["", format_markdown(TABLE_HEADERS, table_rows(points))]
     lines += ["In-process ONNX Runtime (one thread, same session options):", ""]
     inproc_rows = [
         [paradigm, str(r["batch"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}",
@@ -822,7 +807,7 @@ def write_markdown(report: dict[str, Any], points: Sequence[Point], targets: Seq
         for paradigm, results in report["inprocess"].items()
         for r in results
     ]  # fmt: skip
-    lines += [markdown_table(("paradigm", "batch", "median µs", "p99 µs", "rows/s"), inproc_rows)]
+    lines += [format_markdown(("paradigm", "batch", "median µs", "p99 µs", "rows/s"), inproc_rows)]
     cold = report.get("cold_start")
     if cold:
         lines += [

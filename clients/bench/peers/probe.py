@@ -19,24 +19,9 @@ import time
 import grpc
 import numpy as np
 
-from clients import dtypes
+from clients.client import InferResult
 from service.gen.inference import grpc_predict_v2_pb2 as oip
 from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
-
-# The typed-contents field of each OIP datatype, for servers that answer typed.
-_CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
 
 
 def wait_ready(stub: oip_grpc.GRPCInferenceServiceStub, model: str, timeout_s: float) -> None:
@@ -53,20 +38,6 @@ def wait_ready(stub: oip_grpc.GRPCInferenceServiceStub, model: str, timeout_s: f
             last = f"{error.code().name}: {error.details()}"
         time.sleep(0.5)
     raise TimeoutError(f"not ready after {timeout_s:.0f} s ({last})")
-
-
-def decode(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
-    """name -> array, from raw_output_contents when present, else from typed contents."""
-    arrays = {}
-    for index, out in enumerate(response.outputs):
-        dtype = dtypes.dtype_of(out.datatype)
-        if index < len(response.raw_output_contents):
-            flat = np.frombuffer(response.raw_output_contents[index], dtype=dtype)
-        else:
-            field = _CONTENTS_FIELD[out.datatype]
-            flat = np.asarray(getattr(out.contents, field), dtype=dtype)
-        arrays[out.name] = flat.reshape(tuple(out.shape))
-    return arrays
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             raw_input_contents=[row.tobytes()],
         )  # fmt: skip
         response = stub.ModelInfer(request, timeout=10)
-    outputs = decode(response)
+    outputs = InferResult(response).outputs
     how = "raw_output_contents" if response.raw_output_contents else "typed contents"
     for name, value in outputs.items():
         print(f"  answer {name} {value.dtype} {list(value.shape)} ({how}): {value.ravel()[:10]}")
