@@ -69,6 +69,28 @@ class Settings(BaseSettings):
     use_rapl: bool = Field(True, description="measure CPU energy with RAPL where readable")
     energy_sample_seconds: float = Field(1.0, gt=0, description="RAPL and NVML sample period")
 
+    # Limits: one caller must not be able to exhaust the machine (docs/operations.md).
+    max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="RPCs in progress at once; more get RESOURCE_EXHAUSTED at once"
+    )
+    max_model_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="largest model file accepted by ImportModel"
+    )
+    max_job_seconds: float = Field(
+        6 * 3600.0, gt=0, description="a training or import worker running longer is killed"
+    )
+
+    # Access (docs/operations.md). Tokens: lines "<scope> <token>" in auth_tokens_file, or
+    # "scope:token,scope:token" in PARADIGM_AUTH_TOKENS; scopes are "predict" and "admin".
+    # No tokens at all means no authentication.
+    auth_tokens_file: Path | None = Field(None, description="bearer tokens, one per line")
+    auth_tokens: str = Field("", description="bearer tokens as scope:token,scope:token")
+    tls_cert_file: Path | None = Field(None, description="server certificate (PEM): enables TLS")
+    tls_key_file: Path | None = Field(None, description="server private key (PEM)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA (PEM) that client certificates must chain to: mutual TLS"
+    )
+
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
 
