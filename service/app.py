@@ -142,6 +142,9 @@ class App:
 
         server = self._server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
+            # Past this many RPCs in progress gRPC answers RESOURCE_EXHAUSTED at once instead
+            # of queueing without bound.
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -161,7 +164,7 @@ class App:
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(registry, jobs, data_dir / "uploads", settings.max_upload_bytes),
+            ModelServicer(registry, jobs, data_dir / "uploads", settings.max_model_bytes),
             server,
         )
         paradigm_grpc.add_CostServiceServicer_to_server(
