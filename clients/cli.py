@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address HOST:PORT (env PARADIGM_TARGET; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    parser.add_argument(
+        "--token",
+        help="bearer token (env PARADIGM_TOKEN, which keeps it out of the process list)",
+    )
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA of the server's cert: TLS")
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="client cert: mutual TLS")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client cert's private key")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     datasets = commands.add_parser("datasets", help="list datasets, or upload one")
@@ -581,6 +588,10 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
 }
 
 
+def _read_optional(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -593,7 +604,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run.main(args.args)
     try:
-        with ParadigmClient(args.target, timeout=args.timeout) as client:
+        with ParadigmClient(
+            args.target,
+            timeout=args.timeout,
+            token=args.token,
+            root_certificates=_read_optional(args.tls_ca),
+            private_key=_read_optional(args.tls_key),
+            certificate_chain=_read_optional(args.tls_cert),
+        ) as client:
             COMMANDS[args.command](client, args)
     except ParadigmClientError as error:
         print(f"error: {error.code.name}: {error.details}", file=sys.stderr)

@@ -3,17 +3,19 @@
 One grpc.Channel carries all five services. Every grpc.RpcError leaves this module as a
 ParadigmClientError with the status code and the server's details, so callers handle one
 exception type. Unary calls get the client's deadline; streams (uploads, exports, job
-watches) run as long as the work they follow.
+watches) run as long as the work they follow. A bearer token (argument, else PARADIGM_TOKEN)
+rides on every call, streams included, through one channel interceptor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeAlias, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar, cast
 
 import grpc
 import numpy as np
@@ -226,8 +228,62 @@ def make_infer_request(
     return request
 
 
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str | bytes]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call of the channel it wraps."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        # grpc.ClientCallDetails is an interface without a constructor: build our own.
+        given: Any = details
+        return cast(
+            grpc.ClientCallDetails,
+            _CallDetails(
+                given.method,
+                given.timeout,
+                [*(given.metadata or ()), self._header],
+                given.credentials,
+                given.wait_for_ready,
+                given.compression,
+            ),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
 class ParadigmClient:
-    """Client for a Paradigm server; use as a context manager or call close()."""
+    """Client for a Paradigm server; use as a context manager or call close().
+
+    token: sent as `authorization: Bearer <token>` on every call; None reads PARADIGM_TOKEN
+    from the environment, "" sends none. TLS: give root_certificates (PEM of the CA that
+    signed the server's certificate; None means the system's roots) and, for mutual TLS,
+    private_key and certificate_chain; any of the three makes the channel a TLS one.
+    """
 
     def __init__(
         self,
@@ -235,16 +291,33 @@ class ParadigmClient:
         *,
         timeout: float | None = 60.0,
         max_message_bytes: int = 64 * MiB,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        if token is None:
+            token = os.environ.get("PARADIGM_TOKEN", "")
+        token = token.strip()
+        # gRPC metadata is printable ASCII; fail here, not with an obscure call error.
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError("the token must be printable ASCII without spaces")
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("a client certificate needs both private_key and certificate_chain")
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if root_certificates is None and private_key is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates, private_key, certificate_chain
+            )
+            channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
         self._inference = oip_grpc.GRPCInferenceServiceStub(self._channel)
         self._datasets = pb_grpc.DatasetServiceStub(self._channel)
         self._algorithms = pb_grpc.AlgorithmServiceStub(self._channel)

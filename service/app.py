@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from service import __version__
+from service.api.auth import AuthInterceptor, load_tokens, server_credentials
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.inference import InferenceServicer
@@ -104,6 +105,11 @@ class App:
 
     async def _start(self) -> None:
         settings = self.settings
+        # Bad tokens or TLS files stop the start before anything is written or spawned.
+        tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
+        credentials = server_credentials(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         datasets_dir = data_dir / "datasets"
@@ -140,8 +146,15 @@ class App:
         self._start_samplers()
         await jobs.start()
 
+        if tokens:
+            log.info("bearer-token authentication on (%d tokens)", len(tokens))
+            if credentials is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("tokens travel in clear text: set tls_cert_file and tls_key_file")
+        # Auth runs first, so refused calls never reach a servicer; with no tokens it is not
+        # installed at all and ModelInfer pays nothing for it.
+        auth = [AuthInterceptor(tokens)] if tokens else []
         server = self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[*auth, ErrorInterceptor()],
             # Past this many RPCs in progress gRPC answers RESOURCE_EXHAUSTED at once instead
             # of queueing without bound.
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -182,7 +195,12 @@ class App:
              reflection.SERVICE_NAME),
             server,
         )  # fmt: skip
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        self.port = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
         await server.start()
         if settings.metrics_port >= 0:
             self._http, _ = start_http_server(

@@ -35,6 +35,22 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
         "--device", choices=["auto", "cpu", "cuda"], help="serving device (PARADIGM_DEVICE)"
     )
     parser.add_argument("--max-concurrent-jobs", type=int, help="(PARADIGM_MAX_CONCURRENT_JOBS)")
+    parser.add_argument(
+        "--auth-tokens-file",
+        type=Path,
+        help='lines "<scope> <token>", scope predict or admin (PARADIGM_AUTH_TOKENS_FILE)',
+    )
+    parser.add_argument(
+        "--tls-cert-file", type=Path, help="server certificate, PEM (PARADIGM_TLS_CERT_FILE)"
+    )
+    parser.add_argument(
+        "--tls-key-file", type=Path, help="server private key, PEM (PARADIGM_TLS_KEY_FILE)"
+    )
+    parser.add_argument(
+        "--tls-client-ca-file",
+        type=Path,
+        help="require client certificates from this CA (PARADIGM_TLS_CLIENT_CA_FILE)",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (PARADIGM_LOG_LEVEL)")
     given = vars(parser.parse_args(argv))
     return {key: value for key, value in given.items() if value is not None}
@@ -44,7 +60,8 @@ async def serve(settings: Settings) -> None:
     app = build_app(settings)
     try:
         await app.start()
-    except RuntimeError as error:  # grpc's "Failed to bind to address ..."
+    # RuntimeError: grpc's "Failed to bind to address ..."; ValueError: bad tokens or TLS files.
+    except (RuntimeError, ValueError) as error:
         log.error("could not start: %s", error)
         raise SystemExit(1) from None
     stopping = asyncio.Event()
