@@ -10,6 +10,7 @@ from pathlib import Path
 
 from service import __version__, logs
 from service.app import build_app
+from service.errors import ParadigmError, storage_error
 from service.settings import Settings
 
 log = logging.getLogger("paradigm")
@@ -60,8 +61,11 @@ async def serve(settings: Settings) -> None:
     app = build_app(settings)
     try:
         await app.start()
-    # RuntimeError: grpc's "Failed to bind to address ..."; ValueError: bad tokens or TLS files.
-    except (RuntimeError, ValueError) as error:
+    # RuntimeError: grpc's "Failed to bind to address ..."; ValueError: bad tokens or TLS files;
+    # OSError and ParadigmError: a data directory that cannot be written (read-only, full).
+    except (RuntimeError, ValueError, OSError, ParadigmError) as error:
+        if isinstance(error, OSError):
+            error = storage_error(error, "cannot use the data directory") or error
         log.error("could not start: %s", error)
         raise SystemExit(1) from None
     stopping = asyncio.Event()

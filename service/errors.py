@@ -7,6 +7,9 @@ written for the caller: they say what was expected.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 import grpc
 
 
@@ -66,3 +69,41 @@ class Internal(ParadigmError):
     """Something unexpected; the trace goes to the log, the caller gets a request id."""
 
     status = grpc.StatusCode.INTERNAL
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc: BaseException, doing: str) -> ParadigmError | None:
+    """The caller's error for a failed write (disk full, read-only), or None for others.
+
+    No space is RESOURCE_EXHAUSTED (gRPC's own definition names a full file system). A
+    read-only or unwritable directory is FAILED_PRECONDITION, not UNAVAILABLE: retrying
+    cannot help until an operator fixes the mount or the permissions, and UNAVAILABLE
+    tells clients to retry.
+    """
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE | _NOT_WRITABLE:
+        detail = str(exc.strerror or exc)
+        if exc.filename:
+            detail += f": {exc.filename}"
+        if exc.filename2:
+            detail += f" -> {exc.filename2}"
+        if exc.errno in _NO_SPACE:
+            return ResourceExhausted(f"{doing}: no space left to write ({detail})")
+        return FailedPrecondition(
+            f"{doing}: the data directory is read-only or not writable by the server ({detail})"
+        )
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorname", "")
+        if code == "SQLITE_FULL":
+            return ResourceExhausted(f"{doing}: no space left to write ({exc})")
+        if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+            return FailedPrecondition(
+                f"{doing}: the data directory is read-only or not writable by the server ({exc})"
+            )
+        if code.startswith("SQLITE_IOERR"):
+            # SQLite reports a write refused for size (EFBIG) or by the device as an I/O
+            # error: the disk may recover, so this one is worth a retry.
+            return Unavailable(f"{doing}: the disk refused a write ({exc})")
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from service.errors import ParadigmError
+from service.errors import ParadigmError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
         raise exc
     if isinstance(exc, ParadigmError):
         await context.abort(exc.status, exc.message)
+    # A full or read-only disk is the operator's to fix, not a bug: say so, not INTERNAL.
+    storage = storage_error(exc, "could not write to the data directory")
+    if storage is not None:
+        await context.abort(storage.status, storage.message)
     request_id = uuid.uuid4().hex[:12]
     log.error("%s failed, request id %s", method, request_id, exc_info=exc)
     await context.abort(

@@ -58,6 +58,9 @@ class Manifest:
     classes: list[float] = field(default_factory=list)
     #: What training cost: cpu_seconds, gpu_seconds, joules, dollars, energy_source.
     training_cost: dict[str, Any] = field(default_factory=dict)
+    #: The job that published it: after a crash between publish and the job journal's
+    #: last write, the restarted server finds the job's outcome here.
+    job_id: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -2,7 +2,8 @@
 
 Publishing renames a complete staging directory into place, so a crash never leaves a
 half-written version visible; the index is reconciled with the directories on open, so a
-crash between the rename and the index insert loses nothing either.
+crash between the rename and the index insert loses nothing either. tests/test_faults.py
+kills a real server at both points (PARADIGM_FAULT_INJECT, below) and checks that.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import threading
 import uuid
@@ -20,7 +22,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.errors import InvalidArgument, NotFound
+from service.errors import (
+    InvalidArgument,
+    NotFound,
+    storage_error,
+)
 from service.registry.manifest import MODEL_FILE, Manifest
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,19 @@ CREATE TABLE IF NOT EXISTS model_names (
 
 # (event, name, versions): event is "published" or "deleted".
 ChangeListener = Callable[[str, str, list[str]], None]
+
+# Test-only: tests/test_faults.py sets PARADIGM_FAULT_INJECT=<point> (for example
+# "publish:after-rename") on a server subprocess, which then SIGKILLs itself at that point,
+# so that a crash lands exactly where the recovery code must cope with it. Nobody sets it
+# in production; reading one variable is nothing beside a publish's fsyncs.
+FAULT_VARIABLE = "PARADIGM_FAULT_INJECT"
+
+
+def fault_point(point: str) -> None:
+    """Test-only crash point: see FAULT_VARIABLE."""
+    if os.environ.get(FAULT_VARIABLE) == point:
+        log.warning("%s=%s: killing this process on purpose", FAULT_VARIABLE, point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def validate_model_name(name: str) -> str:
@@ -69,11 +88,21 @@ class ModelRegistry:
         self.staging_dir = root / "staging"
         self._lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(root / "registry.sqlite3", check_same_thread=False)
-        self._db.executescript(_SCHEMA)
-        self._reconcile()
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            # SQLite opens an unwritable database read-only without a word, and removing
+            # stale staging ignores errors: without this probe a read-only data directory
+            # would start "fine" and fail at the first publish.
+            _probe_writable(self.staging_dir)
+            self._db = sqlite3.connect(root / "registry.sqlite3", check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+            self._reconcile()
+        except (OSError, sqlite3.Error) as exc:
+            error = storage_error(exc, f"cannot write to {root}")
+            if error is None:
+                raise
+            raise error from exc
 
     def close(self) -> None:
         with self._lock:
@@ -85,17 +114,45 @@ class ModelRegistry:
 
     def new_staging_dir(self, prefix: str) -> Path:
         path = self.staging_dir / f"{prefix}-{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            error = storage_error(exc, "cannot start the job")
+            if error is None:
+                raise
+            raise error from exc
         return path
 
     def publish(
-        self, name: str, staging: Path, amend: Callable[[Manifest], None] | None = None
+        self,
+        name: str,
+        staging: Path,
+        amend: Callable[[Manifest], None] | None = None,
+        *,
+        job_id: str = "",
     ) -> Manifest:
         """Moves a complete staging directory (model.onnx + manifest.json) into place.
 
         `amend` may complete the manifest once its version is known, before it is written.
+        A failed write (disk full, read-only) raises the caller's error and leaves every
+        earlier version as it was; the caller removes the staging directory.
         """
         validate_model_name(name)
+        try:
+            return self._publish(name, staging, amend, job_id)
+        except (OSError, sqlite3.Error) as exc:
+            error = storage_error(exc, f"could not publish model {name!r}")
+            if error is None:
+                raise
+            raise error from exc
+
+    def _publish(
+        self,
+        name: str,
+        staging: Path,
+        amend: Callable[[Manifest], None] | None,
+        job_id: str,
+    ) -> Manifest:
         manifest = Manifest.read(staging)
         model_file = staging / MODEL_FILE
         with self._lock:
@@ -105,6 +162,7 @@ class ModelRegistry:
             version = int(row[0]) if row else 1
             manifest.name = name
             manifest.version = str(version)
+            manifest.job_id = job_id
             manifest.checksum = sha256_file(model_file)
             manifest.onnx_bytes = model_file.stat().st_size
             manifest.created_at = manifest.created_at or datetime.now(UTC).isoformat()
@@ -114,17 +172,29 @@ class ModelRegistry:
             target = self.models_dir / name / str(version)
             target.parent.mkdir(parents=True, exist_ok=True)
             _fsync_tree(staging)
+            fault_point("publish:before-rename")
             os.rename(staging, target)
-            with self._db:
-                self._db.execute(
-                    "INSERT INTO models (name, version, manifest) VALUES (?, ?, ?)",
-                    (name, version, manifest.to_json()),
-                )
-                self._db.execute(
-                    "INSERT INTO model_names (name, next_version) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET next_version = excluded.next_version",
-                    (name, version + 1),
-                )
+            try:
+                _fsync_directory(target.parent)
+                fault_point("publish:after-rename")
+                with self._db:
+                    self._db.execute(
+                        "INSERT INTO models (name, version, manifest) VALUES (?, ?, ?)",
+                        (name, version, manifest.to_json()),
+                    )
+                    self._db.execute(
+                        "INSERT INTO model_names (name, next_version) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET next_version = excluded.next_version",
+                        (name, version + 1),
+                    )
+            except BaseException:
+                # Not indexed, so not published: move it back for the caller to remove,
+                # or the next publish of this name would collide with it.
+                try:
+                    os.rename(target, staging)
+                except OSError:
+                    log.exception("could not withdraw %s; re-indexed at next start", target)
+                raise
         log.info("published %s version %s", name, version)
         self._notify("published", name, [str(version)])
         return manifest
@@ -212,34 +282,47 @@ class ModelRegistry:
     def _reconcile(self) -> None:
         """Makes the index match the directories after a crash; clears stale staging."""
         for leftover in self.staging_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         with self._lock, self._db:
             indexed = {
                 (name, str(version))
                 for name, version in self._db.execute("SELECT name, version FROM models")
             }
             on_disk: set[tuple[str, str]] = set()
-            for model_file in self.models_dir.glob(f"*/*/{MODEL_FILE}"):
-                version_dir = model_file.parent
-                key = (version_dir.parent.name, version_dir.name)
-                if not version_dir.name.isdigit():
+            highest: dict[str, int] = {}
+            for version_dir in self.models_dir.glob("*/*"):
+                name, version = version_dir.parent.name, version_dir.name
+                if not version.isdigit():
                     continue
-                on_disk.add(key)
+                # Any numbered directory, servable or not, keeps its number from reuse.
+                highest[name] = max(highest.get(name, 0), int(version))
+                if not (version_dir / MODEL_FILE).exists():
+                    continue
+                key = (name, version)
                 if key not in indexed:
-                    manifest = Manifest.read(version_dir)
+                    try:
+                        manifest = Manifest.read(version_dir)
+                    except (OSError, ValueError, KeyError, TypeError) as exc:
+                        log.error("not serving %s: unreadable manifest (%s)", version_dir, exc)
+                        continue
                     self._db.execute(
                         "INSERT INTO models (name, version, manifest) VALUES (?, ?, ?)",
-                        (key[0], int(key[1]), manifest.to_json()),
+                        (name, int(version), manifest.to_json()),
                     )
                     log.warning("re-indexed %s version %s found on disk", *key)
+                on_disk.add(key)
             for name, version in indexed - on_disk:
                 self._db.execute(
                     "DELETE FROM models WHERE name = ? AND version = ?", (name, int(version))
                 )
                 log.warning("dropped index entry %s version %s: files are gone", name, version)
-            for name, top in self._db.execute(
-                "SELECT name, MAX(version) FROM models GROUP BY name"
-            ).fetchall():
+            tops = self._db.execute("SELECT name, MAX(version) FROM models GROUP BY name")
+            for name, top in tops.fetchall():
+                highest[name] = max(highest.get(name, 0), int(top))
+            for name, top in highest.items():
                 self._db.execute(
                     "INSERT INTO model_names (name, next_version) VALUES (?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET next_version = "
@@ -252,3 +335,18 @@ def _fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes a rename into directory durable (the entry lives in the directory's data)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _probe_writable(directory: Path) -> None:
+    probe = directory / f".probe-{uuid.uuid4().hex[:8]}"
+    probe.write_bytes(b"")
+    probe.unlink()

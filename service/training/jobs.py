@@ -1,18 +1,23 @@
 """Training and import jobs: a bounded queue, worker processes, states and progress events.
 
 Each job runs in its own spawned process (never fork after gRPC has started), so a crash,
-a leak or a cancel costs only that process. The parent reads the worker's pipe from the
-event loop (add_reader: no thread per job), keeps every event so a watcher can join late,
-and publishes the finished model into the registry.
+a leak, a cancel or a job over max_job_seconds costs only that process. The parent reads
+the worker's pipe (JSON messages; nothing is unpickled) from the event loop (add_reader: no
+thread per job), keeps every event so a watcher can join late, and publishes the finished
+model into the registry. Every job and event is also written to the job journal
+(journal.py), so jobs outlive the server; a job that a stopped server left queued or
+running is failed as interrupted at the next start, unless its model was published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -25,12 +30,21 @@ from typing import Any
 
 from service.cost.ledger import Charge, CostLedger
 from service.datasets.store import DatasetStore
-from service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ParadigmError,
+    ResourceExhausted,
+    Unavailable,
+    storage_error,
+)
 from service.metrics import Metrics
 from service.registry.manifest import Manifest
 from service.registry.store import ModelRegistry, validate_model_name
 from service.settings import Settings
 from service.training import catalog, worker
+from service.training.journal import JOURNAL_FILE, JobEvent, JobJournal, JobRecord
 from service.training.spec import ImportSpec, TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -41,48 +55,23 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 DEVICES = ("auto", "cpu", "cuda")
 MAX_FINISHED_JOBS = 1000
+INTERRUPTED = "interrupted: the server stopped before the job finished"
+
+__all__ = ["Job", "JobEvent", "JobManager"]
 
 
 @dataclass
-class JobEvent:
-    """One entry of a job's history."""
+class Job(JobRecord):
+    """A job: its journal record plus what only the running server has."""
 
-    sequence: int
-    time: datetime
-    state: str
-    stage: str
-    message: str = ""
-    epoch: int = 0
-    epochs: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    progress: float = 0.0
-
-
-@dataclass
-class Job:
-    """A job and everything a client may ask about it."""
-
-    id: str
-    kind: str  # "train" | "import"
-    spec: TrainingSpec | ImportSpec
-    model_name: str
-    dataset: str = ""
-    algorithm: str = ""
-    paradigm: str = ""
-    task: str = ""
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    state: str = QUEUED
-    model_version: str = ""
-    error: str = ""
-    progress: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    device: str = ""
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    events: list[JobEvent] = field(default_factory=list)
+    #: None for a job restored from the journal (it never runs again).
+    spec: TrainingSpec | ImportSpec | None = None
     process: BaseProcess | None = None
     cancel_requested: bool = False
+    #: Why the server itself ended the worker (time limit, shutdown): the job's error.
+    abort_reason: str = ""
+    #: False for a job restored from the journal until its events are read back.
+    events_loaded: bool = True
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -111,6 +100,8 @@ class JobManager:
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queued_jobs)
         self._runners: list[asyncio.Task[None]] = []
         self._context = multiprocessing.get_context("spawn")
+        self._journal = JobJournal(registry.root / JOURNAL_FILE)
+        self._restore()
 
     async def start(self) -> None:
         self._runners = [
@@ -125,7 +116,7 @@ class JobManager:
             if job.state == QUEUED:
                 self._finish(job, CANCELLED, error="server shut down before the job started")
             elif job.state == RUNNING:
-                job.error = "server shut down while the job ran"
+                job.abort_reason = "server shut down while the job ran"
                 self._terminate(job)
                 running.append(job)
         if running:
@@ -142,7 +133,8 @@ class JobManager:
             if job.state not in TERMINAL:
                 if job.process is not None and job.process.exitcode is None:
                     job.process.kill()
-                self._finish(job, FAILED)
+                self._finish(job, FAILED, error=job.abort_reason)
+        self._journal.close()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -251,6 +243,9 @@ class JobManager:
     async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
         """Every event so far, then live ones, until the job ends."""
         job = self.get(job_id)
+        if not job.events_loaded:
+            job.events = self._journal.events(job.id)
+            job.events_loaded = True
         index = 0
         while True:
             while index < len(job.events):
@@ -280,16 +275,17 @@ class JobManager:
     # -- running --------------------------------------------------------------------------
 
     def _enqueue(self, job: Job) -> Job:
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
+        if self._queue.full():
             raise ResourceExhausted(
                 f"the training queue is full ({self._settings.max_queued_jobs} jobs waiting); "
                 "try again later"
-            ) from None
+            )
+        # Journal first: a job that could not be written down would vanish in a restart,
+        # so it is refused instead (a full or read-only disk would fail its publish anyway).
+        self._record(job, stage=QUEUED, message=f"{job.kind} job queued", required=True)
         self._jobs[job.id] = job
+        self._queue.put_nowait(job)
         self._prune()
-        self._record(job, stage=QUEUED, message=f"{job.kind} job queued")
         self._metrics.training_queue_depth.set(self._queue.qsize())
         return job
 
@@ -307,7 +303,12 @@ class JobManager:
                     self._finish(job, FAILED, error=f"internal error: {exc}")
 
     async def _run(self, job: Job) -> None:
-        staging = self._registry.new_staging_dir(job.id)
+        assert job.spec is not None  # only restored jobs lack one, and they are never queued
+        try:
+            staging = self._registry.new_staging_dir(job.id)
+        except ParadigmError as exc:
+            self._finish(job, FAILED, error=exc.message)
+            return
         spec = _with_out_dir(job.spec, staging)
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
@@ -320,13 +321,18 @@ class JobManager:
             job.device = "cpu"  # scikit-learn trains on the CPU only
         started = time.perf_counter()
         self._metrics.training_running.inc()
-        self._record(job, stage="started", message=f"worker process starting for {job.kind}")
+        self._record(
+            job, stage="started", message=f"worker process starting for {job.kind}", durable=True
+        )
+        limit = self._settings.max_job_seconds
+        timer = asyncio.get_running_loop().call_later(limit, self._over_time, job, limit)
         try:
             process.start()
             sender.close()  # our copy: the pipe reports EOF once the child's copy closes
             final = await self._pump(job, receiver)
             await asyncio.get_running_loop().run_in_executor(None, process.join)
         finally:
+            timer.cancel()
             receiver.close()
             self._metrics.training_running.dec()
         elapsed = time.perf_counter() - started
@@ -334,24 +340,29 @@ class JobManager:
         try:
             if job.cancel_requested:
                 self._finish(job, CANCELLED)
-            elif job.error and final is None:
-                self._finish(job, FAILED)
+            elif job.abort_reason:
+                self._finish(job, FAILED, error=job.abort_reason)
             elif final is None:
                 self._finish(
                     job,
                     FAILED,
                     error=f"worker process exited with code {process.exitcode} before finishing",
                 )
-            elif final["type"] == "error":
-                self._finish(job, FAILED, error=str(final["message"]))
+            elif final.get("type") != "done":
+                self._finish(job, FAILED, error=str(final.get("message") or "worker failed"))
             else:
                 usage = final.get("usage") or {}
-                manifest = self._registry.publish(
-                    job.model_name,
-                    staging,
-                    amend=lambda m: charges.update(self._price(m, usage)),
-                )
-                self._succeed(job, manifest)
+                try:
+                    manifest = self._registry.publish(
+                        job.model_name,
+                        staging,
+                        amend=lambda m: charges.update(self._price(m, usage)),
+                        job_id=job.id,
+                    )
+                except ParadigmError as exc:
+                    self._finish(job, FAILED, error=exc.message)
+                else:
+                    self._succeed(job, manifest)
             if not charges:
                 # Work that published nothing still used the machine: charge what is known.
                 usage = (final or {}).get("usage") or {}
@@ -379,8 +390,10 @@ class JobManager:
             nonlocal final
             try:
                 while receiver.poll():
-                    message = receiver.recv()
-                    if message.get("type") == "event":
+                    message = _decode(receiver.recv_bytes())
+                    if message is None:
+                        log.warning("job %s: ignored a malformed message from its worker", job.id)
+                    elif message.get("type") == "event":
                         self._worker_event(job, message)
                     else:
                         final = message
@@ -441,6 +454,13 @@ class JobManager:
             ).inc(samples)
         return charges
 
+    def _over_time(self, job: Job, limit: float) -> None:
+        if job.state != RUNNING or job.cancel_requested or job.abort_reason:
+            return
+        job.abort_reason = f"exceeded max_job_seconds ({limit:g} s)"
+        log.warning("job %s: %s; stopping its worker", job.id, job.abort_reason)
+        self._terminate(job)
+
     def _terminate(self, job: Job) -> None:
         process = job.process
         if process is None or process.exitcode is not None:
@@ -455,7 +475,7 @@ class JobManager:
 
         asyncio.get_running_loop().call_later(grace, kill_if_alive)
 
-    def _succeed(self, job: Job, manifest: Manifest) -> None:
+    def _succeed(self, job: Job, manifest: Manifest, note: str = "") -> None:
         job.model_version = manifest.version
         job.metrics = dict(manifest.metrics)
         job.metrics["parity_max_abs_error"] = manifest.parity_max_abs_error
@@ -465,7 +485,7 @@ class JobManager:
         self._finish(
             job,
             SUCCEEDED,
-            message=f"published {manifest.name} version {manifest.version}",
+            message=f"published {manifest.name} version {manifest.version}{note}",
             metrics=job.metrics,
         )
 
@@ -483,7 +503,7 @@ class JobManager:
         job.finished_at = datetime.now(UTC)
         if state == SUCCEEDED:
             job.progress = 1.0
-        self._record(job, stage=state, message=message or job.error, metrics=metrics)
+        self._record(job, stage=state, message=message or job.error, metrics=metrics, durable=True)
         self._metrics.training_jobs.labels(job.paradigm or "unknown", job.algorithm, state).inc()
         log.info("job %s %s %s", job.id, state, job.error)
 
@@ -497,22 +517,37 @@ class JobManager:
         epoch: int = 0,
         epochs: int = 0,
         metrics: dict[str, float] | None = None,
+        durable: bool = False,
+        required: bool = False,
     ) -> None:
+        """Adds an event to the job's history, journals it and wakes the job's watchers.
+
+        A state change is journaled `durable` (fsynced). A journal that cannot be written
+        raises the caller's error when the event is `required`; otherwise it is logged and
+        the job carries on in memory: a full disk must not also stop running jobs.
+        """
         if progress is not None:
             job.progress = max(job.progress, min(1.0, float(progress)))
-        job.events.append(
-            JobEvent(
-                sequence=len(job.events),
-                time=datetime.now(UTC),
-                state=job.state,
-                stage=stage,
-                message=message,
-                epoch=epoch,
-                epochs=epochs,
-                metrics=dict(metrics or {}),
-                progress=job.progress,
-            )
+        event = JobEvent(
+            sequence=len(job.events),
+            time=datetime.now(UTC),
+            state=job.state,
+            stage=stage,
+            message=message,
+            epoch=epoch,
+            epochs=epochs,
+            metrics=dict(metrics or {}),
+            progress=job.progress,
         )
+        try:
+            self._journal.save(job, event, durable=durable or required)
+        except (sqlite3.Error, OSError) as exc:
+            if required:
+                raise storage_error(exc, "cannot record the job") or Unavailable(
+                    f"cannot record the job: {exc}"
+                ) from exc
+            log.warning("job %s: journal write failed (%s); kept in memory only", job.id, exc)
+        job.events.append(event)
         waiters, job.waiters = job.waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -526,12 +561,52 @@ class JobManager:
 
     def _prune(self) -> None:
         finished = [job for job in self._jobs.values() if job.state in TERMINAL]
-        for job in sorted(finished, key=lambda j: j.created_at)[:-MAX_FINISHED_JOBS]:
+        pruned = sorted(finished, key=lambda j: j.created_at)[:-MAX_FINISHED_JOBS]
+        for job in pruned:
             del self._jobs[job.id]
+        try:
+            self._journal.delete(job.id for job in pruned)
+        except sqlite3.Error as exc:  # they go at the next prune instead
+            log.warning("could not prune %d jobs from the journal: %s", len(pruned), exc)
+
+    def _restore(self) -> None:
+        """Reads the journal back; ends the jobs that the last server left unfinished."""
+        jobs = self._journal.load(lambda **fields: Job(**fields, events_loaded=False))
+        unfinished = [job for job in jobs if job.state not in TERMINAL]
+        # A crash after the publish but before the journal's last write: the model says
+        # which job made it, so that job succeeded.
+        published = (
+            {m.job_id: m for m in self._registry.manifests() if m.job_id} if unfinished else {}
+        )
+        for job in jobs:
+            self._jobs[job.id] = job
+        for job in unfinished:
+            job.events = self._journal.events(job.id)
+            job.events_loaded = True
+            manifest = published.get(job.id)
+            if manifest is not None:
+                self._succeed(job, manifest, note=" (recovered after a restart)")
+            else:
+                self._finish(job, FAILED, error=INTERRUPTED)
+        self._prune()
+        if jobs:
+            log.info(
+                "job journal: %d jobs restored, %d interrupted jobs ended",
+                len(jobs), len(unfinished),
+            )  # fmt: skip
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def _decode(data: bytes) -> dict[str, Any] | None:
+    """A worker's message: a JSON object, or None for anything else."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def _with_out_dir(spec: TrainingSpec | ImportSpec, out_dir: Path) -> TrainingSpec | ImportSpec:

@@ -2,17 +2,25 @@
 
 Imports only the standard library at module level: the heavy libraries (scikit-learn,
 torch, skl2onnx) are imported inside the child, never in the serving process. Messages to
-the parent are plain dicts over a one-way pipe:
+the parent are JSON objects over a one-way pipe (send_bytes: the parent unpickles nothing
+a worker sends, so even a compromised import cannot run code in the server):
   {"type": "event", "stage": ..., "message": ..., "progress": ..., "epoch": ..., ...}
   {"type": "done", "manifest": {...}}      last message on success
   {"type": "error", "message": "..."}      last message on failure
+A worker dies with the server (PR_SET_PDEATHSIG): a SIGKILLed server leaves no orphan
+writing into a staging directory that the next server clears.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
+import multiprocessing
 import os
 import resource
+import signal
+import sys
 import traceback
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -29,14 +37,18 @@ _THREAD_VARIABLES = (
 )
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
     """Runs one job and reports through `connection`; never raises."""
+    _die_with_parent()
     for variable in _THREAD_VARIABLES:
         os.environ[variable] = str(spec.blas_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
 
     def emit(stage: str, message: str = "", **details: Any) -> None:
-        connection.send({"type": "event", "stage": stage, "message": message, **details})
+        send(connection, {"type": "event", "stage": stage, "message": message, **details})
 
     try:
         # threadpoolctl also reins in BLAS pools that numpy started before the variables
@@ -50,14 +62,38 @@ def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
                 manifest = pipeline.run_training(spec, emit)
             else:
                 manifest = pipeline.run_import(spec, emit)
-        connection.send({"type": "done", "manifest": asdict(manifest), "usage": _usage()})
+        send(connection, {"type": "done", "manifest": asdict(manifest), "usage": _usage()})
     except BaseException as exc:
         logging.getLogger("paradigm.worker").error(
             "job %s failed:\n%s", spec.job_id, traceback.format_exc()
         )
-        connection.send({"type": "error", "message": _describe(exc), "usage": _usage()})
+        send(connection, {"type": "error", "message": _describe(exc), "usage": _usage()})
     finally:
         connection.close()
+
+
+def send(connection: Connection, message: dict[str, Any]) -> None:
+    """One message as JSON; numpy values become numbers or lists, NaN stays NaN."""
+    connection.send_bytes(json.dumps(message, default=_plain).encode())
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, without importing numpy here
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
+
+
+def _die_with_parent() -> None:
+    """Asks Linux to SIGKILL this worker when the server dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the server died before the line above took effect
 
 
 def _usage() -> dict[str, float]:
@@ -68,6 +104,16 @@ def _usage() -> dict[str, float]:
 
 
 def _describe(exc: BaseException) -> str:
+    from service.errors import ParadigmError
+
+    if isinstance(exc, ParadigmError):  # already written for the caller
+        return exc.message
+    if isinstance(exc, OSError):
+        from service.errors import storage_error
+
+        error = storage_error(exc, "the worker could not write the model")
+        if error is not None:
+            return error.message
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, ValueError | TypeError | KeyError | RuntimeError):
         return text
