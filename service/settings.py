@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_model_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="largest model file accepted by ImportModel"
     )
+    skops_trusted_prefixes: list[str] = Field(
+        default_factory=lambda: ["sklearn.", "numpy.", "scipy."],
+        description="type names an ImportModel caller may list in trusted_types",
+    )
     max_job_seconds: float = Field(
         6 * 3600.0, gt=0, description="a training or import worker running longer is killed"
     )

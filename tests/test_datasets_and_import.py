@@ -147,6 +147,26 @@ def test_import_onnx_and_skops(client: ParadigmClient, iris_model: str, tmp_path
     assert model.algorithm == "imported" and model.parity_max_abs_error < 1e-5
 
 
+def test_import_refuses_trusting_types_the_server_does_not_allow(
+    client: ParadigmClient, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+    from skops.io import dump
+
+    X, y = load_iris(return_X_y=True)
+    dump(DecisionTreeClassifier(max_depth=2).fit(X, y), tmp_path / "tree.skops")
+    with pytest.raises(ParadigmClientError) as refused:
+        client.import_model(
+            "evil", tmp_path / "tree.skops", trusted_types=["sklearn.tree._tree.Tree", "os.system"]
+        )
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        "os.system" in refused.value.details and "SKOPS_TRUSTED_PREFIXES" in refused.value.details
+    )
+    assert "evil" not in {m.name for m in client.list_models()}
+
+
 def test_import_refuses_garbage(client: ParadigmClient, tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage")
     with pytest.raises(JobFailed) as failure:

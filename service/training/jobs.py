@@ -206,6 +206,16 @@ class JobManager:
         trusted_types: list[str] | None = None,
     ) -> Job:
         name = validate_model_name(model_name)
+        allowed = tuple(self._settings.skops_trusted_prefixes)
+        refused = sorted(t for t in trusted_types or [] if not t.startswith(allowed))
+        if refused:
+            # skops builds whatever type it is told to trust, callables included: a caller
+            # may widen its trust only within what the operator allows.
+            raise InvalidArgument(
+                f"trusted_types {refused} may not be trusted on this server: only types "
+                f"starting with {list(allowed)} (the operator sets "
+                "PARADIGM_SKOPS_TRUSTED_PREFIXES)"
+            )
         job_id = _new_id()
         spec = ImportSpec(
             job_id=job_id,
