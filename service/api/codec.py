@@ -2,6 +2,10 @@
 
 Raw contents are the fast path: one `np.frombuffer` per input, no copy. Typed contents are
 accepted too (a grpcurl user sending JSON) and answered in kind.
+
+Also the bound on request strings (`check_strings`): a name no model or dataset can have
+must not travel into the registry, nor be echoed back in an error message, whose trailers
+gRPC refuses past 8 KiB (the client would see RESOURCE_EXHAUSTED "Stream removed").
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import math
 import struct
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from service.errors import InvalidArgument
 from service.gen.inference import grpc_predict_v2_pb2 as pb
@@ -37,6 +43,43 @@ CONTENT_FIELDS = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+#: The longest string a request field may carry: names are at most 128 characters.
+MAX_STRING_CHARS = 1024
+#: Free-text fields that may be longer (stored, never echoed in errors).
+LONG_STRING_FIELDS = {"description": 64 * 1024}
+#: Most dims an input may have (numpy's own limit is 64; no model has nearly as many).
+MAX_DIMS = 32
+#: Largest size in bytes a shape may describe, zero dims aside: numpy cannot even describe
+#: an empty array of shape [0, 2**62, 2**62], so such shapes stop here.
+_MAX_SPAN_BYTES = 2**62
+
+
+def check_strings(message: Message, prefix: str = "") -> None:
+    """Raises InvalidArgument for any string in message (nested, repeated and map keys
+    included) longer than MAX_STRING_CHARS; names the field, does not echo the value."""
+    for field, value in message.ListFields():
+        where = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            limit = LONG_STRING_FIELDS.get(field.name, MAX_STRING_CHARS)
+            for item in value if field.is_repeated else (value,):
+                _check_length(item, where, limit)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_length(key, f"{where} key", MAX_STRING_CHARS)
+                    if isinstance(item, Message):
+                        check_strings(item, f"{where}[...].")
+            else:
+                for item in value if field.is_repeated else (value,):
+                    check_strings(item, f"{where}.")
+
+
+def _check_length(value: str, where: str, limit: int = MAX_STRING_CHARS) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(
+            f"{where} is {len(value)} characters long; the most accepted is {limit}"
+        )
 
 
 def decode_request(
@@ -48,18 +91,20 @@ def decode_request(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
             "send one entry per input, in order"
         )
+    _check_length(request.model_name, "model_name")
+    _check_length(request.model_version, "model_version")
     inputs = []
     for index, tensor in enumerate(request.inputs):
+        _check_length(tensor.name, "input name")
         dtype = DATATYPES.get(tensor.datatype)
         if dtype is None:
+            _check_length(tensor.datatype, f"input {tensor.name!r}: datatype")
             raise InvalidArgument(
                 f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of "
                 f"{sorted(DATATYPES)}"
             )
         shape = tuple(tensor.shape)
-        if shape and min(shape) < 0:
-            raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} has a negative dim")
-        count = math.prod(shape)
+        count = _count(tensor.name, shape)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
@@ -70,6 +115,8 @@ def decode_request(
         else:
             data = _from_typed(tensor, dtype, shape, count)
         inputs.append(InferInput(name=tensor.name, datatype=tensor.datatype, data=data))
+    for output in request.outputs:
+        _check_length(output.name, "output name")
     return InferRequest(
         model_name=request.model_name,
         model_version=request.model_version,
@@ -100,6 +147,20 @@ def encode_response(response: InferResponse, *, typed: bool) -> pb.ModelInferRes
         else:
             message.raw_output_contents.append(np.ascontiguousarray(output.data).tobytes())
     return message
+
+
+def _count(name: str, shape: tuple[int, ...]) -> int:
+    """The element count of shape, once shape is one numpy can hold."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(
+            f"input {name!r}: shape has {len(shape)} dims; at most {MAX_DIMS} are accepted"
+        )
+    if shape and min(shape) < 0:
+        raise InvalidArgument(f"input {name!r}: shape {list(shape)} has a negative dim")
+    span = math.prod(dim or 1 for dim in shape) * 8  # 8: the widest element (or pointer)
+    if span > _MAX_SPAN_BYTES:
+        raise InvalidArgument(f"input {name!r}: shape {list(shape)} is too large")
+    return math.prod(shape)
 
 
 def _from_raw(
@@ -166,6 +227,10 @@ def _deserialize_bytes(name: str, raw: bytes, count: int) -> np.ndarray:
             raise InvalidArgument(f"input {name!r}: BYTES element overruns the raw content")
         items.append(raw[offset : offset + length])
         offset += length
+        if len(items) > count:  # stop early: a 64 MiB message holds 16 M empty elements
+            raise InvalidArgument(
+                f"input {name!r}: more than {count} BYTES elements, shape needs {count}"
+            )
     if len(items) != count:
         raise InvalidArgument(f"input {name!r}: {len(items)} BYTES elements, shape needs {count}")
     array = np.empty(count, dtype=object)

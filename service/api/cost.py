@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 
 import grpc.aio
 
+from service.api.codec import check_strings
 from service.api.convert import PARADIGMS, cost_to_proto, timestamp
 from service.cost.ledger import Charge, CostLedger
 from service.cost.report import build_report, per_thousand
@@ -42,6 +43,7 @@ class CostServicer(pb_grpc.CostServiceServicer):
     async def GetCostReport(
         self, request: pb.GetCostReportRequest, context: Context
     ) -> pb.CostReport:
+        check_strings(request)
         manifests = self._registry.manifests(request.model_name)
         models, paradigms = build_report(self._ledger, manifests, request.model_name)
         return pb.CostReport(

@@ -14,9 +14,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from service.errors import ParadigmError, storage_error
+from service.errors import InvalidArgument, ParadigmError, storage_error
 
 log = logging.getLogger(__name__)
+
+#: Longest message sent to a caller: gRPC carries it in a trailer, and one over the
+#: metadata limit turns the whole answer into a transport error.
+MAX_MESSAGE_CHARS = 1024
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -40,40 +44,87 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes are not the message the method takes."""
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """A deserializer that never raises: gRPC would answer UNKNOWN with the exception's
+    type for the caller to puzzle over; the handler raises INVALID_ARGUMENT instead."""
+    if deserialize is None:
+        return lambda data: data
+    message_type = getattr(getattr(deserialize, "__self__", None), "__name__", "request")
+
+    def safe(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _Undecodable(
+                InvalidArgument(
+                    f"the request is not a valid {message_type} protobuf message "
+                    f"({len(data)} bytes): check the client's generated code and the method"
+                )
+            )
+
+    return safe
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _safe_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method), **kwargs)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, method), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(
+            _unary(handler.stream_unary, method, streamed=True), **kwargs
+        )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
             _streaming(handler.unary_stream, method), **kwargs
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, method), **kwargs
+            _streaming(handler.stream_stream, method, streamed=True), **kwargs
         )
     return handler
 
 
-def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _checked(request: Any, streamed: bool) -> Any:
+    if streamed:
+        return _checked_stream(request)
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _unary(behavior: Callable[..., Any], method: str, streamed: bool = False) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(_checked(request, streamed), context)
         except Exception as exc:
             await _abort(context, exc, method)
 
     return wrapper
 
 
-def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _streaming(
+    behavior: Callable[..., Any], method: str, streamed: bool = False
+) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for item in behavior(request, context):
+            async for item in behavior(_checked(request, streamed), context):
                 yield item
         except Exception as exc:
             await _abort(context, exc, method)
@@ -85,7 +136,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     if isinstance(exc, ParadigmError):
-        await context.abort(exc.status, exc.message)
+        await context.abort(exc.status, _bounded(exc.message))
     # A full or read-only disk is the operator's to fix, not a bug: say so, not INTERNAL.
     storage = storage_error(exc, "could not write to the data directory")
     if storage is not None:
@@ -96,3 +147,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
         grpc.StatusCode.INTERNAL,
         f"internal error (request id {request_id}; details are in the server log)",
     )
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 30] + f" … ({len(message)} characters in all)"

@@ -59,6 +59,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
+        codec.check_strings(request)
         try:
             await self._dataplane.models.get(request.name, request.version)
         except (NotFound, Unavailable):
@@ -75,6 +76,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
+        codec.check_strings(request)
         model = await self._dataplane.models.get(request.name, request.version)
         response = pb.ModelMetadataResponse(
             name=model.name,
@@ -105,6 +107,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
+        codec.check_strings(request)
         model = await self._dataplane.models.get(request.name, request.version)
         return pb.ModelConfigResponse(config=self._config(model))
 

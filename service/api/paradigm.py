@@ -12,12 +12,13 @@ from typing import Any, TypeAlias
 import grpc.aio
 
 from service.api import convert
+from service.api.codec import check_strings
 from service.datasets.store import DatasetStore, spool_stream
 from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
 from service.registry.store import ModelRegistry, validate_model_name
-from service.training import catalog
+from service.training import catalog, export
 from service.training.jobs import JobManager
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -34,6 +35,7 @@ async def _split_upload(
     first: Any = await anext(aiter(requests), None)
     if first is None or first.WhichOneof("part") != "header":
         raise InvalidArgument(f"the first message of {what} must be its header")
+    check_strings(first.header, "header.")
 
     async def chunks() -> AsyncIterator[bytes]:
         async for message in requests:
@@ -56,6 +58,7 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         )
 
     async def GetDataset(self, request: pb.GetDatasetRequest, context: Context) -> pb.Dataset:
+        check_strings(request)
         return convert.dataset_to_proto(self._store.get(request.name))
 
     async def UploadDataset(
@@ -86,6 +89,7 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
     async def GenerateDataset(
         self, request: pb.GenerateDatasetRequest, context: Context
     ) -> pb.Dataset:
+        check_strings(request)
         info = await self._store.generate(
             name=request.name,
             generator=request.generator or "digits_scaled",
@@ -98,6 +102,7 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
     async def DeleteDataset(
         self, request: pb.DeleteDatasetRequest, context: Context
     ) -> pb.DeleteDatasetResponse:
+        check_strings(request)
         self._store.delete(request.name)
         return pb.DeleteDatasetResponse()
 
@@ -121,6 +126,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         self._jobs = jobs
 
     async def StartTraining(self, request: pb.StartTrainingRequest, context: Context) -> pb.Job:
+        check_strings(request)
         job = self._jobs.start_training(
             dataset=request.dataset,
             algorithm=request.algorithm,
@@ -134,6 +140,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return convert.job_to_proto(job)
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        check_strings(request)
         return convert.job_to_proto(self._jobs.get(request.id))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -142,11 +149,13 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
+        check_strings(request)
         job = self._jobs.get(request.id)
         async for event in self._jobs.watch(request.id):
             yield convert.event_to_proto(job, event)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        check_strings(request)
         return convert.job_to_proto(await self._jobs.cancel(request.id))
 
 
@@ -163,6 +172,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
+        check_strings(request)
         manifests = self._registry.manifests(request.name, latest_only=request.latest_only)
         newest = {m.name: m.version for m in self._registry.manifests(latest_only=True)}
         return pb.ListModelsResponse(
@@ -172,12 +182,14 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
+        check_strings(request)
         manifest = self._registry.get(request.name, request.version)
         return convert.model_to_proto(manifest, latest=self._registry.is_latest(manifest))
 
     async def DeleteModel(
         self, request: pb.DeleteModelRequest, context: Context
     ) -> pb.DeleteModelResponse:
+        check_strings(request)
         return pb.DeleteModelResponse(versions=self._registry.delete(request.name, request.version))
 
     async def ImportModel(
@@ -188,12 +200,20 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if header.format not in MODEL_FORMATS:
             raise InvalidArgument("header.format must be MODEL_FORMAT_ONNX or MODEL_FORMAT_SKOPS")
         validate_model_name(header.name)
+        if header.n_features < 0:
+            raise InvalidArgument(
+                f"header.n_features is {header.n_features}; send the model's feature count, "
+                "or 0 to take it from the file"
+            )
         paradigm = convert.paradigm_name(header.paradigm)
         task = convert.task_name(header.task)
         file_format = MODEL_FORMATS[header.format]
         spool = self._uploads / f"import-{uuid.uuid4().hex[:12]}.{file_format}"
         try:
             await spool_stream(chunks, spool, self._max_bytes, "import")
+            # Cheap checks of the file's outer structure now, so that a file that is not
+            # ONNX (or skops) at all is refused at once instead of by a failed job.
+            await asyncio.to_thread(export.check_file, spool, file_format)
             job = self._jobs.start_import(
                 source=spool,
                 model_name=header.name,
@@ -211,6 +231,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def ExportModel(
         self, request: pb.ExportModelRequest, context: Context
     ) -> AsyncIterator[pb.ExportModelResponse]:
+        check_strings(request)
         manifest = self._registry.get(request.name, request.version)
         path = self._registry.model_path(manifest)
         first = True

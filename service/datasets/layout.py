@@ -21,7 +21,10 @@ import numpy as np
 
 DATA_FILE = "data.npz"
 INFO_FILE = "dataset.json"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, and "iris\n" is no dataset name.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+#: Labels beyond this are not class labels: float64 holds integers exactly only up to here.
+MAX_CLASS_LABEL = 2**53
 TASKS = ("classification", "regression", "anomaly_detection")
 
 
@@ -53,10 +56,19 @@ def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def integral_labels(y: np.ndarray) -> bool:
+    """Whether every label is a whole number that int64 and float64 both hold exactly."""
+    if not y.size or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        return False
+    exact = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+    if not exact and not (np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))):
+        return False
+    return bool(np.all(y >= -MAX_CLASS_LABEL) and np.all(y <= MAX_CLASS_LABEL))
+
+
 def infer_task(y: np.ndarray, max_classes: int = 100) -> str:
     """Integer-valued labels with few distinct values mean classification."""
-    integral = y.size and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))
-    if integral and len(np.unique(y)) <= max_classes:
+    if integral_labels(y) and len(np.unique(y)) <= max_classes:
         return "classification"
     return "regression"
 

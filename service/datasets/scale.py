@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from service.datasets.layout import DatasetInfo, write_dataset
 
@@ -64,7 +63,10 @@ def generate(
 
 def digits_scaled(n_samples: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """X float32 (n_samples, image_size**2) in 0..1 and y int64 (n_samples,) in 0..9."""
-    from sklearn.datasets import load_digits  # only here: the module itself stays light
+    # Only here: the serving process imports this module (DatasetStore hands generate to
+    # its worker by reference) and must not load scikit-learn or scipy.
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
 
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")

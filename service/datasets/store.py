@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from service.datasets.layout import (
     NAME_PATTERN,
     TASKS,
     DatasetInfo,
+    infer_task,
+    integral_labels,
     read_info,
     write_dataset,
 )
@@ -38,6 +41,14 @@ log = logging.getLogger(__name__)
 
 GENERATORS = ("digits_scaled",)
 MAX_GENERATED_SAMPLES = 200_000
+#: An upload's arrays may unpack to at most this many times max_upload_bytes: .npz members
+#: can be deflated, and a few KiB of zeros must not make the server allocate terabytes.
+UNPACK_RATIO = 16
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Names listed in a NotFound message: enough to spot a typo, not a whole listing.
+LISTED_NAMES = 20
+# What reading a damaged .npz raises: bad zip structure, CRC or deflate errors, short data.
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class DatasetStore:
@@ -61,7 +72,10 @@ class DatasetStore:
     def path(self, name: str) -> Path:
         directory = self.root / name
         if not NAME_PATTERN.match(name) or not (directory / INFO_FILE).exists():
-            known = ", ".join(info.name for info in self.list()) or "none"
+            names = [info.name for info in self.list()]
+            known = ", ".join(names[:LISTED_NAMES]) or "none"
+            if len(names) > LISTED_NAMES:
+                known += f" and {len(names) - LISTED_NAMES} more (ListDatasets)"
             raise NotFound(f"dataset {name!r} not found; datasets: {known}")
         return directory
 
@@ -91,19 +105,24 @@ class DatasetStore:
         if not 8 <= image_size <= 64:
             raise InvalidArgument(f"image_size {image_size} must be between 8 and 64")
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            return await asyncio.get_running_loop().run_in_executor(
-                pool,
-                functools.partial(
-                    scale.generate,
-                    self.root,
-                    name=name,
-                    generator=generator,
-                    n_samples=n_samples,
-                    image_size=image_size,
-                    seed=seed,
-                ),
-            )
+        try:
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                return await asyncio.get_running_loop().run_in_executor(
+                    pool,
+                    functools.partial(
+                        scale.generate,
+                        self.root,
+                        name=name,
+                        generator=generator,
+                        n_samples=n_samples,
+                        image_size=image_size,
+                        seed=seed,
+                    ),
+                )
+        except OSError:
+            if (self.root / name).exists():  # a concurrent request for the same name won
+                raise AlreadyExists(f"dataset {name!r} already exists; delete it first") from None
+            raise
 
     def check_new_name(self, name: str) -> None:
         if not NAME_PATTERN.match(name):
@@ -134,24 +153,40 @@ class DatasetStore:
         if task and task not in TASKS:
             raise InvalidArgument(f"task {task!r} is not one of {list(TASKS)}")
         if file_format == "npz":
-            X, y, image_shape, feature_names = _parse_npz(spool)
+            X, y, image_shape, feature_names = _parse_npz(
+                spool, UNPACK_RATIO * self.max_upload_bytes
+            )
         elif file_format == "csv":
             X, y, feature_names = _parse_csv(spool, label_column)
             image_shape = []
         else:
             raise InvalidArgument(f"format {file_format!r} is not one of ['npz', 'csv']")
-        if task == "classification" and not np.all(np.mod(y, 1) == 0):
-            raise InvalidArgument("classification needs integer labels; y has fractions")
-        info = write_dataset(
-            self.root,
-            name,
-            X,
-            y,
-            task=task,
-            image_shape=image_shape,
-            feature_names=feature_names,
-            description=description,
-        )
+        if task == "classification" and not integral_labels(y):
+            raise InvalidArgument(
+                "classification needs whole-number class labels (at most 2**53 in size); "
+                f"y has {_first_bad_label(y)}"
+            )
+        if (task or infer_task(y)) == "classification" and len(np.unique(y)) < 2:
+            raise InvalidArgument(
+                "classification needs at least two classes, but every label in y is "
+                f"{y[0].item()!r}; for data without classes (anomaly detection) upload with task "
+                "TASK_ANOMALY_DETECTION"
+            )
+        try:
+            info = write_dataset(
+                self.root,
+                name,
+                X,
+                y,
+                task=task,
+                image_shape=image_shape,
+                feature_names=feature_names,
+                description=description,
+            )
+        except OSError:
+            if (self.root / name).exists():  # a concurrent upload of the same name won
+                raise AlreadyExists(f"dataset {name!r} already exists; delete it first") from None
+            raise
         log.info("stored dataset %s: %d x %d", name, info.n_samples, info.n_features)
         return info
 
@@ -174,20 +209,65 @@ def _check_finite(array: np.ndarray, what: str) -> None:
     finite = np.isfinite(array)
     if not finite.all():
         row = int(np.argwhere(~finite)[0][0])
-        raise InvalidArgument(f"{what} has NaN or infinity (first at row {row})")
+        beyond = (
+            ", or a value beyond float32's range (about ±3.4e38): features are stored as float32"
+            if array.dtype == np.float32
+            else ""
+        )
+        raise InvalidArgument(f"{what} has NaN or infinity{beyond} (first at row {row})")
 
 
-def _parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+def _first_bad_label(y: np.ndarray) -> str:
+    for value in y.reshape(-1):
+        if not integral_labels(np.asarray([value])):
+            return repr(value.item())
+    return "none"
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """repr(text), cut short: error messages echo what the caller sent, not all of it."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _check_npz_sizes(path: Path, limit: int) -> None:
+    """Refuses members that would unpack to more than limit bytes, reading only the .npy
+    headers: np.load allocates what a header claims before it reads any data."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            total += member.file_size
+            if member.filename.endswith(".npy"):
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                    else:
+                        raise InvalidArgument(
+                            f".npz member {member.filename!r} is .npy version {version}; "
+                            "save with numpy.savez"
+                        )
+                total += math.prod(shape) * dtype.itemsize
+            if total > limit:
+                raise InvalidArgument(
+                    f"the .npz arrays are too large: {member.filename!r} alone would unpack "
+                    f"past the limit of {limit} bytes"
+                )
+
+
+def _parse_npz(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
     try:
+        _check_npz_sizes(path, max_bytes)
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE as exc:
         raise InvalidArgument(f"not a readable .npz file: {exc}") from None
     with archive:
         missing = {"X", "y"} - set(archive.files)
         if missing:
             raise InvalidArgument(
                 f".npz must hold arrays 'X' and 'y'; missing {sorted(missing)}, "
-                f"found {sorted(archive.files)}"
+                f"found {sorted(archive.files)[:LISTED_NAMES]}"
             )
         try:
             X, y = archive["X"], archive["y"]
@@ -196,21 +276,32 @@ def _parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[str]
             raise InvalidArgument(
                 f".npz arrays must be numeric, not pickled objects: {exc}"
             ) from None
+        except _UNREADABLE as exc:  # a damaged member: CRC, deflate or short data
+            raise InvalidArgument(f"not a readable .npz file: {exc}") from None
     for array, what in ((X, "X"), (y, "y")):
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise InvalidArgument(f"{what} must be numeric; it has dtype {array.dtype}")
-    if X.ndim not in (2, 3) or len(X) == 0:
+        if not isinstance(array, np.ndarray):  # a member without the .npy format
+            raise InvalidArgument(f"{what} in the .npz is not a numpy array; use numpy.savez")
+        if array.dtype.kind not in "biuf":
+            raise InvalidArgument(
+                f"{what} must be numeric (bool, integer or float); it has dtype {array.dtype}"
+            )
+    if X.ndim not in (2, 3):
         raise InvalidArgument(
             f"X must be 2-D (samples, features) or 3-D (samples, height, width); "
             f"it has shape {list(X.shape)}"
         )
+    if len(X) == 0:
+        raise InvalidArgument(f"X has no rows (shape {list(X.shape)}); send at least one sample")
+    if X.size == 0:
+        raise InvalidArgument(f"X has no features (shape {list(X.shape)})")
     if y.ndim != 1 or len(y) != len(X):
         raise InvalidArgument(
             f"y must be 1-D with one label per row of X ({len(X)}); it has shape {list(y.shape)}"
         )
     image_shape = list(X.shape[1:]) if X.ndim == 3 else []
-    X = X.reshape(len(X), -1).astype(np.float32)
-    y = y.astype(np.float64) if not np.issubdtype(y.dtype, np.integer) else y.astype(np.int64)
+    with np.errstate(over="ignore"):  # beyond float32's range: _check_finite says so
+        X = X.reshape(len(X), -1).astype(np.float32)
+    y = y.astype(np.int64) if integral_labels(y) else y.astype(np.float64)
     _check_finite(X, "X")
     _check_finite(y, "y")
     return X, y, image_shape, []
@@ -224,12 +315,25 @@ def _parse_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, l
     except UnicodeDecodeError:
         raise InvalidArgument("CSV must be UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _read_csv(reader, label_column)
+    except csv.Error as exc:
+        raise InvalidArgument(f"CSV line {reader.line_num}: {exc}") from None
+
+
+def _read_csv(
+    reader: Iterator[list[str]], label_column: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     header = next(reader, None)
     if not header:
         raise InvalidArgument("CSV is empty: expected a header row with column names")
     header = [column.strip() for column in header]
     if label_column not in header:
-        raise InvalidArgument(f"label column {label_column!r} not in the header {header}")
+        shown = ", ".join(_shown(column) for column in header[:LISTED_NAMES])
+        more = f" and {len(header) - LISTED_NAMES} more" if len(header) > LISTED_NAMES else ""
+        raise InvalidArgument(
+            f"label column {_shown(label_column)} not in the header [{shown}{more}]"
+        )
     label_index = header.index(label_column)
     feature_names = [c for i, c in enumerate(header) if i != label_index]
     if not feature_names:
@@ -248,11 +352,18 @@ def _parse_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, l
                 value = float(cell)
             except ValueError:
                 raise InvalidArgument(
-                    f"CSV line {line_number}, column {column!r}: {cell!r} is not a number"
+                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is not "
+                    "a number"
                 ) from None
             if not math.isfinite(value):
                 raise InvalidArgument(
-                    f"CSV line {line_number}, column {column!r}: {cell!r} is not allowed"
+                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is not "
+                    "allowed"
+                )
+            if abs(value) > FLOAT32_MAX and column != label_column:
+                raise InvalidArgument(
+                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is beyond "
+                    "float32's range (about ±3.4e38): features are stored as float32"
                 )
             values.append(value)
         rows.append(values)
@@ -261,6 +372,6 @@ def _parse_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, l
     table = np.asarray(rows, dtype=np.float64)
     y = table[:, label_index]
     X = np.delete(table, label_index, axis=1).astype(np.float32)
-    if np.all(np.mod(y, 1) == 0):
+    if integral_labels(y):
         y = y.astype(np.int64)
     return X, y, feature_names

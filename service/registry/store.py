@@ -31,7 +31,7 @@ from service.registry.manifest import MODEL_FILE, Manifest
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL,
@@ -62,8 +62,26 @@ def fault_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_MAX_VERSION_DIGITS = 18
+
+
+def check_version(name: str, version: str) -> None:
+    """NotFound for a version no model can have: the registry numbers versions 1, 2, ...
+
+    Checked before the registry sees it: "²" passes str.isdigit() but not int(), and 30
+    digits overflow SQLite's integers; both used to end as INTERNAL.
+    """
+    if version and not (
+        version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS
+    ):
+        raise NotFound(
+            f"model {name!r} has no version {version!r}: versions are whole numbers "
+            "like '1'; leave it empty for the latest"
+        )
+
+
 def validate_model_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.match(name):  # \Z: a trailing newline is not a name
         raise InvalidArgument(
             f"model name {name!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -226,10 +244,9 @@ class ModelRegistry:
 
     def get(self, name: str, version: str = "") -> Manifest:
         """The named version, or the latest when version is empty; NotFound otherwise."""
+        check_version(name, version)
         with self._lock:
             if version:
-                if not version.isdigit():
-                    raise NotFound(f"model {name!r} has no version {version!r}")
                 row = self._db.execute(
                     "SELECT manifest FROM models WHERE name = ? AND version = ?",
                     (name, int(version)),

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 FLOAT_TYPES = ("FP16", "FP32", "FP64")
+#: Digits of the largest version the registry's SQLite index can hold (int64).
 
 
 @dataclass(frozen=True)
@@ -210,3 +211,4 @@ class LoadedModels:
                 self._metrics.model_size.remove(
                     manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
                 )
+                evicted.series.remove()
