@@ -5,7 +5,13 @@ Event-driven and greedy: a request that finds a free run slot and an empty queue
 once in its own task (no hop, no wait, so a lone client pays nothing for batching); while
 every slot is busy, requests queue, and the next free slot takes everything queued, up to
 max_batch_size rows. An optional max_queue_delay_us waits that long for a fuller batch.
+With max_batch_size 1 it is a plain bounded FIFO in front of the run slots: what the data
+plane uses for models that cannot batch, so they get the same queue bound and deadlines.
+
+Overload: at most max_queue_size requests wait; the next gets ResourceExhausted at once.
 Requests whose deadline passed, or whose caller went away, are dropped before running.
+gRPC cancels a handler when its deadline passes, which cancels the queued future: the
+caller hears DEADLINE_EXCEEDED at its deadline, not when a slot frees.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class _Pending:
     deadline: float | None
     enqueued: float
     future: asyncio.Future[list[np.ndarray]]
+    taken: bool = False  # no longer in the queue
+    abandoned: bool = False  # its caller went away while it was in the queue
 
 
 class Batcher:
@@ -62,9 +70,11 @@ class Batcher:
         self._run = run
         self._run_in_thread = run_in_thread
         self.config = config
+        self._slots = slots
         self._free_slots = slots
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
+        self._abandoned = 0  # queued requests whose caller went away
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -75,7 +85,9 @@ class Batcher:
     ) -> list[np.ndarray]:
         """Runs these rows, alone or in a batch; returns every output for them, in order."""
         if self._free_slots and not self._queue:
-            # Nothing to batch with: run now, in this task, with no queue bookkeeping.
+            # Nothing to batch with: run now, in this task, with no queue bookkeeping. A
+            # cancelled caller frees its slot while its run may go on in its thread, so the
+            # runs handed to the executor can exceed the slots by at most its thread count.
             self._free_slots -= 1
             try:
                 return await self._run_in_thread(
@@ -86,17 +98,29 @@ class Batcher:
         pending = _Pending(
             feeds, rows, deadline, time.perf_counter(), asyncio.get_running_loop().create_future()
         )
-        if len(self._queue) >= self.config.max_queue_size:
+        limit = self.config.max_queue_size
+        if len(self._queue) >= limit and (not self._abandoned or self._purge() >= limit):
             raise ResourceExhausted(
                 f"model {self.name!r} has {len(self._queue)} requests queued, the most it "
-                "takes; try again later"
+                "takes (batch_max_queue_size); try again later"
             )
         self._queue.append(pending)
         self._queued_rows += rows
         self._wakeup.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch(), name=f"batcher-{self.name}")
-        return await pending.future
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if not pending.taken:
+                pending.abandoned = True
+                self._abandoned += 1
+            raise
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running: safe to drop."""
+        return not self._queue and not self._running and self._free_slots == self._slots
 
     def close(self) -> None:
         if self._dispatcher is not None:
@@ -143,16 +167,36 @@ class Batcher:
                 break
             self._queue.popleft()
             self._queued_rows -= pending.rows
+            pending.taken = True
             if pending.future.done():  # the caller went away (cancelled)
+                self._abandoned -= pending.abandoned
                 continue
             if pending.deadline is not None and now > pending.deadline:
                 pending.future.set_exception(
-                    DeadlineExceeded("the request's deadline passed while it waited in the queue")
+                    DeadlineExceeded(
+                        "the request's deadline passed while it waited in the queue; it was not run"
+                    )
                 )
                 continue
             batch.append(pending)
             rows += pending.rows
         return batch
+
+    def _purge(self) -> int:
+        """Drops queued requests whose caller went away (gRPC cancels a handler at its
+        deadline), so that only live ones count against the bound and their tensors are
+        freed; returns how many remain. O(queue): only when the queue looks full and some
+        of it is known to be abandoned."""
+        live: deque[_Pending] = deque()
+        for pending in self._queue:
+            if pending.future.done():
+                pending.taken = True
+            else:
+                live.append(pending)
+        self._queue = live
+        self._queued_rows = sum(p.rows for p in live)
+        self._abandoned = 0
+        return len(live)
 
     def _release(self) -> None:
         self._free_slots += 1

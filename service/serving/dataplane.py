@@ -3,11 +3,17 @@
 It resolves the model, checks the inputs against the model's signature (name, datatype,
 shape, finite values) before running anything, runs the session off the event loop, and
 records the serving metrics once, here.
+
+Every run goes through a per-model-version Batcher, which bounds what waits for the
+inference threads (ResourceExhausted past batch_max_queue_size) and drops requests whose
+deadline passed before they ran. Models that cannot batch (no batch axis, or batching off)
+get one that takes a single request per run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from concurrent.futures import Executor
@@ -43,7 +49,7 @@ class DataPlane:
         self._batching = batching
         self._batching_models = batching_models
         self._run_slots = run_slots
-        self._batchers: dict[tuple[str, str], Batcher | None] = {}
+        self._batchers: dict[tuple[str, str], Batcher] = {}
 
     async def infer(self, request: InferRequest) -> InferResponse:
         arrived = request.arrived or time.perf_counter()
@@ -56,20 +62,22 @@ class DataPlane:
         try:
             feeds, rows = self._check_inputs(model, request.inputs)
             wanted = self._check_outputs(model, request.outputs)
-            key = (model.name, model.version)
-            batcher = self._batchers[key] if key in self._batchers else self._batcher(model)
-            if batcher is not None:
-                every = await batcher.submit(feeds, rows, request.deadline)
-                results = (
-                    every if wanted is model.output_names
-                    else [every[model.output_names.index(name)] for name in wanted]
-                )  # fmt: skip
-            else:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run, model, feeds, wanted, rows, [time.perf_counter()]
-                )
+            batcher = self._batchers.get((model.name, model.version)) or self._batcher(model)
+            every = await batcher.submit(feeds, rows, request.deadline)
+            results = (
+                every if wanted is model.output_names
+                else [every[model.output_names.index(name)] for name in wanted]
+            )  # fmt: skip
         except ParadigmError as exc:
             series.failed(exc.status.name)
+            raise
+        except asyncio.CancelledError:
+            # gRPC cancels the handler when the deadline passes or the client hangs up;
+            # counting these shows how much work came too late to be useful. A client's own
+            # deadline timer may fire first (its clock started before the request was sent),
+            # so some expiries show as CANCELLED.
+            expired = request.deadline is not None and time.perf_counter() >= request.deadline
+            series.failed("DEADLINE_EXCEEDED" if expired else "CANCELLED")
             raise
         except Exception:
             series.failed("INTERNAL")
@@ -91,25 +99,35 @@ class DataPlane:
             parameters={"device": model.device},
         )
 
-    def _batcher(self, model: LoadedModel) -> Batcher | None:
-        """The model's batcher, made on its first request; None where batching is off or
-        the model has no batch axis on every input and output to concatenate along."""
+    def _batcher(self, model: LoadedModel) -> Batcher:
+        """The model's batcher, made on its first request. Where batching is off, or the
+        model has no batch axis on every input and output to concatenate along, it runs
+        one request at a time but keeps the queue bound and the deadline checks."""
+        self._forget_unloaded()
         config = self._batching_models.get(model.name, self._batching)
         tensors = [*model.runtime.inputs, *model.runtime.outputs]
-        batcher = None
-        if config.enabled and all(spec.shape and spec.shape[0] == -1 for spec in tensors):
-            loop = asyncio.get_running_loop()
-            batcher = Batcher(
-                name=model.name,
-                input_names=list(model.inputs),
-                output_names=model.output_names,
-                run=functools.partial(self._run, model),
-                run_in_thread=lambda run, *args: loop.run_in_executor(self._executor, run, *args),
-                config=config,
-                slots=self._run_slots,
-            )
+        if not (config.enabled and all(spec.shape and spec.shape[0] == -1 for spec in tensors)):
+            config = dataclasses.replace(config, max_batch_size=1, max_queue_delay_us=0)
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(
+            name=model.name,
+            input_names=list(model.inputs),
+            output_names=model.output_names,
+            run=functools.partial(self._run, model),
+            run_in_thread=lambda run, *args: loop.run_in_executor(self._executor, run, *args),
+            config=config,
+            slots=self._run_slots,
+        )
         self._batchers[(model.name, model.version)] = batcher
         return batcher
+
+    def _forget_unloaded(self) -> None:
+        """Drops the idle batchers of deleted versions: each holds its model's session, so
+        keeping them would leak one session per deleted version. Runs only when a batcher
+        is made (a version's first request), so the hot path pays nothing."""
+        loaded = {(m.name, m.version) for m in self.models.loaded()}
+        for key in [k for k, b in self._batchers.items() if k not in loaded and b.idle]:
+            self._batchers.pop(key).close()
 
     def _run(
         self,
