@@ -209,6 +209,8 @@ class ServingSeries:
         self, metrics: Metrics, labels: tuple[str, str, str, str, str], energy_source: str
     ) -> None:
         self.labels = labels
+        self._metrics = metrics
+        self._codes = {"OK"}
         self._requests = metrics.inference_requests
         self.ok = metrics.inference_requests.labels(*labels, "OK")
         self.duration = metrics.inference_duration.labels(*labels)
@@ -224,7 +226,26 @@ class ServingSeries:
         self.energy = metrics.energy.labels(*cost_labels, energy_source) if energy_source else None
 
     def failed(self, code: str) -> None:
+        self._codes.add(code)
         self._requests.labels(*self.labels, code).inc()
+
+    def remove(self) -> None:
+        """Drops every series of this version once it is deleted: each retrain or import
+        would otherwise add ~100 series to /metrics for good (measured 970 -> 3310 over ten
+        import-and-retrain cycles). What Prometheus already scraped stays in Prometheus."""
+        metrics, labels = self._metrics, self.labels
+        for code in self._codes:
+            metrics.inference_requests.remove(*labels, code)
+        for metric in (
+            metrics.inference_duration, metrics.inference_queue_wait, metrics.inference_compute,
+            metrics.inference_in_flight, metrics.predictions, metrics.inference_batch_size,
+            metrics.model_load_duration,
+        ):  # fmt: skip
+            metric.remove(*labels)
+        for metric in (metrics.device_seconds, metrics.cost):
+            metric.remove("serve", *labels)
+        if self.energy_source:
+            metrics.energy.remove("serve", *labels, self.energy_source)
 
 
 class GpuCollector:

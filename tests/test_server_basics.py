@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.client import ParadigmClient, ParadigmClientError
 from service.gen.inference import grpc_predict_v2_pb2 as ipb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as igrpc
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
@@ -78,3 +81,30 @@ def test_a_taken_port_fails_loudly(server: RunningServer, tmp_path: Path) -> Non
 
     with pytest.raises(Exception, match="Failed to bind"):
         RunningServer(tmp_path / "data", port=server.app.port)
+
+
+def test_deleting_a_model_drops_its_metric_series(
+    server: RunningServer, client: ParadigmClient
+) -> None:
+    from prometheus_client import generate_latest
+
+    job = client.start_training("iris", "naive_bayes", model_name="iris-short-lived", seed=0)
+    client.wait_for_job(job.id)
+    client.infer("iris-short-lived", np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(ParadigmClientError):
+        client.infer("iris-short-lived", np.zeros((2, 3), dtype=np.float32))
+
+    # Serving series go with the version; what training it cost is history and stays.
+    def series() -> list[str]:
+        text = generate_latest(server.metrics_registry).decode()
+        return [
+            line for line in text.splitlines()
+            if 'model="iris-short-lived"' in line and "paradigm_training_" not in line
+            and 'phase="train"' not in line
+        ]  # fmt: skip
+
+    before = series()
+    assert any("paradigm_inference_requests_total" in line for line in before)
+    assert any('code="INVALID_ARGUMENT"' in line for line in before)
+    client.delete_model("iris-short-lived")
+    assert series() == []

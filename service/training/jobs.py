@@ -345,6 +345,11 @@ class JobManager:
             timer.cancel()
             receiver.close()
             self._metrics.training_running.dec()
+        exitcode = process.exitcode
+        # A finished Process object holds two descriptors until closed, and up to
+        # MAX_FINISHED_JOBS jobs are kept: measured 2 descriptors leaked per job.
+        job.process = None
+        process.close()
         elapsed = time.perf_counter() - started
         charges: dict[str, Charge] = {}
         try:
@@ -356,7 +361,7 @@ class JobManager:
                 self._finish(
                     job,
                     FAILED,
-                    error=f"worker process exited with code {process.exitcode} before finishing",
+                    error=f"worker process exited with code {exitcode} before finishing",
                 )
             elif final.get("type") != "done":
                 self._finish(job, FAILED, error=str(final.get("message") or "worker failed"))
@@ -479,7 +484,8 @@ class JobManager:
         grace = self._settings.cancel_grace_seconds
 
         def kill_if_alive() -> None:
-            if process.exitcode is None:
+            # A job that ended meanwhile has given up (and closed) its process.
+            if job.process is process and process.exitcode is None:
                 log.warning("job %s: worker ignored SIGTERM; killing it", job.id)
                 process.kill()
 
