@@ -8,7 +8,7 @@ METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-peers test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-peers soak test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: install ## Benchmark our server against its limits (JSON, markdown, plots
 
 bench-peers: install ## The same benchmark with Seldon MLServer and perf_analyzer beside us
 	bash clients/bench/peers/run.sh
+
+soak: install ## 60 s of 64 clients, training and imports against one server; no errors, no leaks
+	$(PY) -m clients.soak --duration 60 --json docs/benchmarks/soak.json
 
 test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 	$(PY) -m pytest -q
