@@ -166,16 +166,16 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _train(client: ParadigmClient, tmp_path: Path) -> None:
-    """Trains a classical and a deep model, and fails an import."""
+    """Trains a classical and a deep model, and fails a third job."""
     lr = client.start_training("iris", "logistic_regression", seed=0)
     # A deep model, so that epoch metrics exist; two epochs keep it short.
     mlp = client.start_training("digits", "mlp", hyperparameters={"epochs": 2}, seed=0)
-    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
-    junk = client.import_model("junk", tmp_path / "junk.onnx")
+    # Valid on its face, it fails inside the worker: iris has fewer rows than neighbours.
+    doomed = client.start_training("iris", "knn", hyperparameters={"n_neighbors": 1000})
     client.wait_for_job(lr.id)
     client.wait_for_job(mlp.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
-        client.wait_for_job(junk.id)
+        client.wait_for_job(doomed.id)
 
 
 class Traffic(threading.Thread):
@@ -379,7 +379,7 @@ def test_every_alert_signal_exists(stack: Stack) -> None:
 
 
 def test_a_failed_job_makes_the_training_alert_pending(stack: Stack) -> None:
-    # The import of junk failed moments ago; with `for: 1m` the alert is still pending.
+    # The knn job failed moments ago; with `for: 1m` the alert is still pending.
     expr = 'ALERTS{alertname="ParadigmTrainingJobsFailing"}'
     alerts = stack.results([expr])[expr]
     assert [alert["metric"]["alertstate"] for alert in alerts] in (["pending"], ["firing"])
