@@ -252,7 +252,7 @@ class ListAlgorithmsResponse(_message.Message):
     def __init__(self, algorithms: _Optional[_Iterable[_Union[Algorithm, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction")
+    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,7 @@ class StartTrainingRequest(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     algorithm: str
     hyperparameters: _containers.MessageMap[str, ParamValue]
@@ -276,7 +277,8 @@ class StartTrainingRequest(_message.Message):
     device: Device
     seed: int
     test_fraction: float
-    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ...) -> None: ...
+    train_size: int
+    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "dataset", "algorithm", "paradigm", "model_name", "model_version", "error", "progress", "metrics", "hyperparameters", "created_at", "started_at", "finished_at", "device", "task")
@@ -529,6 +531,56 @@ class ExportModelResponse(_message.Message):
     model: Model
     chunk: bytes
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("name", "version", "dataset", "n_repeats", "max_rows", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    N_REPEATS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    dataset: str
+    n_repeats: int
+    max_rows: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dataset: _Optional[str] = ..., n_repeats: _Optional[int] = ..., max_rows: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class FeatureImportance(_message.Message):
+    __slots__ = ("feature", "importance_mean", "importance_std", "native")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_STD_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    importance_mean: float
+    importance_std: float
+    native: float
+    def __init__(self, feature: _Optional[str] = ..., importance_mean: _Optional[float] = ..., importance_std: _Optional[float] = ..., native: _Optional[float] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("model", "dataset", "rows", "metric", "baseline_score", "features", "native_kind", "seconds", "cost")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    dataset: str
+    rows: int
+    metric: str
+    baseline_score: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureImportance]
+    native_kind: str
+    seconds: float
+    cost: Cost
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., dataset: _Optional[str] = ..., rows: _Optional[int] = ..., metric: _Optional[str] = ..., baseline_score: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., native_kind: _Optional[str] = ..., seconds: _Optional[float] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class GetCostReportRequest(_message.Message):
     __slots__ = ("model_name",)

@@ -642,6 +642,11 @@ class ModelServiceStub:
                 request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ExportModelRequest.SerializeToString,
                 response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ExportModelResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/paradigm.v1.ModelService/Explain',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Explanation.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -684,6 +689,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Explains a model version on a dataset: permutation importance of every feature
+        (any model, scored through ONNX Runtime), plus the model's own coefficients or feature
+        importances where it has them, and what the explanation cost. Runs in a worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -711,6 +725,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ExportModel,
                     request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ExportModelRequest.FromString,
                     response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ExportModelResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Explanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -849,6 +868,33 @@ class ModelService:
             '/paradigm.v1.ModelService/ExportModel',
             paradigm_dot_v1_dot_paradigm__pb2.ExportModelRequest.SerializeToString,
             paradigm_dot_v1_dot_paradigm__pb2.ExportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ModelService/Explain',
+            paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.Explanation.FromString,
             options,
             channel_credentials,
             insecure,
