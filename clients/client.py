@@ -463,8 +463,13 @@ class ParadigmClient:
         device: EnumArg = "auto",
         seed: int | None = None,
         test_fraction: float = 0.0,
+        train_size: int = 0,
     ) -> pb.Job:
-        """Queues a training job and returns it at once (state QUEUED)."""
+        """Queues a training job and returns it at once (state QUEUED).
+
+        train_size: fit on at most this many rows of the training split (stratified for
+        classification; the test rows stay the same), for learning curves; 0 means all.
+        """
         request = pb.StartTrainingRequest(
             dataset=dataset,
             algorithm=algorithm,
@@ -473,6 +478,7 @@ class ParadigmClient:
             task=enum_value(pb.Task, "TASK_", task),
             device=enum_value(pb.Device, "DEVICE_", device),
             test_fraction=test_fraction,
+            train_size=train_size,
         )
         if seed is not None:
             request.seed = seed
@@ -537,6 +543,32 @@ class ParadigmClient:
     def get_model(self, name: str, version: str = "") -> pb.Model:
         request = pb.GetModelRequest(name=name, version=version)
         return self._models.GetModel(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def explain(
+        self,
+        name: str,
+        version: str = "",
+        dataset: str = "",
+        n_repeats: int = 0,
+        max_rows: int = 0,
+        seed: int = 0,
+    ) -> pb.Explanation:
+        """Permutation importance of every input feature (most important first), with the
+        model's own coefficients or feature importances where it has them.
+
+        Defaults (0 / ""): the latest version, its training dataset's held-out rows, 5
+        repeats, at most 2000 rows. Runs in a server worker within this client's timeout.
+        """
+        request = pb.ExplainRequest(
+            name=name,
+            version=version,
+            dataset=dataset,
+            n_repeats=n_repeats,
+            max_rows=max_rows,
+            seed=seed,
+        )
+        return self._models.Explain(request, timeout=self.timeout)
 
     @_rpc_errors()
     def delete_model(self, name: str, version: str = "") -> list[str]:

@@ -44,6 +44,7 @@ from service.registry.store import ModelRegistry
 from service.serving.dataplane import DataPlane
 from service.serving.loaded import LoadedModels
 from service.settings import Settings
+from service.training.explain import Explainer
 from service.training.jobs import JobManager
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class App:
         self._executor: ThreadPoolExecutor | None = None
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
+        self._explainer: Explainer | None = None
         self._preload: asyncio.Task[None] | None = None
 
     @property
@@ -143,6 +145,7 @@ class App:
             run_slots=settings.resolved_inference_threads(),
         )
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
+        explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         self._start_samplers()
         await jobs.start()
 
@@ -177,7 +180,9 @@ class App:
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(registry, jobs, data_dir / "uploads", settings.max_model_bytes),
+            ModelServicer(
+                registry, jobs, explainer, data_dir / "uploads", settings.max_model_bytes
+            ),
             server,
         )
         paradigm_grpc.add_CostServiceServicer_to_server(
@@ -241,6 +246,8 @@ class App:
             self._preload.cancel()
         if self._jobs is not None:
             await self._jobs.stop()
+        if self._explainer is not None:
+            await self._explainer.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._http is not None:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     worker_blas_threads: int = Field(
         1, ge=1, description="BLAS/torch threads per worker (oversubscription measured 11-16x)"
     )
+    max_queued_explains: int = Field(
+        4, ge=0, description="Explain calls waiting for the one explain worker; more are refused"
+    )
     parity_tolerance: float = Field(1e-3, gt=0)
     cancel_grace_seconds: float = Field(2.0, ge=0)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from service.datasets import builtin, layout
-from service.errors import InvalidArgument
+from service.errors import DeadlineExceeded, InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest, TensorSpec
-from service.training import catalog, classical, export, pipeline
-from service.training.spec import ImportSpec, TrainingSpec
+from service.training import catalog, classical, explain, export, pipeline
+from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
 
 CLASSICAL = [name for name, a in catalog.ALGORITHMS.items() if a.paradigm == "classical"]
 CLASSIFIERS = [n for n in CLASSICAL if "classification" in catalog.ALGORITHMS[n].tasks]
@@ -62,6 +64,7 @@ def train(
     *,
     seed: int = 0,
     task: str = "",
+    train_size: int = 0,
 ) -> tuple[Manifest, Recorder]:
     chosen = catalog.get_algorithm(algorithm)
     info = layout.read_info(datasets / dataset)
@@ -74,6 +77,7 @@ def train(
         model_name=f"{dataset}-{algorithm}",
         out_dir=str(out_dir),
         seed=seed,
+        train_size=train_size,
     )
     emit = Recorder()
     return pipeline.run_training(spec, emit), emit
@@ -239,6 +243,120 @@ def test_deep_algorithms_train_when_available(datasets: Path, tmp_path: Path) ->
     assert "torch" in manifest.library_versions
     assert [o.name for o in manifest.outputs] == ["label", "probabilities"]
     assert manifest.parity_max_abs_error <= 1e-3
+
+
+# --------------------------------------------------------------------------- train_size
+
+
+def test_train_size_subsamples_after_the_split(
+    datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    splits: list[tuple[np.ndarray, ...]] = []
+    fitted: list[tuple[np.ndarray, np.ndarray]] = []
+    split, fit = pipeline.split, classical.fit
+
+    def recording_split(*args: Any) -> tuple[np.ndarray, ...]:
+        splits.append(split(*args))
+        return splits[-1]
+
+    def recording_fit(name: str, params: Any, X: np.ndarray, y: np.ndarray, **kw: Any) -> Any:
+        fitted.append((X, y))
+        return fit(name, params, X, y, **kw)
+
+    monkeypatch.setattr(pipeline, "split", recording_split)
+    monkeypatch.setattr(classical, "fit", recording_fit)
+    full, _ = train(datasets, tmp_path / "a", "iris", "logistic_regression")
+    small, _ = train(datasets, tmp_path / "b", "iris", "logistic_regression", train_size=30)
+
+    (X_train, X_test, _, y_test), (_, X_test_small, _, y_test_small) = [s[:4] for s in splits]
+    np.testing.assert_array_equal(X_test, X_test_small)  # same test rows whatever train_size
+    np.testing.assert_array_equal(y_test, y_test_small)
+    X_sub, y_sub = fitted[1]
+    assert len(X_sub) == 30 and set(y_sub.tolist()) == {0, 1, 2}
+    assert {row.tobytes() for row in X_sub} <= {row.tobytes() for row in X_train}
+    assert full.metrics["train_samples"] == 112 and small.metrics["train_samples"] == 30
+    assert full.metrics["test_samples"] == small.metrics["test_samples"] == 38
+    assert small.train_size == 30 and small.metrics["train_size"] == 30
+    assert full.train_size == 0 and "train_size" not in full.metrics
+    assert (small.split_seed, small.test_fraction) == (0, 0.25)
+
+
+def test_subsample_keeps_every_class_in_proportion() -> None:
+    y = np.array([0] * 1 + [1] * 5 + [2] * 100)
+    X = np.arange(len(y), dtype=np.float32).reshape(-1, 1)
+    X_sub, y_sub = pipeline._subsample(X, y, "classification", 12, seed=0)
+    counts = np.bincount(y_sub, minlength=3)
+    assert len(y_sub) == 12 and counts.min() >= 1 and counts[2] == counts.max()
+    np.testing.assert_array_equal(y[X_sub[:, 0].astype(int)], y_sub)  # rows kept whole
+    again, _ = pipeline._subsample(X, y, "classification", 12, seed=0)
+    other, _ = pipeline._subsample(X, y, "classification", 12, seed=1)
+    np.testing.assert_array_equal(X_sub, again)
+    assert not np.array_equal(X_sub, other)
+    with pytest.raises(InvalidArgument, match="at least 3"):
+        pipeline._subsample(X, y, "classification", 2, seed=0)
+    X_reg, y_reg = pipeline._subsample(X, y.astype(float), "regression", 7, seed=0)
+    assert len(X_reg) == len(y_reg) == 7 and len(np.unique(X_reg)) == 7
+    X_all, _ = pipeline._subsample(X, y, "classification", 0, seed=0)
+    assert X_all is X
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "kind"),
+    [("logistic_regression", "coefficients"), ("ridge", "coefficients"),
+     ("decision_tree", "feature_importances"), ("random_forest", "feature_importances"),
+     ("gradient_boosting", ""), ("svm", ""), ("naive_bayes", ""), ("knn", "")],
+)  # fmt: skip
+def test_native_importances_are_recorded_where_the_model_has_them(
+    datasets: Path, tmp_path: Path, algorithm: str, kind: str
+) -> None:
+    params = {"n_estimators": 10} if algorithm == "random_forest" else {}
+    manifest, _ = train(datasets, tmp_path, "iris", algorithm, params)
+    assert manifest.native_kind == kind
+    assert len(manifest.native_importances) == (4 if kind else 0)
+    assert all(v >= 0 for v in manifest.native_importances)
+    assert manifest.feature_names[2:] == ["petal length (cm)", "petal width (cm)"]
+    if kind == "feature_importances":
+        assert sum(manifest.native_importances) == pytest.approx(1.0)
+
+
+def test_linear_svm_has_coefficients_and_unnamed_features_get_names(
+    datasets: Path, tmp_path: Path
+) -> None:
+    manifest, _ = train(datasets, tmp_path, "wine", "svm", {"kernel": "linear"})
+    # One coefficient row per pair of the 3 classes, summed: one value per feature.
+    assert manifest.native_kind == "coefficients" and len(manifest.native_importances) == 13
+    assert feature_names([], 3) == ["x0", "x1", "x2"]
+    assert feature_names(["a"], 2) == ["x0", "x1"]  # not one name each: none
+
+
+def test_explain_rebuilds_the_jobs_test_rows(datasets: Path, tmp_path: Path) -> None:
+    manifest, _ = train(datasets, tmp_path, "wine", "logistic_regression", seed=3)
+    spec = ExplainSpec(
+        model_path=str(tmp_path / MODEL_FILE),
+        task="classification",
+        input="input",
+        output="label",
+        dataset_dir=str(datasets / "wine"),
+        same_split=True,
+        split_seed=manifest.split_seed,
+        test_fraction=manifest.test_fraction,
+        n_repeats=3,
+        max_rows=2000,
+        seed=0,
+        deadline=time.time() + 120,
+    )
+    result = explain.compute(spec)
+    # The same rows and the same labels (parity): the job's own held-out accuracy.
+    assert result["rows"] == manifest.metrics["test_samples"]
+    assert result["baseline"] == manifest.metrics["accuracy"]
+    assert len(result["mean"]) == len(result["std"]) == 13
+    capped = explain.compute(dataclasses.replace(spec, max_rows=10))
+    assert capped["rows"] == 10
+    with pytest.raises(DeadlineExceeded):
+        explain.compute(dataclasses.replace(spec, deadline=time.time() - 1))
 
 
 # --------------------------------------------------------------------------- catalog

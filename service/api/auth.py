@@ -57,6 +57,9 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     _TRAINING + "WatchJob": "predict",
     _MODELS + "ListModels": "predict",
     _MODELS + "GetModel": "predict",
+    # Read-only analysis: it spends a worker's CPU, but bounded (one at a time, a short
+    # queue, capped repeats and rows) and changes nothing.
+    _MODELS + "Explain": "predict",
     "/paradigm.v1.CostService/GetCostReport": "predict",
     # Both reflection versions: grpcurl asks v1 first and falls back to v1alpha only on
     # UNIMPLEMENTED, which a predict token would not get if v1 defaulted to admin.

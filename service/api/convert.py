@@ -15,6 +15,7 @@ from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.registry.manifest import Manifest, TensorSpec
 from service.training.catalog import Algorithm
+from service.training.explain import Explanation
 from service.training.jobs import Job, JobEvent
 
 PARADIGMS = {"classical": pb.PARADIGM_CLASSICAL, "deep": pb.PARADIGM_DEEP}
@@ -177,6 +178,28 @@ def cost_to_proto(charge: Charge) -> pb.Cost:
         joules=charge.joules,
         dollars=charge.dollars,
         energy_source=charge.energy_source,
+    )
+
+
+def explanation_to_proto(explanation: Explanation, *, latest: bool) -> pb.Explanation:
+    return pb.Explanation(
+        model=model_to_proto(explanation.manifest, latest=latest),
+        dataset=explanation.dataset,
+        rows=explanation.rows,
+        metric=explanation.metric,
+        baseline_score=explanation.baseline_score,
+        features=[
+            pb.FeatureImportance(
+                feature=f.feature,
+                importance_mean=f.importance_mean,
+                importance_std=f.importance_std,
+                native=f.native,
+            )
+            for f in explanation.features
+        ],
+        native_kind=explanation.native_kind,
+        seconds=explanation.seconds,
+        cost=cost_to_proto(explanation.charge),
     )
 
 

@@ -19,6 +19,7 @@ from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
 from service.registry.store import ModelRegistry, validate_model_name
 from service.training import catalog, export
+from service.training.explain import Explainer
 from service.training.jobs import JobManager
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -136,6 +137,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             device=convert.device_name(request.device),
             seed=request.seed if request.HasField("seed") else None,
             test_fraction=request.test_fraction,
+            train_size=request.train_size,
         )
         return convert.job_to_proto(job)
 
@@ -160,9 +162,17 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry, jobs: JobManager, uploads: Path, max_bytes: int):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        jobs: JobManager,
+        explainer: Explainer,
+        uploads: Path,
+        max_bytes: int,
+    ):
         self._registry = registry
         self._jobs = jobs
+        self._explainer = explainer
         self._uploads = uploads
         self._max_bytes = max_bytes
         uploads.mkdir(parents=True, exist_ok=True)
@@ -245,3 +255,18 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     first = False
                 else:
                     yield pb.ExportModelResponse(chunk=chunk)
+
+    async def Explain(self, request: pb.ExplainRequest, context: Context) -> pb.Explanation:
+        check_strings(request)
+        explanation = await self._explainer.explain(
+            name=request.name,
+            version=request.version,
+            dataset=request.dataset,
+            n_repeats=request.n_repeats,
+            max_rows=request.max_rows,
+            seed=request.seed,
+            timeout=context.time_remaining(),
+        )
+        return convert.explanation_to_proto(
+            explanation, latest=self._registry.is_latest(explanation.manifest)
+        )

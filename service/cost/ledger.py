@@ -146,12 +146,13 @@ class CostLedger:
 
     def record_training(
         self, charges: dict[str, Charge], *, paradigm: str, model: str, version: str,
-        algorithm: str,
+        algorithm: str, phase: str = "train",
     ) -> None:  # fmt: skip
-        """Adds a priced job to the cost counters (after the job's own counter, so a scrape
-        in between sees a job without its cost rather than a cost without a job)."""
+        """Adds a priced job (phase "train") or explanation ("explain") to the cost counters
+        (after the job's own counter, so a scrape in between sees a job without its cost
+        rather than a cost without a job)."""
         for device, charge in charges.items():
-            labels = ("train", paradigm, model, version, algorithm, device)
+            labels = (phase, paradigm, model, version, algorithm, device)
             self._metrics.device_seconds.labels(*labels).inc(charge.device_seconds)
             self._metrics.cost.labels(*labels).inc(charge.dollars)
             if charge.energy_source:

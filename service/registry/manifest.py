@@ -61,6 +61,20 @@ class Manifest:
     #: The job that published it: after a crash between publish and the job journal's
     #: last write, the restarted server finds the job's outcome here.
     job_id: str = ""
+    #: Most training rows asked for (a learning-curve point); 0 means the whole training
+    #: split. metrics["train_samples"] says how many were actually fitted on.
+    train_size: int = 0
+    #: The held-out split (seed and fraction), so Explain can score the same test rows;
+    #: test_fraction 0 means unknown (imports, and models older than these fields).
+    split_seed: int = 0
+    test_fraction: float = 0.0
+    #: One name per input feature, from the dataset ("x0", "x1", ... where it has none).
+    feature_names: list[str] = field(default_factory=list)
+    #: The model's own importance of each input feature, in input order: "coefficients"
+    #: (|coef_|, summed over classes) or "feature_importances" (impurity, trees); "" and
+    #: no values where the model has none (deep networks, naive Bayes, KNN, SVM kernels).
+    native_kind: str = ""
+    native_importances: list[float] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

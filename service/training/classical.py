@@ -161,6 +161,30 @@ def final_estimator(estimator: Any) -> Any:
     return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
 
 
+def native_importances(estimator: Any, n_features: int) -> tuple[str, list[float]]:
+    """The model's own importance of each input feature, and what kind it is.
+
+    "coefficients": |coef_|, summed over classes (or class pairs) for multi-class models.
+    In a Pipeline they are the final estimator's, so in standardized units: the scaler
+    comes first, and per standard deviation of a feature is what makes features of
+    different scales comparable at all. "feature_importances": impurity importances of
+    trees and forests. ("", []) for everything else: HistGradientBoosting keeps none, and
+    naive Bayes, KNN and kernel SVMs have no per-feature weights.
+    """
+    final = final_estimator(estimator)
+    kind, values = "", None
+    # hasattr, not getattr with a default: SVC.coef_ is a property that raises
+    # AttributeError for non-linear kernels.
+    if hasattr(final, "coef_"):
+        coef = np.abs(np.asarray(final.coef_, dtype=np.float64))
+        kind, values = "coefficients", coef.sum(axis=0) if coef.ndim == 2 else coef
+    elif hasattr(final, "feature_importances_"):
+        kind, values = "feature_importances", np.asarray(final.feature_importances_)
+    if values is None or values.shape != (n_features,) or not np.all(np.isfinite(values)):
+        return "", []
+    return kind, [float(v) for v in values]
+
+
 def _names(graph: Any) -> set[str]:
     return {name for node in graph.node for name in (*node.input, *node.output)} | {
         v.name for v in (*graph.input, *graph.output, *graph.initializer, *graph.value_info)

@@ -149,6 +149,7 @@ class JobManager:
         device: str = "auto",
         seed: int | None = None,
         test_fraction: float = 0.0,
+        train_size: int = 0,
     ) -> Job:
         """Validates the request completely, then queues it; raises before queuing."""
         info = self._datasets.get(dataset)
@@ -166,6 +167,7 @@ class JobManager:
         fraction = test_fraction or 0.25
         if not 0.05 <= fraction <= 0.9:
             raise InvalidArgument(f"test_fraction {fraction} must be between 0.05 and 0.9")
+        _check_train_size(train_size, resolved_task, info.n_classes)
         job_id = _new_id()
         spec = TrainingSpec(
             job_id=job_id,
@@ -178,6 +180,7 @@ class JobManager:
             device=device,
             seed=0 if seed is None else seed,
             test_fraction=fraction,
+            train_size=train_size,
             blas_threads=self._settings.worker_blas_threads,
             parity_tolerance=self._settings.parity_tolerance,
         )
@@ -191,6 +194,9 @@ class JobManager:
             paradigm=chosen.paradigm,
             task=resolved_task,
             hyperparameters=params,
+            # Shown from the start (the Job message has no field of its own for it); the
+            # model's metrics carry it on, next to the train_samples actually fitted.
+            metrics={"train_size": float(train_size)} if train_size else {},
         )
         return self._enqueue(job)
 
@@ -417,12 +423,14 @@ class JobManager:
                 if not closed.done():
                     closed.set_result(None)
 
-        loop.add_reader(receiver.fileno(), readable)
+        fd = receiver.fileno()
+        loop.add_reader(fd, readable)
         try:
             await closed
         finally:
-            if not closed.done():
-                loop.remove_reader(receiver.fileno())
+            # Always: a cancelled wait cancels `closed` too, and a reader left on a closed
+            # descriptor silences the next pipe that reuses its number (explain.py).
+            loop.remove_reader(fd)
         return final
 
     def _worker_event(self, job: Job, message: dict[str, Any]) -> None:
@@ -610,6 +618,22 @@ class JobManager:
                 "job journal: %d jobs restored, %d interrupted jobs ended",
                 len(jobs), len(unfinished),
             )  # fmt: skip
+
+
+def _check_train_size(train_size: int, task: str, n_classes: int) -> None:
+    """Refuses a train_size that cannot make a model; one larger than the split means all."""
+    if train_size < 0:
+        raise InvalidArgument(f"train_size {train_size} is negative; use 0 for all rows")
+    if train_size == 0:
+        return
+    # Every class keeps a row in the subsample, and a classifier needs two classes.
+    least = max(2, n_classes) if task == "classification" else 2
+    if train_size < least:
+        what = f"the dataset's {n_classes} classes" if task == "classification" else "a fit"
+        raise InvalidArgument(
+            f"train_size {train_size} is too small for {what}: use at least {least} (or 0 "
+            "for the whole training split)"
+        )
 
 
 def _new_id() -> str:

@@ -23,7 +23,7 @@ from service.errors import InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest
 from service.training import catalog, classical, export
 from service.training.export import ParityError
-from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec
+from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec, feature_names
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
@@ -116,9 +116,11 @@ def _evaluate(
     return metrics
 
 
-def _split(
+def split(
     X: np.ndarray, y: np.ndarray, task: str, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test rows; Explain calls it again with the manifest's seed and fraction
+    to score the very test rows of the job, so it must stay a pure function of those."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
@@ -141,7 +143,47 @@ def _split(
     return X_train, X_test, y_train, y_test
 
 
-def _targets(y: np.ndarray, task: str) -> np.ndarray:
+def _subsample(
+    X: np.ndarray, y: np.ndarray, task: str, train_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most train_size rows of the training split, drawn with the seed; 0 keeps all.
+
+    Classification keeps every class: one row each first, then the rest shared out in
+    proportion to the class sizes (largest remainders first). train_test_split's
+    stratification cannot promise that: it refuses classes of one row and drops small
+    classes from small draws, and a learning curve's first points are small draws.
+    """
+    if train_size <= 0 or train_size >= len(X):
+        return X, y
+    rng = np.random.default_rng(seed)
+    if task != "classification":
+        chosen = np.sort(rng.choice(len(X), size=train_size, replace=False))
+        return X[chosen], y[chosen]
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if train_size < len(classes):
+        raise InvalidArgument(
+            f"train_size {train_size} is smaller than the {len(classes)} classes of the "
+            f"training split; ask for at least {len(classes)} rows so every class keeps one"
+        )
+    spare = counts - 1
+    share = (train_size - len(classes)) * spare / spare.sum()
+    quota = np.floor(share).astype(np.int64)
+    left = train_size - len(classes) - int(quota.sum())
+    # Largest fractional parts first; ties (and the order of equal parts) by class order.
+    for index in np.argsort(-(share - quota), kind="stable")[:left]:
+        quota[index] += 1
+    chosen = np.sort(
+        np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(inverse == k))[: 1 + quota[k]]
+                for k in range(len(classes))
+            ]
+        )
+    )
+    return X[chosen], y[chosen]
+
+
+def targets(y: np.ndarray, task: str) -> np.ndarray:
     if task == "classification":
         if np.issubdtype(y.dtype, np.floating) and not np.all(np.equal(np.mod(y, 1), 0)):
             raise InvalidArgument(
@@ -170,8 +212,11 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
     task = spec.task or catalog.resolve_task(algorithm, info.task)
     if task not in algorithm.tasks:
         raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
-    y = _targets(y, task)
-    X_train, X_test, y_train, y_test = _split(X, y, task, spec.test_fraction, spec.seed)
+    y = targets(y, task)
+    X_train, X_test, y_train, y_test = split(X, y, task, spec.test_fraction, spec.seed)
+    # After the split: the test rows are the same whatever train_size, so a learning
+    # curve's points are scored on one test set.
+    X_train, y_train = _subsample(X_train, y_train, task, spec.train_size, spec.seed)
     classes = np.unique(y_train) if task == "classification" else None
     # The range a regression on class labels is rounded into (linear_regression on digits).
     label_range = np.unique(y) if info.task == "classification" else None
@@ -206,6 +251,11 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         if algorithm.name == "autoencoder":
             task = "anomaly_detection"
     fit_seconds = time.perf_counter() - started
+    native_kind, importances = (
+        classical.native_importances(model.estimator, X.shape[1])
+        if isinstance(model, classical.SklearnModel)
+        else ("", [])
+    )
     # Training rows seen: every epoch sees them again (deep); one pass for classical.
     epochs = int(params.get("epochs", 1)) if algorithm.paradigm == "deep" else 1
     usage = {"samples_processed": float(len(X_train) * epochs)}
@@ -241,6 +291,8 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         test_samples=float(len(X_test)),
         **usage,
     )
+    if spec.train_size:
+        metrics["train_size"] = float(spec.train_size)
     out_dir = Path(spec.out_dir)
     checksum = _publish(out_dir, onnx_bytes)
     libraries = _TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
@@ -264,6 +316,12 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         created_at=_now(),
         training_device=model.device,
         classes=[float(c) for c in classes] if classes is not None else [],
+        train_size=spec.train_size,
+        split_seed=spec.seed,
+        test_fraction=spec.test_fraction,
+        feature_names=feature_names(info.feature_names, X.shape[1]),
+        native_kind=native_kind,
+        native_importances=importances,
     )
     manifest.write(out_dir)
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
@@ -406,6 +464,7 @@ def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
         classes = [float(c) for c in labels]
     checksum = _publish(Path(spec.out_dir), onnx_bytes)
     final = classical.final_estimator(estimator)
+    native_kind, importances = classical.native_importances(estimator, n_features)
     manifest = Manifest(
         name=spec.model_name,
         version="",
@@ -426,6 +485,9 @@ def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
         library_versions=_versions((*_TRAIN_LIBRARIES, "skops")),
         created_at=_now(),
         classes=classes,
+        feature_names=feature_names([], n_features),
+        native_kind=native_kind,
+        native_importances=importances,
     )
     manifest.write(Path(spec.out_dir))
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)

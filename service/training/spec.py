@@ -47,6 +47,9 @@ class TrainingSpec:
     device: str = "auto"
     seed: int = 0
     test_fraction: float = 0.25
+    #: Most training rows, drawn from the training split after the test rows are held out
+    #: (stratified for classification); 0 means all of them.
+    train_size: int = 0
     blas_threads: int = 1
     parity_tolerance: float = 1e-3
 
@@ -66,6 +69,29 @@ class ImportSpec:
     trusted_types: list[str] = field(default_factory=list)
     blas_threads: int = 1
     parity_tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """One explanation: permutation importance of a published model on a dataset's rows."""
+
+    model_path: str
+    #: "classification" (scored by accuracy on `output`) or "regression" (r2).
+    task: str
+    input: str
+    output: str
+    dataset_dir: str
+    #: Rebuild the training job's held-out split (same seed and fraction) instead of
+    #: sampling rows: the dataset is the one the model was trained on.
+    same_split: bool
+    split_seed: int
+    test_fraction: float
+    n_repeats: int
+    max_rows: int
+    seed: int
+    #: time.time() after which the worker gives up (the caller's deadline or the server's).
+    deadline: float
+    blas_threads: int = 1
 
 
 class FittedModel(Protocol):
@@ -88,3 +114,10 @@ class FittedModel(Protocol):
 
 
 ProgressCallback = Callable[..., None]
+
+
+def feature_names(names: list[str], n_features: int) -> list[str]:
+    """A dataset's feature names, or x0, x1, ... where it has none (or not one each)."""
+    if len(names) == n_features:
+        return [str(name) for name in names]
+    return [f"x{i}" for i in range(n_features)]

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
-from service.training.spec import ImportSpec, TrainingSpec
+from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -68,6 +68,37 @@ def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
             "job %s failed:\n%s", spec.job_id, traceback.format_exc()
         )
         send(connection, {"type": "error", "message": _describe(exc), "usage": _usage()})
+    finally:
+        connection.close()
+
+
+def run_explain(spec: ExplainSpec, connection: Connection) -> None:
+    """Runs one explanation (explain.compute) and reports through `connection`; never raises.
+
+    Last message: {"type": "done", "result": {...}, "usage": {...}}, or {"type": "error",
+    "message": ..., "status": <gRPC status name of a ParadigmError, else "">, "usage": ...}.
+    """
+    _die_with_parent()
+    for variable in _THREAD_VARIABLES:
+        os.environ[variable] = str(spec.blas_threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=spec.blas_threads):
+            from service.training import explain
+
+            result = explain.compute(spec)
+        send(connection, {"type": "done", "result": result, "usage": _usage()})
+    except BaseException as exc:
+        from service.errors import ParadigmError
+
+        status = exc.status.name if isinstance(exc, ParadigmError) else ""
+        if not status:
+            log = logging.getLogger("paradigm.worker")
+            log.error("explain failed:\n%s", traceback.format_exc())
+        message = {"type": "error", "message": _describe(exc), "status": status}
+        send(connection, {**message, "usage": _usage()})
     finally:
         connection.close()
 

@@ -1,0 +1,430 @@
+"""Explain: permutation importance of a published model, scored through ONNX Runtime.
+
+Two halves. `Explainer` lives in the serving process: it validates the request, queues it
+(one explanation runs at a time; a few may wait, more get RESOURCE_EXHAUSTED), starts a
+spawned worker per explanation and prices the worker's CPU time like training. `compute`
+runs in that worker (worker.run_explain): it rebuilds the rows, wraps the ONNX model as a
+scikit-learn estimator and runs sklearn.inspection.permutation_importance. scikit-learn is
+imported inside `compute` only, so this module is safe to import in the serving process.
+
+Why a fresh worker per explanation, not a pool: the worker answers in JSON over a one-way
+pipe (nothing it sends is unpickled, as with training jobs), a caller's deadline is met by
+killing it, and its whole rusage is the explanation's cost, worker start included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import multiprocessing
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.datasets import layout
+from service.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ParadigmError,
+    ResourceExhausted,
+    Unavailable,
+)
+from service.registry.manifest import Manifest
+from service.training.spec import ExplainSpec, feature_names
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from service.cost.ledger import Charge, CostLedger
+    from service.datasets.store import DatasetStore
+    from service.registry.store import ModelRegistry
+    from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPEATS = 5
+DEFAULT_ROWS = 2000
+MAX_REPEATS = 100
+MAX_ROWS = 100_000
+#: Rows per ONNX Runtime call: a CNN's activations for 100 000 rows at once would need
+#: gigabytes (64 channels per pixel), and the deadline is checked between calls.
+CHUNK_ROWS = 1024
+#: The score each task is explained by, and the output it is computed from.
+SCORING = {"classification": ("accuracy", "label"), "regression": ("r2", "prediction")}
+_ERRORS: dict[str, type[ParadigmError]] = {
+    cls.status.name: cls
+    for cls in (InvalidArgument, NotFound, FailedPrecondition, DeadlineExceeded, Unavailable)
+}
+
+
+@dataclass
+class FeatureScore:
+    """One input feature: the score's mean drop when shuffled, and the model's own weight."""
+
+    feature: str
+    importance_mean: float
+    importance_std: float
+    native: float | None = None
+
+
+@dataclass
+class Explanation:
+    """What Explain answers; features are sorted most important first."""
+
+    manifest: Manifest
+    dataset: str
+    rows: int
+    metric: str
+    baseline_score: float
+    features: list[FeatureScore]
+    native_kind: str
+    seconds: float
+    charge: Charge
+
+
+# --------------------------------------------------------------------------- serving side
+
+
+class Explainer:
+    """Runs explanations in spawned workers, one at a time, within the caller's deadline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        datasets: DatasetStore,
+        ledger: CostLedger,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._datasets = datasets
+        self._ledger = ledger
+        self._context = multiprocessing.get_context("spawn")
+        # One worker at a time: permutation importance is CPU-bound, and the cores are
+        # shared with serving and training.
+        self._slot = asyncio.Semaphore(1)
+        self._waiting = 0
+        self._running: set[BaseProcess] = set()
+        self._stopped = False
+
+    async def explain(
+        self,
+        *,
+        name: str,
+        version: str = "",
+        dataset: str = "",
+        n_repeats: int = 0,
+        max_rows: int = 0,
+        seed: int = 0,
+        timeout: float | None = None,
+    ) -> Explanation:
+        """Explains a model version; `timeout` is what is left of the caller's deadline."""
+        started = time.perf_counter()
+        n_repeats, max_rows = _check_limits(n_repeats, max_rows, seed)
+        manifest = self._registry.get(name, version)
+        task, output = _scoring(manifest)
+        dataset_name = dataset or manifest.dataset
+        if not dataset_name:
+            raise InvalidArgument(
+                f"model {manifest.name!r} version {manifest.version} was imported, so it has "
+                "no training dataset: name a dataset to explain it on"
+            )
+        dataset_dir = self._datasets.path(dataset_name)
+        info = layout.read_info(dataset_dir)
+        n_features = _feature_count(manifest)
+        if n_features > 0 and info.n_features != n_features:
+            raise InvalidArgument(
+                f"dataset {dataset_name!r} has {info.n_features} features, but model "
+                f"{manifest.name!r} takes {n_features}"
+            )
+        # The training job's test rows only if this is the very data it was split from.
+        same_split = (
+            dataset_name == manifest.dataset
+            and info.fingerprint == manifest.dataset_fingerprint
+            and manifest.test_fraction > 0
+        )
+        budget = self._settings.max_job_seconds if timeout is None else timeout
+        budget = min(budget, self._settings.max_job_seconds)
+        spec = ExplainSpec(
+            model_path=str(self._registry.model_path(manifest)),
+            task=task,
+            input=manifest.inputs[0].name,
+            output=output,
+            dataset_dir=str(dataset_dir),
+            same_split=same_split,
+            split_seed=manifest.split_seed,
+            test_fraction=manifest.test_fraction,
+            n_repeats=n_repeats,
+            max_rows=max_rows,
+            seed=seed,
+            deadline=time.time() + budget,
+            blas_threads=self._settings.worker_blas_threads,
+        )
+        result, cpu_seconds = await self._run_in_worker(spec, started + budget)
+        names = manifest.feature_names or feature_names(info.feature_names, info.n_features)
+        native = manifest.native_importances
+        features = [
+            FeatureScore(
+                feature=names[i] if i < len(names) else f"x{i}",
+                importance_mean=float(mean),
+                importance_std=float(std),
+                native=float(native[i]) if i < len(native) else None,
+            )
+            for i, (mean, std) in enumerate(zip(result["mean"], result["std"], strict=True))
+        ]
+        # Stable: equal importances keep the input order.
+        features.sort(key=lambda f: -f.importance_mean)
+        charges = self._ledger.price_training(cpu_seconds)
+        self._ledger.record_training(
+            charges, paradigm=manifest.paradigm, model=manifest.name, version=manifest.version,
+            algorithm=manifest.algorithm, phase="explain",
+        )  # fmt: skip
+        return Explanation(
+            manifest=manifest,
+            dataset=dataset_name,
+            rows=int(result["rows"]),
+            metric=str(result["metric"]),
+            baseline_score=float(result["baseline"]),
+            features=features,
+            native_kind=manifest.native_kind if native else "",
+            seconds=time.perf_counter() - started,
+            charge=charges["cpu"],
+        )
+
+    async def stop(self) -> None:
+        """Ends running workers; their callers get UNAVAILABLE."""
+        self._stopped = True
+        for process in list(self._running):
+            if process.pid is not None and process.exitcode is None:
+                process.kill()
+
+    async def _run_in_worker(
+        self, spec: ExplainSpec, deadline: float
+    ) -> tuple[dict[str, Any], float]:
+        if self._stopped:
+            raise Unavailable("the server is shutting down")
+        limit = self._settings.max_queued_explains
+        if self._slot.locked() and self._waiting >= limit:
+            raise ResourceExhausted(
+                f"{self._waiting} explanations are already waiting for the explain worker "
+                f"(at most {limit}); try again later"
+            )
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slot.acquire(), max(0.0, deadline - time.perf_counter()))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "the deadline passed while waiting for the explain worker"
+            ) from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await self._spawn(spec, deadline)
+        finally:
+            self._slot.release()
+
+    async def _spawn(self, spec: ExplainSpec, deadline: float) -> tuple[dict[str, Any], float]:
+        from service.training import worker  # stdlib only at import
+
+        loop = asyncio.get_running_loop()
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=worker.run_explain, args=(spec, sender), name="paradigm-explain", daemon=True
+        )
+        self._running.add(process)
+        exitcode = None
+        try:
+            try:
+                process.start()
+            finally:
+                sender.close()  # our copy: the pipe reports EOF once the child's closes
+            remaining = max(0.0, deadline - time.perf_counter())
+            try:
+                final = await asyncio.wait_for(_last_message(receiver), remaining)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the explanation did not finish within the deadline ({spec.n_repeats} "
+                    "repeats per feature; ask for fewer repeats or rows)"
+                ) from None
+        finally:
+            receiver.close()
+            self._running.discard(process)
+            if process.pid is not None:  # it started
+                if process.exitcode is None:
+                    process.kill()  # nothing to clean up: it writes nothing
+                await loop.run_in_executor(None, process.join)
+                exitcode = process.exitcode
+                process.close()
+        if self._stopped and (final is None or final.get("type") != "done"):
+            raise Unavailable("the server shut down while the explanation ran")
+        if final is None:
+            raise Unavailable(f"the explain worker exited with code {exitcode} before answering")
+        cpu_seconds = float((final.get("usage") or {}).get("cpu_seconds", 0.0))
+        if final.get("type") != "done":
+            message = str(final.get("message") or "the explain worker failed")
+            error = _ERRORS.get(str(final.get("status") or ""))
+            if error is None:  # a bug: INTERNAL with a request id, the trace in the log
+                raise RuntimeError(f"explain worker failed: {message}")
+            raise error(message)
+        return final["result"], cpu_seconds
+
+
+async def _last_message(receiver: Connection) -> dict[str, Any] | None:
+    """The worker's last JSON message, read from the event loop until its pipe closes."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    final: dict[str, Any] | None = None
+
+    def readable() -> None:
+        nonlocal final
+        try:
+            while receiver.poll():
+                message = json.loads(receiver.recv_bytes())
+                final = message if isinstance(message, dict) else final
+        except (EOFError, OSError, ValueError):
+            loop.remove_reader(fd)  # the pipe stays readable at EOF: stop being called
+            if not closed.done():
+                closed.set_result(None)
+
+    fd = receiver.fileno()
+    loop.add_reader(fd, readable)
+    try:
+        await closed
+    finally:
+        # Always, not only while `closed` is pending: cancelling this task cancels `closed`
+        # too. A reader left registered on a descriptor that is then closed makes the next
+        # pipe given that number silent: add_reader finds it registered and never re-adds
+        # it to epoll (measured: the next explanation hung until its deadline).
+        loop.remove_reader(fd)
+    return final
+
+
+def _check_limits(n_repeats: int, max_rows: int, seed: int) -> tuple[int, int]:
+    if not 0 <= n_repeats <= MAX_REPEATS:
+        raise InvalidArgument(
+            f"n_repeats {n_repeats} must be between 1 and {MAX_REPEATS} (0 means {DEFAULT_REPEATS})"
+        )
+    if not 0 <= max_rows <= MAX_ROWS:
+        raise InvalidArgument(
+            f"max_rows {max_rows} must be between 1 and {MAX_ROWS} (0 means {DEFAULT_ROWS})"
+        )
+    # numpy and scikit-learn take seeds of 32 bits.
+    if not 0 <= seed < 2**32:
+        raise InvalidArgument(f"seed {seed} must be between 0 and {2**32 - 1}")
+    return n_repeats or DEFAULT_REPEATS, max_rows or DEFAULT_ROWS
+
+
+def _scoring(manifest: Manifest) -> tuple[str, str]:
+    """The task and the output a model is scored on; FailedPrecondition if it has none."""
+    what = f"model {manifest.name!r} version {manifest.version}"
+    if manifest.task == "anomaly_detection":
+        raise FailedPrecondition(
+            f"{what} is an anomaly detector: it has no labels or targets to score against, "
+            "so there is no score for permutation importance to drop; explain a classifier "
+            "or a regressor"
+        )
+    if manifest.task not in SCORING:
+        raise FailedPrecondition(
+            f"{what} has no known task (imported without one), so there is no score to "
+            "explain it by; import it with a task of classification or regression"
+        )
+    output = SCORING[manifest.task][1]
+    outputs = [o.name for o in manifest.outputs]
+    if output not in outputs:
+        raise FailedPrecondition(
+            f"{what} is a {manifest.task} model without a {output!r} output (it has "
+            f"{outputs}); explain scores that output"
+        )
+    if len(manifest.inputs) != 1 or manifest.inputs[0].datatype != "FP32":
+        raise FailedPrecondition(
+            f"{what} does not take one FP32 input of feature rows; explain permutes the "
+            "columns of such an input"
+        )
+    return manifest.task, output
+
+
+def _feature_count(manifest: Manifest) -> int:
+    shape = manifest.inputs[0].shape
+    return int(shape[-1]) if len(shape) == 2 else -1
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def compute(spec: ExplainSpec) -> dict[str, Any]:
+    """Permutation importance of every input feature; runs in a worker process."""
+    import onnxruntime as ort
+    from sklearn.base import BaseEstimator
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import get_scorer
+
+    from service.training import pipeline
+
+    dataset_dir = Path(spec.dataset_dir)
+    X, y = layout.load_arrays(dataset_dir)
+    if not np.all(np.isfinite(X)):
+        raise InvalidArgument("the dataset's features hold NaN or infinite values")
+    y = pipeline.targets(y, spec.task)
+    if spec.same_split:
+        _, X, _, y = pipeline.split(X, y, spec.task, spec.test_fraction, spec.split_seed)
+    if len(X) > spec.max_rows:
+        chosen = np.random.default_rng(spec.seed).choice(len(X), spec.max_rows, replace=False)
+        chosen.sort()
+        X, y = X[chosen], y[chosen]
+    if len(X) < 2:
+        raise InvalidArgument(f"{len(X)} rows to score: an explanation needs at least 2")
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec.blas_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        spec.model_path, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+    # Defined here because scikit-learn is imported here: permutation_importance wants an
+    # estimator it can tag (a BaseEstimator) with fit and predict, and nothing more.
+    class OnnxEstimator(BaseEstimator):  # type: ignore[misc]
+        """The served model as scikit-learn sees it: fit does nothing, predict runs ORT."""
+
+        def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> OnnxEstimator:
+            return self
+
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            X = np.ascontiguousarray(X, dtype=np.float32)
+            parts = []
+            for start in range(0, len(X), CHUNK_ROWS):
+                # permutation_importance has no callback; predict runs once per feature and
+                # repeat, so this is where a worker past its deadline stops.
+                if time.time() > spec.deadline:
+                    raise DeadlineExceeded("the explanation did not finish within the deadline")
+                (out,) = session.run([spec.output], {spec.input: X[start : start + CHUNK_ROWS]})
+                parts.append(np.asarray(out).reshape(len(out), -1)[:, 0])
+            return np.concatenate(parts)
+
+    metric = SCORING[spec.task][0]
+    estimator = OnnxEstimator()
+    baseline = float(get_scorer(metric)(estimator, X, y))
+    result = permutation_importance(
+        estimator, X, y, scoring=metric, n_repeats=spec.n_repeats, random_state=spec.seed
+    )
+    return {
+        "rows": len(X),
+        "metric": metric,
+        "baseline": baseline,
+        "mean": [_finite(v) for v in result.importances_mean],
+        "std": [_finite(v) for v in result.importances_std],
+    }
+
+
+def _finite(value: float) -> float:
+    # r2 of a constant target is NaN; JSON and the proto's reader both want a number.
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
