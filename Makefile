@@ -6,9 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8001
 METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
+COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-peers soak test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +40,9 @@ bench-peers: install ## The same benchmark with Seldon MLServer and perf_analyze
 
 soak: install ## 60 s of 64 clients, training and imports against one server; no errors, no leaks
 	$(PY) -m clients.soak --duration 60 --json docs/benchmarks/soak.json
+
+compare: install ## Measure the guide's deep-vs-classical claims: report.md, verdicts, plots in COMPARE_OUT (~6 min)
+	$(PY) -m clients.compare --out $(COMPARE_OUT)
 
 test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 	$(PY) -m pytest -q

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--task", choices=TASKS)
     train.add_argument("--test-fraction", type=float, default=0.0)
+    train.add_argument(
+        "--train-size", type=int, default=0, help="fit on at most this many rows (0: all)"
+    )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
@@ -233,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     costs.add_argument("--model", default="", help="only this model's versions")
 
+    explain = commands.add_parser(
+        "explain", help="which features a model relies on (permutation importance)"
+    )
+    explain.add_argument("model")
+    explain.add_argument("--version", default="")
+    explain.add_argument("--dataset", default="", help="default: its training dataset")
+    explain.add_argument("--repeats", type=int, default=0, help="shuffles per feature (5)")
+    explain.add_argument("--rows", type=int, default=0, help="most rows scored (2000)")
+    explain.add_argument("--seed", type=int, default=0)
+    explain.add_argument("--top", type=int, default=0, help="print only the N most important")
+
     export = commands.add_parser("export", help="download a model's ONNX file")
     export.add_argument("name")
     export.add_argument("file", type=Path)
@@ -244,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark serving against its limits (JSON, table, plots)", add_help=False
     )
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    # Likewise for "compare" (clients/compare): it starts a server unless given --target.
+    compare = commands.add_parser(
+        "compare",
+        help="measure the guide's deep-vs-classical claims: report, verdicts, plots",
+        add_help=False,
+    )
+    compare.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -341,6 +362,7 @@ def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
         device=args.device,
         seed=args.seed,
         test_fraction=args.test_fraction,
+        train_size=args.train_size,
     )
     print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
     if args.no_wait:
@@ -570,6 +592,38 @@ def cmd_import(client: ParadigmClient, args: argparse.Namespace) -> None:
     _print_job_result(client.wait_for_job(job.id))
 
 
+def cmd_explain(client: ParadigmClient, args: argparse.Namespace) -> None:
+    e = client.explain(
+        args.model,
+        version=args.version,
+        dataset=args.dataset,
+        n_repeats=args.repeats,
+        max_rows=args.rows,
+        seed=args.seed,
+    )
+    native = e.native_kind or "none"
+    print(
+        f"# {e.model.name} version {e.model.version} on {e.dataset} ({e.rows} rows): "
+        f"baseline {e.metric} {e.baseline_score:.4f}; native importances: {native}"
+    )
+    features = e.features[: args.top] if args.top > 0 else e.features
+    rows = [
+        (
+            rank,
+            f.feature,
+            f"{f.importance_mean:.4f}",
+            f"{f.importance_std:.4f}",
+            f"{f.native:.4g}" if f.HasField("native") else None,
+        )
+        for rank, f in enumerate(features, start=1)
+    ]
+    print(format_table(("rank", "feature", "importance", "std", "native"), rows))
+    print(
+        f"importance: mean drop of {e.metric} when the feature is shuffled. "
+        f"{e.seconds:.2f} s, {e.cost.device_seconds:.2f} CPU-s, ${e.cost.dollars:.6f}"
+    )
+
+
 def cmd_export(client: ParadigmClient, args: argparse.Namespace) -> None:
     model = client.export_model(args.name, args.file, version=args.version)
     print(f"wrote {model.name} version {model.version} ({model.onnx_bytes} bytes) to {args.file}")
@@ -585,11 +639,24 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "import": cmd_import,
     "export": cmd_export,
     "costs": cmd_costs,
+    "explain": cmd_explain,
 }
 
 
 def _read_optional(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
+
+
+def _compare(argv: list[str]) -> int:
+    """Hands everything after "compare" to clients.compare, which has its own flags and
+    starts its own server unless given --target (here, before "compare", or after it)."""
+    from clients.compare import driver  # matplotlib and the driver only when asked for
+
+    at = argv.index("compare")
+    head = build_parser().parse_args([*argv[:at], "compare"])
+    given = any(a.startswith("--target") for a in argv[:at])
+    forwarded = ["--target", head.target] if given else []
+    return driver.main([*forwarded, *argv[at + 1 :]], prog="paradigm compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,6 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clients.bench import run  # matplotlib and the driver only when asked for
 
         return run.main(argv[1:])
+    if "compare" in argv and not any(
+        a in COMMANDS or a == "bench" for a in argv[: argv.index("compare")]
+    ):
+        return _compare(argv)
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         from clients.bench import run
