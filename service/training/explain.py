@@ -15,13 +15,11 @@ killing it, and its whole rusage is the explanation's cost, worker start include
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import multiprocessing
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,7 +246,9 @@ class Explainer:
                 sender.close()  # our copy: the pipe reports EOF once the child's closes
             remaining = max(0.0, deadline - time.perf_counter())
             try:
-                final = await asyncio.wait_for(_last_message(receiver), remaining)
+                final = await asyncio.wait_for(
+                    worker.receive(receiver, who="the explain worker"), remaining
+                )
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"the explanation did not finish within the deadline ({spec.n_repeats} "
@@ -275,36 +275,6 @@ class Explainer:
                 raise RuntimeError(f"explain worker failed: {message}")
             raise error(message)
         return final["result"], cpu_seconds
-
-
-async def _last_message(receiver: Connection) -> dict[str, Any] | None:
-    """The worker's last JSON message, read from the event loop until its pipe closes."""
-    loop = asyncio.get_running_loop()
-    closed: asyncio.Future[None] = loop.create_future()
-    final: dict[str, Any] | None = None
-
-    def readable() -> None:
-        nonlocal final
-        try:
-            while receiver.poll():
-                message = json.loads(receiver.recv_bytes())
-                final = message if isinstance(message, dict) else final
-        except (EOFError, OSError, ValueError):
-            loop.remove_reader(fd)  # the pipe stays readable at EOF: stop being called
-            if not closed.done():
-                closed.set_result(None)
-
-    fd = receiver.fileno()
-    loop.add_reader(fd, readable)
-    try:
-        await closed
-    finally:
-        # Always, not only while `closed` is pending: cancelling this task cancels `closed`
-        # too. A reader left registered on a descriptor that is then closed makes the next
-        # pipe given that number silent: add_reader finds it registered and never re-adds
-        # it to epoll (measured: the next explanation hung until its deadline).
-        loop.remove_reader(fd)
-    return final
 
 
 def _check_limits(n_repeats: int, max_rows: int, seed: int) -> tuple[int, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import shutil
@@ -23,7 +22,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -345,7 +343,9 @@ class JobManager:
         try:
             process.start()
             sender.close()  # our copy: the pipe reports EOF once the child's copy closes
-            final = await self._pump(job, receiver)
+            final = await worker.receive(
+                receiver, lambda message: self._worker_event(job, message), who=f"job {job.id}"
+            )
             await asyncio.get_running_loop().run_in_executor(None, process.join)
         finally:
             timer.cancel()
@@ -400,38 +400,6 @@ class JobManager:
         self._metrics.training_duration.labels(
             job.paradigm or "unknown", job.algorithm, device
         ).observe(elapsed)
-
-    async def _pump(self, job: Job, receiver: Connection) -> dict[str, Any] | None:
-        """Records the worker's events until its pipe closes; returns its last word."""
-        loop = asyncio.get_running_loop()
-        closed: asyncio.Future[None] = loop.create_future()
-        final: dict[str, Any] | None = None
-
-        def readable() -> None:
-            nonlocal final
-            try:
-                while receiver.poll():
-                    message = _decode(receiver.recv_bytes())
-                    if message is None:
-                        log.warning("job %s: ignored a malformed message from its worker", job.id)
-                    elif message.get("type") == "event":
-                        self._worker_event(job, message)
-                    else:
-                        final = message
-            except (EOFError, OSError):
-                loop.remove_reader(receiver.fileno())
-                if not closed.done():
-                    closed.set_result(None)
-
-        fd = receiver.fileno()
-        loop.add_reader(fd, readable)
-        try:
-            await closed
-        finally:
-            # Always: a cancelled wait cancels `closed` too, and a reader left on a closed
-            # descriptor silences the next pipe that reuses its number (explain.py).
-            loop.remove_reader(fd)
-        return final
 
     def _worker_event(self, job: Job, message: dict[str, Any]) -> None:
         if job.cancel_requested:
@@ -638,15 +606,6 @@ def _check_train_size(train_size: int, task: str, n_classes: int) -> None:
 
 def _new_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def _decode(data: bytes) -> dict[str, Any] | None:
-    """A worker's message: a JSON object, or None for anything else."""
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
 
 
 def _with_out_dir(spec: TrainingSpec | ImportSpec, out_dir: Path) -> TrainingSpec | ImportSpec:

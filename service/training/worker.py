@@ -13,6 +13,7 @@ writing into a staging directory that the next server clears.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import logging
@@ -22,6 +23,7 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
@@ -149,3 +151,57 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ValueError | TypeError | KeyError | RuntimeError):
         return text
     return f"{type(exc).__name__}: {text}"
+
+
+# -- the parent's side of the pipe ----------------------------------------------------------
+
+
+async def receive(
+    receiver: Connection,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    who: str = "a worker",
+) -> dict[str, Any] | None:
+    """Reads a worker's messages from the event loop (add_reader: no thread per worker)
+    until its pipe closes: events go to on_event, the last other message is returned."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    final: dict[str, Any] | None = None
+    fd = receiver.fileno()
+
+    def readable() -> None:
+        nonlocal final
+        try:
+            while receiver.poll():
+                message = _decode(receiver.recv_bytes())
+                if message is None:
+                    logging.getLogger(__name__).warning("ignored a malformed message from %s", who)
+                elif message.get("type") == "event":
+                    if on_event is not None:
+                        on_event(message)
+                else:
+                    final = message
+        except (EOFError, OSError):
+            loop.remove_reader(fd)  # the pipe stays readable at EOF: stop being called
+            if not closed.done():
+                closed.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await closed
+    finally:
+        # Always, not only while `closed` is pending: cancelling the caller cancels `closed`
+        # too. A reader left registered on a descriptor that is then closed makes the next
+        # pipe given that number silent: add_reader finds it registered and never re-adds
+        # it to epoll (measured: the next explanation hung until its deadline).
+        loop.remove_reader(fd)
+    return final
+
+
+def _decode(data: bytes) -> dict[str, Any] | None:
+    """A worker's message: a JSON object, or None for anything else."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
