@@ -157,10 +157,13 @@ def _count(name: str, shape: tuple[int, ...]) -> int:
         )
     if shape and min(shape) < 0:
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} has a negative dim")
-    span = math.prod(dim or 1 for dim in shape) * 8  # 8: the widest element (or pointer)
+    count = math.prod(shape)
+    # 8: the widest element (or pointer). Only an empty shape needs its other dims
+    # multiplied again (the generator stays off the usual path).
+    span = (count or math.prod(dim or 1 for dim in shape)) * 8
     if span > _MAX_SPAN_BYTES:
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} is too large")
-    return math.prod(shape)
+    return count
 
 
 def _from_raw(
