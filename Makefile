@@ -19,7 +19,7 @@ install: $(VENV)/.installed ## Create .venv and install everything (idempotent)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,test,dev,bench]"
+	$(PY) -m pip install -q -e ".[train,postgres,s3,test,dev,bench]"
 	touch $@
 
 proto: install ## Regenerate service/gen from protos/
@@ -48,10 +48,25 @@ test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 	$(PY) -m pytest -q
 
 .PHONY: tools rules-test
-# Debian's (or Ubuntu's) prometheus package brings promtool, which tests/test_prometheus.py
-# needs; apt-get needs root.
-tools: ## Install prometheus and promtool (apt) if promtool is missing
-	command -v promtool >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends prometheus)
+CHECKOV_VENV := .venv-checkov
+# Debian's packages: prometheus brings promtool (tests/test_prometheus.py); postgresql the
+# server that tests/postgres.py starts on loopback for the shared-registry tests. apt-get
+# needs root. checkov (tests/test_deploy.py) gets a venv of its own: its many pins must not
+# move the service's. kubectl (its built-in kustomize renders deploy/k8s) is not in Debian:
+# install it from your Kubernetes distribution where missing; those tests skip without it.
+tools: $(CHECKOV_VENV)/.installed ## Install promtool, PostgreSQL (apt) and checkov where missing
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
+	touch $@
 
 rules-test: tools ## Check the Prometheus config and rules, and run their unit tests
 	promtool check config deploy/prometheus/prometheus.yml
@@ -64,4 +79,4 @@ lint: install ## ruff + mypy
 	$(VENV)/bin/mypy
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache

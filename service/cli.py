@@ -52,6 +52,16 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
         type=Path,
         help="require client certificates from this CA (PARADIGM_TLS_CLIENT_CA_FILE)",
     )
+    parser.add_argument(
+        "--registry-url",
+        help="model metadata: empty = SQLite in the data dir, or postgresql://... "
+        "(PARADIGM_REGISTRY_URL)",
+    )
+    parser.add_argument(
+        "--artifacts-url",
+        help="model files: empty = <data-dir>/models, a directory, or s3://bucket/prefix "
+        "(PARADIGM_ARTIFACTS_URL)",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (PARADIGM_LOG_LEVEL)")
     given = vars(parser.parse_args(argv))
     return {key: value for key, value in given.items() if value is not None}

@@ -98,6 +98,34 @@ class Settings(BaseSettings):
         None, description="CA (PEM) that client certificates must chain to: mutual TLS"
     )
 
+    # The model registry (docs/deploy.md). Defaults: SQLite and a directory in data_dir.
+    # Replicas share one registry by pointing registry_url at PostgreSQL and artifacts_url
+    # at a shared directory or an S3-compatible bucket; each polls for new versions.
+    registry_url: str = Field(
+        "",
+        description="model metadata store: empty for SQLite in data_dir, or "
+        "postgresql://user:password@host:port/database",
+    )
+    artifacts_url: str = Field(
+        "",
+        description="model files: empty for data_dir/models, a directory path, "
+        "or s3://bucket/prefix",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, Ceph, ...); empty for AWS"
+    )
+    registry_poll_seconds: float = Field(
+        2.0, gt=0, description="how often a replica looks for versions published elsewhere"
+    )
+
+    # Distributed deep training (torch.distributed through torchrun).
+    max_world_size: int = Field(
+        4, ge=1, description="most DDP processes one training job may ask for"
+    )
+    distributed_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="DDP backend; auto is NCCL on CUDA and gloo on CPU"
+    )
+
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
 

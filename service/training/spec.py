@@ -50,6 +50,8 @@ class TrainingSpec:
     #: Most training rows, drawn from the training split after the test rows are held out
     #: (stratified for classification); 0 means all of them.
     train_size: int = 0
+    #: Deep models: DDP processes launched by torchrun (service/training/distributed.py).
+    world_size: int = 1
     blas_threads: int = 1
     parity_tolerance: float = 1e-3
 
