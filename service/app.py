@@ -9,6 +9,7 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
 from service.metrics import GpuCollector, Metrics
-from service.registry.store import ModelRegistry
+from service.registry.store import ModelRegistry, open_registry
 from service.serving.dataplane import DataPlane
 from service.serving.loaded import LoadedModels
 from service.settings import Settings
@@ -92,6 +93,7 @@ class App:
         self._jobs: JobManager | None = None
         self._explainer: Explainer | None = None
         self._preload: asyncio.Task[None] | None = None
+        self._poll: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -117,7 +119,7 @@ class App:
         datasets_dir = data_dir / "datasets"
         await _materialize_builtin(datasets_dir)
 
-        registry = self._registry = ModelRegistry(data_dir)
+        registry = self._registry = open_registry(settings, data_dir)
         datasets = DatasetStore(datasets_dir, settings.max_upload_bytes)
         self._executor = ThreadPoolExecutor(
             settings.resolved_inference_threads(), thread_name_prefix="inference"
@@ -217,6 +219,10 @@ class App:
         self._ready = True
         # Latest versions load in the background: readiness does not wait for every model.
         self._preload = asyncio.create_task(models.preload(registry.manifests(latest_only=True)))
+        if registry.shared:
+            self._poll = asyncio.create_task(
+                _poll_registry(registry, settings.registry_poll_seconds, self.metrics)
+            )
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         log.info(
@@ -244,6 +250,10 @@ class App:
         await self._health.enter_graceful_shutdown()
         if self._preload is not None:
             self._preload.cancel()
+        if self._poll is not None:
+            self._poll.cancel()
+            # Waited for, so no poll is mid-query when the metadata store closes below.
+            await asyncio.gather(self._poll, return_exceptions=True)
         if self._jobs is not None:
             await self._jobs.stop()
         if self._explainer is not None:
@@ -277,9 +287,49 @@ async def _materialize_builtin(datasets_dir: Path) -> None:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         from service.datasets import builtin  # stdlib-only at import; sklearn inside
 
-        await asyncio.get_running_loop().run_in_executor(
-            pool, builtin.materialize_builtin, datasets_dir
-        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                pool, builtin.materialize_builtin, datasets_dir
+            )
+        except ImportError as exc:
+            # A serve-only install (deploy/docker's `serve` target) has no scikit-learn:
+            # it serves what the registry holds and leaves datasets to the trainer.
+            log.warning("built-in datasets not written (%s): this install cannot train", exc)
+
+
+#: At most one warning a minute while the shared registry cannot be polled.
+POLL_WARNING_SECONDS = 60.0
+
+
+async def _poll_registry(registry: ModelRegistry, period: float, metrics: Metrics) -> None:
+    """Picks up versions other replicas published or deleted, every `period` seconds.
+
+    The query runs in a thread (the metadata store is a blocking client); listeners are
+    told on the loop, where LoadedModels schedules its loads. A failed poll is logged and
+    retried: a database restart must not take the serving of loaded models down with it.
+    """
+    warned_at = -POLL_WARNING_SECONDS
+    failing = False
+    while True:
+        await asyncio.sleep(period)
+        try:
+            changes = await asyncio.to_thread(registry.refresh)
+        except Exception as exc:
+            metrics.registry_polls.labels("failed").inc()
+            now = time.monotonic()
+            if now - warned_at >= POLL_WARNING_SECONDS:
+                log.warning("cannot poll the model registry (retrying every %.1f s): %s",
+                            period, exc)  # fmt: skip
+                warned_at = now
+            failing = True
+            continue
+        metrics.registry_polls.labels("ok").inc()
+        if failing:
+            log.info("polling the model registry again")
+            failing = False
+        for change in changes:
+            metrics.registry_changes.labels(change.event).inc(len(change.versions))
+        registry.announce(changes)
 
 
 def _write_atomically(path: Path, text: str) -> None:

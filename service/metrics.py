@@ -153,6 +153,21 @@ class Metrics:
             registry=registry,
         )
 
+        # -- shared registry (replicas) --------------------------------------------------
+        self.registry_polls = Counter(
+            "paradigm_registry_polls_total",
+            "Polls of a shared model registry for versions published or deleted by other "
+            "replicas, by outcome (ok, failed); only servers on a shared registry poll.",
+            ("outcome",),
+            registry=registry,
+        )
+        self.registry_changes = Counter(
+            "paradigm_registry_changes_total",
+            "Versions published or deleted by other replicas, as found by polling.",
+            ("event",),
+            registry=registry,
+        )
+
         # -- hardware cost ---------------------------------------------------------------
         self.device_seconds = Counter(
             "paradigm_device_seconds_total",

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from clients.client import ParadigmClient
+from tests.postgres import NOT_INSTALLED, PostgresCluster, bin_dir
 from tests.server import RunningServer
 
 
@@ -68,3 +69,21 @@ def iris_model(client: ParadigmClient) -> str:
     job = client.start_training("iris", "logistic_regression", model_name="iris-lr", seed=0)
     client.wait_for_job(job.id)
     return "iris-lr"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster (tests/postgres.py) for the whole session."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
+    binaries = bin_dir()
+    if binaries is None:
+        pytest.skip(NOT_INSTALLED)
+    cluster = PostgresCluster(binaries).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of a fresh database in the session's PostgreSQL cluster."""
+    return postgres.create_database()

@@ -1,66 +1,65 @@
-"""The model registry: <root>/<name>/<version>/{model.onnx, manifest.json} + a SQLite index.
+"""The model registry: versions of named models, their metadata and their files.
 
-Publishing renames a complete staging directory into place, so a crash never leaves a
-half-written version visible; the index is reconciled with the directories on open, so a
-crash between the rename and the index insert loses nothing either. tests/test_faults.py
-kills a real server at both points (PARADIGM_FAULT_INJECT, below) and checks that.
+A ModelRegistry composes one MetadataStore (service/registry/metadata.py: SQLite in the data
+directory, or PostgreSQL shared by replicas) and one ArtifactStore (service/registry/
+artifacts.py: <data_dir>/models, a shared directory, or an S3 bucket). `open_registry`
+picks them from the settings.
+
+The default (SQLite + <data_dir>/models) belongs to one server: publishing renames a
+complete staging directory into place, so a crash never leaves a half-written version
+visible, and the index is reconciled with the directories on open, so a crash between the
+rename and the index insert loses nothing either. tests/test_faults.py kills a real server
+at both points (PARADIGM_FAULT_INJECT, service/registry/artifacts.py) and checks that.
+
+A shared metadata store is written by several servers, so nothing is reconciled
+destructively (a version without a row may be another server's publish in progress). A
+publish there reserves its number first (atomic in the database), writes the files, then
+inserts the row: the row is the commit point, so a crash leaves at most files nobody
+refers to, never a row without files. Each server learns of versions published or deleted
+elsewhere by polling `refresh` (service/app.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
 import shutil
-import signal
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import (
     InvalidArgument,
     NotFound,
+    ParadigmError,
     storage_error,
 )
+from service.registry.artifacts import FAULT_VARIABLE as FAULT_VARIABLE
+from service.registry.artifacts import (
+    ArtifactStore,
+    LocalArtifacts,
+    fault_point,
+    open_artifacts,
+    sha256_file,
+)
 from service.registry.manifest import MODEL_FILE, Manifest
+from service.registry.metadata import MetadataStore, SqliteMetadata, open_metadata
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    manifest TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE TABLE IF NOT EXISTS model_names (
-    name TEXT PRIMARY KEY,
-    next_version INTEGER NOT NULL
-);
-"""
 
 # (event, name, versions): event is "published" or "deleted".
 ChangeListener = Callable[[str, str, list[str]], None]
-
-# Test-only: tests/test_faults.py sets PARADIGM_FAULT_INJECT=<point> (for example
-# "publish:after-rename") on a server subprocess, which then SIGKILLs itself at that point,
-# so that a crash lands exactly where the recovery code must cope with it. Nobody sets it
-# in production; reading one variable is nothing beside a publish's fsyncs.
-FAULT_VARIABLE = "PARADIGM_FAULT_INJECT"
-
-
-def fault_point(point: str) -> None:
-    """Test-only crash point: see FAULT_VARIABLE."""
-    if os.environ.get(FAULT_VARIABLE) == point:
-        log.warning("%s=%s: killing this process on purpose", FAULT_VARIABLE, point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 _MAX_VERSION_DIGITS = 18
 
@@ -89,42 +88,86 @@ def validate_model_name(name: str) -> str:
     return name
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Change:
+    """Versions of one name that appeared or went away: what listeners are told."""
+
+    event: str  # "published" or "deleted"
+    name: str
+    versions: list[str]
+
+
+@contextmanager
+def _storage_errors(doing: str) -> Iterator[None]:
+    """A full or read-only disk as the caller's error (service/errors.storage_error)."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        error = storage_error(exc, doing)
+        if error is None:
+            raise
+        raise error from exc
 
 
 class ModelRegistry:
-    """Model versions on disk with a SQLite index; safe to call from several threads."""
+    """Versions in a metadata store, their files in an artifact store; thread-safe.
 
-    def __init__(self, root: Path) -> None:
+    `ModelRegistry(root)` is the default: SQLite and <root>/models, owned by one server.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        metadata: MetadataStore | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
         self.root = root
-        self.models_dir = root / "models"
         self.staging_dir = root / "staging"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # this server's publishes, one at a time
+        # Held while the metadata changes together with _known, and while refresh compares
+        # them: a version published or deleted here is never announced twice.
+        self._known_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
+        opened: list[MetadataStore] = []
         try:
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            self.staging_dir.mkdir(parents=True, exist_ok=True)
-            # SQLite opens an unwritable database read-only without a word, and removing
-            # stale staging ignores errors: without this probe a read-only data directory
-            # would start "fine" and fail at the first publish.
-            _probe_writable(self.staging_dir)
-            self._db = sqlite3.connect(root / "registry.sqlite3", check_same_thread=False)
-            self._db.executescript(_SCHEMA)
-            self._reconcile()
-        except (OSError, sqlite3.Error) as exc:
-            error = storage_error(exc, f"cannot write to {root}")
-            if error is None:
-                raise
-            raise error from exc
+            with _storage_errors(f"cannot write to {root}"):
+                self.staging_dir.mkdir(parents=True, exist_ok=True)
+                # SQLite opens an unwritable database read-only without a word, and removing
+                # stale staging ignores errors: without this probe a read-only data directory
+                # would start "fine" and fail at the first publish.
+                _probe_writable(self.staging_dir)
+                self._artifacts = artifacts or LocalArtifacts(root / "models")
+                if metadata is None:
+                    metadata = SqliteMetadata(root / "registry.sqlite3")
+                    opened.append(metadata)
+                self._metadata = metadata
+                # Staging belongs to this server alone, whatever the stores.
+                _clear_staging(self.staging_dir)
+                if not self.shared and isinstance(self._artifacts, LocalArtifacts):
+                    self._reconcile(self._artifacts)
+                # The marker before the keys: a change in between is seen again next poll.
+                self._marker = self._metadata.generation()
+                self._known = self._metadata.keys()
+                # Versions read straight from a shared store before refresh knew them (a
+                # replica may load a version published and deleted between two polls):
+                # their deletion must be announced all the same, or they stay loaded.
+                self._seen: set[tuple[str, str]] = set()
+        except BaseException:
+            for store in opened:
+                store.close()
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """True when other servers publish into the same metadata store."""
+        return self._metadata.shared
+
+    def describe(self) -> str:
+        return f"metadata in {self._metadata.describe()}, files in {self._artifacts.describe()}"
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._metadata.close()
 
     def on_change(self, listener: ChangeListener) -> None:
         """Calls listener(event, name, versions) after versions are published or deleted."""
@@ -149,20 +192,15 @@ class ModelRegistry:
         *,
         job_id: str = "",
     ) -> Manifest:
-        """Moves a complete staging directory (model.onnx + manifest.json) into place.
+        """Publishes a complete staging directory (model.onnx + manifest.json).
 
         `amend` may complete the manifest once its version is known, before it is written.
         A failed write (disk full, read-only) raises the caller's error and leaves every
         earlier version as it was; the caller removes the staging directory.
         """
         validate_model_name(name)
-        try:
+        with _storage_errors(f"could not publish model {name!r}"):
             return self._publish(name, staging, amend, job_id)
-        except (OSError, sqlite3.Error) as exc:
-            error = storage_error(exc, f"could not publish model {name!r}")
-            if error is None:
-                raise
-            raise error from exc
 
     def _publish(
         self,
@@ -174,10 +212,14 @@ class ModelRegistry:
         manifest = Manifest.read(staging)
         model_file = staging / MODEL_FILE
         with self._lock:
-            row = self._db.execute(
-                "SELECT next_version FROM model_names WHERE name = ?", (name,)
-            ).fetchone()
-            version = int(row[0]) if row else 1
+            # Shared: the number is claimed in the database before any file is written, so
+            # two servers publishing one name never write to the same place. Single-server:
+            # the number is taken by the commit itself, and a crash before it reuses it.
+            version = (
+                self._metadata.reserve_version(name)
+                if self.shared
+                else self._metadata.next_version(name)
+            )
             manifest.name = name
             manifest.version = str(version)
             manifest.job_id = job_id
@@ -187,47 +229,38 @@ class ModelRegistry:
             if amend is not None:
                 amend(manifest)
             manifest.write(staging)
-            target = self.models_dir / name / str(version)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_tree(staging)
-            fault_point("publish:before-rename")
-            os.rename(staging, target)
+            self._artifacts.put(name, str(version), staging)
             try:
-                _fsync_directory(target.parent)
                 fault_point("publish:after-rename")
-                with self._db:
-                    self._db.execute(
-                        "INSERT INTO models (name, version, manifest) VALUES (?, ?, ?)",
-                        (name, version, manifest.to_json()),
-                    )
-                    self._db.execute(
-                        "INSERT INTO model_names (name, next_version) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET next_version = excluded.next_version",
-                        (name, version + 1),
-                    )
+                with self._known_lock:
+                    self._metadata.insert(manifest)  # the commit point
+                    self._known.add((name, str(version)))
             except BaseException:
-                # Not indexed, so not published: move it back for the caller to remove,
-                # or the next publish of this name would collide with it.
-                try:
-                    os.rename(target, staging)
-                except OSError:
-                    log.exception("could not withdraw %s; re-indexed at next start", target)
+                self._withdraw(name, str(version), staging)
                 raise
         log.info("published %s version %s", name, version)
         self._notify("published", name, [str(version)])
         return manifest
 
+    def _withdraw(self, name: str, version: str, staging: Path) -> None:
+        """Not committed, so not published: take the files back."""
+        if self.shared:
+            # The commit may have landed with its reply lost: removing the files could
+            # leave a row without them. Unreferenced files under a reserved number harm
+            # nobody (the number is never handed out again).
+            log.warning("%s version %s: commit failed; its files stay in %s unreferenced",
+                        name, version, self._artifacts.describe())  # fmt: skip
+            return
+        try:
+            # Moved back for the caller to remove, or the next publish of this name would
+            # collide with it.
+            self._artifacts.withdraw(name, version, staging)
+        except (OSError, ParadigmError):
+            log.exception("could not withdraw %s version %s; re-indexed at next start",
+                          name, version)  # fmt: skip
+
     def manifests(self, name: str = "", latest_only: bool = False) -> list[Manifest]:
-        with self._lock:
-            if name:
-                rows = self._db.execute(
-                    "SELECT manifest FROM models WHERE name = ? ORDER BY version", (name,)
-                ).fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT manifest FROM models ORDER BY name, version"
-                ).fetchall()
-        manifests = [Manifest.from_dict(json.loads(row[0])) for row in rows]
+        manifests = self._metadata.manifests(name)
         if latest_only:
             newest: dict[str, Manifest] = {}
             for manifest in manifests:
@@ -236,35 +269,27 @@ class ModelRegistry:
         return manifests
 
     def versions(self, name: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT version FROM models WHERE name = ? ORDER BY version", (name,)
-            ).fetchall()
-        return [str(row[0]) for row in rows]
+        return self._metadata.versions(name)
 
     def get(self, name: str, version: str = "") -> Manifest:
         """The named version, or the latest when version is empty; NotFound otherwise."""
         check_version(name, version)
-        with self._lock:
-            if version:
-                row = self._db.execute(
-                    "SELECT manifest FROM models WHERE name = ? AND version = ?",
-                    (name, int(version)),
-                ).fetchone()
-            else:
-                row = self._db.execute(
-                    "SELECT manifest FROM models WHERE name = ? ORDER BY version DESC LIMIT 1",
-                    (name,),
-                ).fetchone()
-        if row is None:
+        manifest = self._metadata.get(name, version)
+        if manifest is None:
             known = self.versions(name)
             if known:
                 raise NotFound(f"model {name!r} has no version {version!r}; versions: {known}")
             raise NotFound(f"model {name!r} not found")
-        return Manifest.from_dict(json.loads(row[0]))
+        key = (manifest.name, manifest.version)
+        if self.shared and key not in self._known:
+            with self._known_lock:
+                if key not in self._known:
+                    self._seen.add(key)
+        return manifest
 
     def model_path(self, manifest: Manifest) -> Path:
-        return self.models_dir / manifest.name / manifest.version / MODEL_FILE
+        """A local model.onnx of the version. May download it (S3): call it off the loop."""
+        return self._artifacts.local_path(manifest)
 
     def is_latest(self, manifest: Manifest) -> bool:
         versions = self.versions(manifest.name)
@@ -275,92 +300,142 @@ class ModelRegistry:
         removed = [self.get(name, version).version] if version else self.versions(name)
         if not removed:
             raise NotFound(f"model {name!r} not found")
-        with self._lock, self._db:
-            for v in removed:
-                self._db.execute(
-                    "DELETE FROM models WHERE name = ? AND version = ?", (name, int(v))
-                )
+        with self._known_lock:
+            self._metadata.delete(name, removed)
+            self._known.difference_update((name, v) for v in removed)
         for v in removed:
-            # Index row first, files second: a crash in between leaves only an orphan
-            # directory, which _reconcile re-indexes rather than serving a missing file.
-            directory = self.models_dir / name / v
-            trash = self.staging_dir / f"deleted-{uuid.uuid4().hex[:8]}"
-            if directory.exists():
-                os.rename(directory, trash)
-                shutil.rmtree(trash, ignore_errors=True)
+            # Index row first, files second: a crash in between leaves only orphan files
+            # (which _reconcile re-indexes on a single server) rather than a row whose file
+            # is missing.
+            try:
+                self._artifacts.delete(name, v)
+            except ParadigmError as exc:  # deleted all the same: nothing refers to them
+                log.warning("deleted %s version %s, but its files stay: %s", name, v, exc)
         log.info("deleted %s versions %s", name, removed)
         self._notify("deleted", name, removed)
         return removed
+
+    def refresh(self) -> list[Change]:
+        """Versions published or deleted by other servers since the last look.
+
+        Blocking (one tiny query when nothing changed): call it off the event loop, then
+        pass the result to `announce` on the loop. Only one caller at a time.
+        """
+        marker = self._metadata.generation()
+        if marker == self._marker:
+            return []
+        with self._known_lock:
+            current = self._metadata.keys()
+            appeared = current - self._known
+            gone = (self._known | self._seen) - current
+            self._known, self._seen = current, set()
+        self._marker = marker
+        for name, version in gone:
+            self._artifacts.forget(name, version)
+        return [
+            *_group("published", appeared),
+            *_group("deleted", gone),
+        ]
+
+    def announce(self, changes: list[Change]) -> None:
+        """Tells the listeners of changes found by refresh; a failing listener is logged."""
+        for change in changes:
+            log.info("%s elsewhere: %s versions %s", change.event, change.name, change.versions)
+            for listener in self._listeners:
+                try:
+                    listener(change.event, change.name, change.versions)
+                except Exception:
+                    log.exception("registry listener failed on %s", change)
 
     def _notify(self, event: str, name: str, versions: list[str]) -> None:
         for listener in self._listeners:
             listener(event, name, versions)
 
-    def _reconcile(self) -> None:
-        """Makes the index match the directories after a crash; clears stale staging."""
-        for leftover in self.staging_dir.iterdir():
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
-        with self._lock, self._db:
-            indexed = {
-                (name, str(version))
-                for name, version in self._db.execute("SELECT name, version FROM models")
-            }
-            on_disk: set[tuple[str, str]] = set()
-            highest: dict[str, int] = {}
-            for version_dir in self.models_dir.glob("*/*"):
-                name, version = version_dir.parent.name, version_dir.name
-                if not version.isdigit():
+    def _reconcile(self, artifacts: LocalArtifacts) -> None:
+        """Makes the index match the directories after a crash (single-server stores)."""
+        artifacts.sweep()
+        indexed = self._metadata.keys()
+        on_disk: set[tuple[str, str]] = set()
+        highest: dict[str, int] = {}
+        for version_dir in artifacts.models_dir.glob("*/*"):
+            name, version = version_dir.parent.name, version_dir.name
+            if not version.isdigit():
+                continue
+            # Any numbered directory, servable or not, keeps its number from reuse.
+            highest[name] = max(highest.get(name, 0), int(version))
+            if not (version_dir / MODEL_FILE).exists():
+                continue
+            key = (name, version)
+            if key not in indexed:
+                try:
+                    manifest = Manifest.read(version_dir)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    log.error("not serving %s: unreadable manifest (%s)", version_dir, exc)
                     continue
-                # Any numbered directory, servable or not, keeps its number from reuse.
-                highest[name] = max(highest.get(name, 0), int(version))
-                if not (version_dir / MODEL_FILE).exists():
-                    continue
-                key = (name, version)
-                if key not in indexed:
-                    try:
-                        manifest = Manifest.read(version_dir)
-                    except (OSError, ValueError, KeyError, TypeError) as exc:
-                        log.error("not serving %s: unreadable manifest (%s)", version_dir, exc)
-                        continue
-                    self._db.execute(
-                        "INSERT INTO models (name, version, manifest) VALUES (?, ?, ?)",
-                        (name, int(version), manifest.to_json()),
-                    )
-                    log.warning("re-indexed %s version %s found on disk", *key)
-                on_disk.add(key)
-            for name, version in indexed - on_disk:
-                self._db.execute(
-                    "DELETE FROM models WHERE name = ? AND version = ?", (name, int(version))
-                )
-                log.warning("dropped index entry %s version %s: files are gone", name, version)
-            tops = self._db.execute("SELECT name, MAX(version) FROM models GROUP BY name")
-            for name, top in tops.fetchall():
-                highest[name] = max(highest.get(name, 0), int(top))
-            for name, top in highest.items():
-                self._db.execute(
-                    "INSERT INTO model_names (name, next_version) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET next_version = "
-                    "MAX(model_names.next_version, excluded.next_version)",
-                    (name, top + 1),
-                )
+                # The directory's name is the truth: the row is keyed by where the file is.
+                manifest.name, manifest.version = key
+                self._metadata.insert(manifest)
+                log.warning("re-indexed %s version %s found on disk", *key)
+            on_disk.add(key)
+        for name, version in indexed - on_disk:
+            self._metadata.delete(name, [version])
+            log.warning("dropped index entry %s version %s: files are gone", name, version)
+        if isinstance(self._metadata, SqliteMetadata):
+            for name, top in self._metadata.highest_versions().items():
+                highest[name] = max(highest.get(name, 0), top)
+        for name, top in highest.items():
+            self._metadata.raise_next_version(name, top + 1)
 
 
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
+def open_registry(settings: Settings, data_dir: Path) -> ModelRegistry:
+    """The registry the settings describe: registry_url for the metadata, artifacts_url
+    (and s3_endpoint_url) for the files; SQLite and <data_dir>/models when both are empty.
 
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes a rename into directory durable (the entry lives in the directory's data)."""
-    handle = os.open(directory, os.O_RDONLY)
+    Raises a ParadigmError naming the store when one cannot be reached or used, so that a
+    server fails its start with one clear line.
+    """
+    data_dir = Path(data_dir)
+    with _storage_errors(f"cannot write to {data_dir}"):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        artifacts = open_artifacts(
+            settings.artifacts_url,
+            data_dir / "models",
+            settings.s3_endpoint_url,
+            cache_dir=data_dir / "artifact-cache",
+        )
+        metadata = open_metadata(settings.registry_url, data_dir / "registry.sqlite3")
     try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+        registry = ModelRegistry(data_dir, metadata, artifacts)
+    except BaseException:
+        metadata.close()
+        raise
+    if settings.registry_url or settings.artifacts_url:
+        log.info("model registry: %s", registry.describe())
+    if registry.shared and not settings.artifacts_url:
+        log.warning(
+            "registry_url is shared but artifacts_url is empty: model files stay in %s, "
+            "where other replicas cannot load them; set artifacts_url to a shared "
+            "directory or s3://bucket/prefix",
+            data_dir / "models",
+        )
+    return registry
+
+
+def _group(event: str, keys: set[tuple[str, str]]) -> list[Change]:
+    by_name: dict[str, list[str]] = {}
+    for name, version in keys:
+        by_name.setdefault(name, []).append(version)
+    return [
+        Change(event, name, sorted(versions, key=int)) for name, versions in sorted(by_name.items())
+    ]
+
+
+def _clear_staging(staging_dir: Path) -> None:
+    for leftover in staging_dir.iterdir():
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _probe_writable(directory: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from service.errors import NotFound
 from service.metrics import Metrics, ServingSeries
 from service.registry.manifest import Manifest, TensorSpec
 from service.registry.store import ModelRegistry
@@ -111,6 +112,9 @@ class LoadedModels:
         }
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
+        # Versions deleted while their load was in flight: evicted as soon as it lands
+        # (deletions by other replicas arrive at any moment, by polling).
+        self._withdrawn: set[tuple[str, str]] = set()
         self._latest: dict[str, str] = {}
         self._preloading: set[asyncio.Task[None]] = set()
         registry.on_change(self._registry_changed)
@@ -144,6 +148,9 @@ class LoadedModels:
                 raise
             finally:
                 del self._loading[key]
+                if key in self._withdrawn:
+                    self._withdrawn.discard(key)
+                    self._evict(key)
             return loaded
         return await asyncio.shield(pending)
 
@@ -151,17 +158,19 @@ class LoadedModels:
         return list(self._models.values())
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
-        path = self._registry.model_path(manifest)
-        started = time.perf_counter()
-        runtime = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            lambda: OnnxModel(
+        def load() -> tuple[OnnxModel, int]:
+            # In the executor: with artifacts on S3, model_path downloads the file first.
+            path = self._registry.model_path(manifest)
+            runtime = OnnxModel(
                 path,
                 device=self._device,
                 intra_op_threads=self._intra_op_threads,
                 **self._session_options,
-            ),
-        )
+            )
+            return runtime, path.stat().st_size
+
+        started = time.perf_counter()
+        runtime, size = await asyncio.get_running_loop().run_in_executor(self._executor, load)
         elapsed = time.perf_counter() - started
         labels = (
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm, runtime.device,
@@ -170,7 +179,7 @@ class LoadedModels:
         self._metrics.models_loaded.labels(manifest.paradigm, runtime.device).inc()
         self._metrics.model_size.labels(
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
-        ).set(path.stat().st_size)
+        ).set(size)
         log.info(
             "loaded %s version %s on %s in %.3f s", manifest.name, manifest.version,
             runtime.device, elapsed,
@@ -198,17 +207,27 @@ class LoadedModels:
     def _registry_changed(self, event: str, name: str, versions: list[str]) -> None:
         self._latest.pop(name, None)
         if event == "published":
-            manifests = [self._registry.get(name, version) for version in versions]
+            manifests = []
+            for version in versions:
+                try:
+                    manifests.append(self._registry.get(name, version))
+                except NotFound:  # deleted again by another replica before we looked
+                    continue
             task = asyncio.get_running_loop().create_task(self.preload(manifests))
             self._preloading.add(task)
             task.add_done_callback(self._preloading.discard)
             return
         for version in versions:
-            evicted = self._models.pop((name, version), None)
-            if evicted is not None:
-                self._metrics.models_loaded.labels(evicted.paradigm, evicted.device).dec()
-                manifest = evicted.manifest
-                self._metrics.model_size.remove(
-                    manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
-                )
-                evicted.series.remove()
+            if (name, version) in self._loading:
+                self._withdrawn.add((name, version))
+            self._evict((name, version))
+
+    def _evict(self, key: tuple[str, str]) -> None:
+        evicted = self._models.pop(key, None)
+        if evicted is not None:
+            self._metrics.models_loaded.labels(evicted.paradigm, evicted.device).dec()
+            manifest = evicted.manifest
+            self._metrics.model_size.remove(
+                manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
+            )
+            evicted.series.remove()

@@ -151,8 +151,10 @@ class Explainer:
         )
         budget = self._settings.max_job_seconds if timeout is None else timeout
         budget = min(budget, self._settings.max_job_seconds)
+        # Off the loop: with artifacts on S3 this downloads the file first.
+        model_path = await asyncio.to_thread(self._registry.model_path, manifest)
         spec = ExplainSpec(
-            model_path=str(self._registry.model_path(manifest)),
+            model_path=str(model_path),
             task=task,
             input=manifest.inputs[0].name,
             output=output,
