@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--train-size", type=int, default=0, help="fit on at most this many rows (0: all)"
     )
+    train.add_argument(
+        "--world-size",
+        type=int,
+        default=0,
+        help="deep models: train in this many DDP processes (0: one)",
+    )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
@@ -363,6 +369,7 @@ def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
         seed=args.seed,
         test_fraction=args.test_fraction,
         train_size=args.train_size,
+        world_size=args.world_size,
     )
     print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
     if args.no_wait:
@@ -418,6 +425,7 @@ def _show_job(job: pb.Job) -> None:
             ("paradigm", _paradigm(job.paradigm)),
             ("task", _task(job.task)),
             ("device", job.device or None),
+            ("processes", job.world_size if job.world_size > 1 else None),
             ("model", f"{job.model_name} {job.model_version}".strip()),
             ("progress", f"{100 * job.progress:.0f}%"),
             ("hyperparameters", _params_text(job.hyperparameters) or None),

@@ -464,11 +464,14 @@ class ParadigmClient:
         seed: int | None = None,
         test_fraction: float = 0.0,
         train_size: int = 0,
+        world_size: int = 0,
     ) -> pb.Job:
         """Queues a training job and returns it at once (state QUEUED).
 
         train_size: fit on at most this many rows of the training split (stratified for
         classification; the test rows stay the same), for learning curves; 0 means all.
+        world_size: deep models only, train in this many DDP processes (torchrun, up to
+        the server's max_world_size); 0 or 1 means one process.
         """
         request = pb.StartTrainingRequest(
             dataset=dataset,
@@ -479,6 +482,7 @@ class ParadigmClient:
             device=enum_value(pb.Device, "DEVICE_", device),
             test_fraction=test_fraction,
             train_size=train_size,
+            world_size=world_size,
         )
         if seed is not None:
             request.seed = seed

@@ -221,6 +221,7 @@ def job_to_proto(job: Job) -> pb.Job:
         finished_at=timestamp(job.finished_at),
         device=job.device,
         task=TASKS.get(job.task, pb.TASK_UNSPECIFIED),
+        world_size=job.world_size,
     )
     for name, value in job.hyperparameters.items():
         message.hyperparameters[name].CopyFrom(param_to_proto(value))

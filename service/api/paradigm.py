@@ -138,6 +138,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             seed=request.seed if request.HasField("seed") else None,
             test_fraction=request.test_fraction,
             train_size=request.train_size,
+            world_size=request.world_size,
         )
         return convert.job_to_proto(job)
 
@@ -243,7 +244,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     ) -> AsyncIterator[pb.ExportModelResponse]:
         check_strings(request)
         manifest = self._registry.get(request.name, request.version)
-        path = self._registry.model_path(manifest)
+        # Off the loop: with artifacts on S3 this downloads the file first.
+        path = await asyncio.to_thread(self._registry.model_path, manifest)
         first = True
         with path.open("rb") as handle:
             while chunk := handle.read(EXPORT_CHUNK_BYTES):

@@ -6,7 +6,8 @@ self-contained ONNX model taking raw features, and whose `predict_outputs` retur
 what that ONNX model returns, so the pipeline's parity check compares like with like.
 
 Only training worker processes import this module: torch costs the serving process 1.5 s of
-start-up and ~190 MiB, so nothing outside service/training/deep.py imports torch.
+start-up and ~190 MiB, so nothing outside service/training/deep.py (and the DDP ranks of
+service/training/distributed.py) imports torch.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ _PROGRESS_FIRST, _PROGRESS_LAST = 0.1, 0.8
 def cuda_available() -> bool:
     """Whether torch can train on a CUDA device here (lets tests ask without importing torch)."""
     return bool(torch.cuda.is_available())
+
+
+def cuda_device_count() -> int:
+    """GPUs torch can use here (0 without CUDA)."""
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def resolve_device(device: str) -> str:
@@ -417,6 +423,44 @@ class _Prepared:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a DDP job (service/training/distributed.py): rank of size.
+
+    Every rank draws the same seeded permutation and cuts it into the same global batches
+    as a single process; it trains on rows rank::size of each one, so the ranks together
+    see exactly the single-process batches. torch.distributed must be initialized.
+    """
+
+    rank: int
+    size: int
+
+
+def check_inputs(
+    algorithm: str, task: str, X_train: np.ndarray, image_shape: list[int] | None
+) -> tuple[str, np.ndarray]:
+    """The task the network learns and X_train as contiguous float32, or ValueError."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown deep algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    if algorithm == "autoencoder":
+        task = "anomaly_detection"
+    elif task not in SUPERVISED_TASKS:
+        raise ValueError(f"{algorithm} needs a classification or regression task, got {task!r}")
+    if algorithm == "cnn" and not image_shape:
+        raise ValueError("cnn needs an image dataset (rows with an image_shape, e.g. digits)")
+    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+    if X_train.ndim != 2 or len(X_train) == 0:
+        raise ValueError(f"X_train must be a non-empty 2-D array, got shape {X_train.shape}")
+    n_features = X_train.shape[1]
+    if image_shape and math.prod(image_shape) != n_features:
+        raise ValueError(f"image_shape {image_shape} does not hold {n_features} features")
+    if image_shape and len(image_shape) != 2:
+        raise ValueError(f"image_shape must be [height, width], got {image_shape}")
+    if not np.all(np.isfinite(X_train)):
+        raise ValueError("X_train holds NaN or infinite values")
+    return task, X_train
+
+
 def fit(
     algorithm: str,
     params: dict[str, Any],
@@ -440,29 +484,39 @@ def fit(
     `threads` is torch's intra-op thread count for this model (training, prediction,
     export); the caller's setting is restored afterwards.
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown deep algorithm {algorithm!r}; expected one of {ALGORITHMS}")
-    if algorithm == "autoencoder":
-        task = "anomaly_detection"
-    elif task not in SUPERVISED_TASKS:
-        raise ValueError(f"{algorithm} needs a classification or regression task, got {task!r}")
-    if algorithm == "cnn" and not image_shape:
-        raise ValueError("cnn needs an image dataset (rows with an image_shape, e.g. digits)")
-    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
-    if X_train.ndim != 2 or len(X_train) == 0:
-        raise ValueError(f"X_train must be a non-empty 2-D array, got shape {X_train.shape}")
-    n_features = X_train.shape[1]
-    if image_shape and math.prod(image_shape) != n_features:
-        raise ValueError(f"image_shape {image_shape} does not hold {n_features} features")
-    if image_shape and len(image_shape) != 2:
-        raise ValueError(f"image_shape must be [height, width], got {image_shape}")
-    if not np.all(np.isfinite(X_train)):
-        raise ValueError("X_train holds NaN or infinite values")
+    task, X_train = check_inputs(algorithm, task, X_train, image_shape)
     run_on = resolve_device(device)
     emit("fitting", f"training {algorithm} on {run_on}", device=run_on)
+    network, data, history = train(
+        algorithm, params, X_train, y_train, task=task, seed=seed, emit=emit,
+        device=run_on, image_shape=image_shape, classes=classes, threads=threads,
+    )  # fmt: skip
+    return to_model(algorithm, task, network, data, run_on, threads, history)
 
+
+def train(
+    algorithm: str,
+    params: dict[str, Any],
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    emit: Emit,
+    device: str,
+    image_shape: list[int] | None,
+    classes: np.ndarray | None,
+    threads: int,
+    shard: Shard | None = None,
+) -> tuple[_Network, _Prepared, list[dict[str, float]]]:
+    """Builds the network and runs the epochs: one process's whole job, or one DDP rank's.
+
+    Takes check_inputs' task and X_train and a resolved device. Every rank builds the
+    same network from the same seed, so DDP starts from the weights a single process
+    would. epochs=0 builds the untrained network (a DDP parent loads rank 0's weights).
+    """
     # fork_rng keeps the caller's global torch RNG untouched (tests run fit in-process).
-    fork_devices = [torch.cuda.current_device()] if run_on == "cuda" else []
+    fork_devices = [torch.cuda.current_device()] if device == "cuda" else []
     with (
         _torch_threads(threads),
         torch.random.fork_rng(devices=fork_devices),
@@ -473,14 +527,27 @@ def fit(
         warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        data = _prepare(X_train, y_train, task, classes, params, rng, run_on)
+        data = _prepare(X_train, y_train, task, classes, params, rng, device)
+        n_features = X_train.shape[1]
         n_out = _n_outputs(task, data.classes, n_features)
         network = _Network(
             _Standardize(data.mean, data.std),
             _build_body(algorithm, params, n_features, n_out, image_shape),
-        ).to(run_on)
-        history = _train(network, data, params, task, seed, emit, run_on)
+        ).to(device)
+        history = _train(network, data, params, task, seed, emit, device, shard)
+    return network, data, history
 
+
+def to_model(
+    algorithm: str,
+    task: str,
+    network: _Network,
+    data: _Prepared,
+    device: str,
+    threads: int,
+    history: list[dict[str, float]],
+) -> DeepModel:
+    """The trained network behind its export head, on the CPU."""
     network = network.to("cpu").eval()
     head: nn.Module
     if task == "classification":
@@ -495,7 +562,7 @@ def fit(
         task=task,
         head=head.eval(),
         parameter_count=sum(p.numel() for p in network.parameters()),
-        device=run_on,
+        device=device,
         preprocessing_seconds=data.seconds,
         classes=data.classes,
         threads=threads,
@@ -638,6 +705,7 @@ def _train(
     seed: int,
     emit: Emit,
     device: str,
+    shard: Shard | None = None,
 ) -> list[dict[str, float]]:
     epochs = int(params.get("epochs", 15))
     batch_size = int(params.get("batch_size", 128))
@@ -646,6 +714,13 @@ def _train(
     # actually trains a classifier (the softmax is applied by the export head).
     loss_fn: nn.Module = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
     scaler = network.scaler
+    model: nn.Module = network
+    if shard is not None:
+        model = _distributed(network, shard, device)
+        # After the identical initialization: each rank draws its own dropout masks.
+        torch.manual_seed(seed + shard.rank)
+    # Only one process validates and reports; the others' epochs end at the loss sum.
+    reports = shard is None or shard.rank == 0
 
     def targets(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if task == "regression":
@@ -661,22 +736,29 @@ def _train(
     history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
-        network.train()
+        model.train()
         # Summed on the device: a float() per batch would wait for the GPU every step.
         total = torch.zeros((), device=device)
         for batch in torch.randperm(n_fit, generator=shuffle).to(device).split(batch_size):
-            x = data.x_fit[batch]
-            loss = loss_fn(network(x), targets(x, data.t_fit[batch]))
+            rows, weight = batch, 1.0
+            if shard is not None:
+                rows, weight = _rank_rows(batch, shard)
+            x = data.x_fit[rows]
+            loss = loss_fn(model(x), targets(x, data.t_fit[rows]))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if shard is None else loss * weight).backward()
             optimizer.step()
-            total += loss.detach() * len(batch)
+            total += loss.detach() * (len(rows) if weight else 0)
+        if shard is not None:
+            torch.distributed.all_reduce(total)
         metrics = {"loss": float(total) / n_fit}
         if not math.isfinite(metrics["loss"]):
             raise ValueError(
                 f"training diverged: loss is {metrics['loss']} at epoch {epoch}; "
                 "try a lower learning_rate"
             )
+        if not reports:
+            continue
         if data.x_val is not None and data.t_val is not None:
             metrics.update(_validate(network, data, targets, loss_fn, task))
         # float(total) above waited for the device, so this is the epoch's real duration.
@@ -691,6 +773,37 @@ def _train(
             metrics=dict(metrics),
         )
     return history
+
+
+def _distributed(network: _Network, shard: Shard, device: str) -> nn.Module:
+    """The network wrapped for DDP: gradients are averaged over the ranks at backward()."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() != shard.size:
+        raise RuntimeError(f"a DDP shard needs a process group of {shard.size} initialized")
+    # No buffer sync before each forward: the only buffers are the scaler's statistics,
+    # identical on every rank (same rows, same seed), so a broadcast per step is waste.
+    return DistributedDataParallel(
+        network,
+        device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+        forward_sync_buffers=False,
+    )
+
+
+def _rank_rows(batch: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, float]:
+    """This rank's rows of a global batch and the weight that makes DDP's gradient exact.
+
+    Rank r takes rows r::size. DDP averages the ranks' gradients, so a rank's mean loss is
+    weighted by size * its rows / the batch's rows: the average is then the mean over the
+    whole batch, as in a single process, even when the batch does not divide evenly. A
+    rank left without rows (a last batch smaller than the world) still runs a forward and
+    backward, on one row weighted 0, because every rank must join every gradient
+    all-reduce.
+    """
+    rows = batch[shard.rank :: shard.size]
+    if len(rows) == 0:
+        return batch[:1], 0.0
+    return rows, shard.size * len(rows) / len(batch)
 
 
 def _validate(

@@ -148,6 +148,7 @@ class JobManager:
         seed: int | None = None,
         test_fraction: float = 0.0,
         train_size: int = 0,
+        world_size: int = 0,
     ) -> Job:
         """Validates the request completely, then queues it; raises before queuing."""
         info = self._datasets.get(dataset)
@@ -166,6 +167,7 @@ class JobManager:
         if not 0.05 <= fraction <= 0.9:
             raise InvalidArgument(f"test_fraction {fraction} must be between 0.05 and 0.9")
         _check_train_size(train_size, resolved_task, info.n_classes)
+        processes = _check_world_size(world_size, chosen, self._settings.max_world_size)
         job_id = _new_id()
         spec = TrainingSpec(
             job_id=job_id,
@@ -179,6 +181,7 @@ class JobManager:
             seed=0 if seed is None else seed,
             test_fraction=fraction,
             train_size=train_size,
+            world_size=processes,
             blas_threads=self._settings.worker_blas_threads,
             parity_tolerance=self._settings.parity_tolerance,
         )
@@ -195,6 +198,7 @@ class JobManager:
             # Shown from the start (the Job message has no field of its own for it); the
             # model's metrics carry it on, next to the train_samples actually fitted.
             metrics={"train_size": float(train_size)} if train_size else {},
+            world_size=processes,
         )
         return self._enqueue(job)
 
@@ -326,7 +330,10 @@ class JobManager:
         spec = _with_out_dir(job.spec, staging)
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=worker.run, args=(spec, sender), name=f"paradigm-job-{job.id}", daemon=True
+            target=worker.run,
+            args=(spec, sender, self._settings.distributed_backend),
+            name=f"paradigm-job-{job.id}",
+            daemon=True,
         )
         job.process = process
         job.state = RUNNING
@@ -602,6 +609,28 @@ def _check_train_size(train_size: int, task: str, n_classes: int) -> None:
             f"train_size {train_size} is too small for {what}: use at least {least} (or 0 "
             "for the whole training split)"
         )
+
+
+def _check_world_size(world_size: int, algorithm: catalog.Algorithm, most: int) -> int:
+    """The number of training processes a request asks for: 0 and 1 both mean one."""
+    if world_size < 0:
+        raise InvalidArgument(
+            f"world_size {world_size} is negative; use 0 or 1 for one process, or 2 to "
+            f"{most} for distributed (DDP) training"
+        )
+    if world_size <= 1:
+        return 1
+    if algorithm.paradigm != "deep":
+        raise InvalidArgument(
+            f"world_size {world_size} needs a deep algorithm: {algorithm.name} is "
+            f"{algorithm.paradigm} and trains in one process; use world_size 0 or 1"
+        )
+    if world_size > most:
+        raise InvalidArgument(
+            f"world_size {world_size} is more than this server allows: at most {most} "
+            "processes per job (PARADIGM_MAX_WORLD_SIZE)"
+        )
+    return world_size
 
 
 def _new_id() -> str:

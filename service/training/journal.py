@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 from service.errors import storage_error
 
 JOURNAL_FILE = "jobs.sqlite3"
-_SCHEMA_VERSION = 1
+#: 2 added jobs.world_size (a version-1 file gains it on open, every job at 1).
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     device TEXT NOT NULL,
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    world_size INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS events (
 _JOB_COLUMNS = (
     "id", "kind", "model_name", "dataset", "algorithm", "paradigm", "task",
     "hyperparameters", "state", "error", "model_version", "progress", "metrics", "device",
-    "created_at", "started_at", "finished_at",
+    "created_at", "started_at", "finished_at", "world_size",
 )  # fmt: skip
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
@@ -111,6 +113,8 @@ class JobRecord:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: Training processes (DDP); 1 for one process and for imports.
+    world_size: int = 1
     events: list[JobEvent] = field(default_factory=list)
 
 
@@ -128,6 +132,7 @@ class JobJournal:
             self._db.execute("PRAGMA wal_autocheckpoint=100")
             with self._db:
                 self._db.executescript(_SCHEMA)
+                _migrate(self._db)
                 self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             error = storage_error(exc, f"cannot open the job journal {path}")
@@ -148,7 +153,7 @@ class JobJournal:
             job.id, job.kind, job.model_name, job.dataset, job.algorithm, job.paradigm,
             job.task, _dumps(job.hyperparameters), job.state, job.error, job.model_version,
             job.progress, _dumps(job.metrics), job.device, _time(job.created_at),
-            _time(job.started_at), _time(job.finished_at),
+            _time(job.started_at), _time(job.finished_at), job.world_size,
         )  # fmt: skip
         with self._lock:
             synchronous = "FULL" if durable else "NORMAL"
@@ -205,6 +210,13 @@ class JobJournal:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM events WHERE job_id = ?", ids)
             self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Brings a journal written by an older server up to this schema, in place."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "world_size" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1")
 
 
 def _dumps(value: Any) -> str:

@@ -6,13 +6,15 @@ out_dir. The registry publishes out_dir afterwards; nothing here knows about ver
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -194,14 +196,64 @@ def targets(y: np.ndarray, task: str) -> np.ndarray:
     return y.astype(np.float64)
 
 
-def run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
-    """Trains, evaluates, exports and checks one model; writes model.onnx + manifest."""
+def run_training(
+    spec: TrainingSpec,
+    emit: Emit,
+    *,
+    backend: str = "auto",
+    deep_fit: DeepFit | None = None,
+) -> Manifest:
+    """Trains, evaluates, exports and checks one model; writes model.onnx + manifest.
+
+    `backend` is the DDP backend of a job with spec.world_size > 1 (distributed.BACKENDS).
+    `deep_fit` replaces deep.fit (or distributed.fit) for a deep algorithm: standalone.py
+    passes one that trains as rank 0 of a process group torchrun has already started.
+    """
     with threadpool_limits(limits=spec.blas_threads):
-        return _run_training(spec, emit)
+        return _run_training(spec, emit, backend, deep_fit)
 
 
-def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
-    emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
+class DeepFit(Protocol):
+    """deep.fit's signature: what trains a deep model for the pipeline."""
+
+    def __call__(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        *,
+        task: str,
+        seed: int,
+        emit: Emit,
+        device: str = "auto",
+        image_shape: list[int] | None = None,
+        classes: np.ndarray | None = None,
+        threads: int = 1,
+    ) -> FittedModel: ...
+
+
+@dataclass
+class TrainingData:
+    """A job's dataset, resolved algorithm and parameters, and its train/test rows."""
+
+    info: layout.DatasetInfo
+    algorithm: catalog.Algorithm
+    params: dict[str, Any]
+    task: str
+    n_features: int
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    classes: np.ndarray | None
+    #: The range a regression on class labels is rounded into (linear_regression on digits).
+    label_range: np.ndarray | None
+
+
+def load_training_data(spec: TrainingSpec) -> TrainingData:
+    """Loads and splits the job's dataset: the same rows for the same spec, so every DDP
+    rank of a multi-machine job (standalone.py) can load its own copy."""
     dataset_dir = Path(spec.dataset_dir)
     info = layout.read_info(dataset_dir)
     X, y = layout.load_arrays(dataset_dir)
@@ -217,12 +269,34 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
     # After the split: the test rows are the same whatever train_size, so a learning
     # curve's points are scored on one test set.
     X_train, y_train = _subsample(X_train, y_train, task, spec.train_size, spec.seed)
-    classes = np.unique(y_train) if task == "classification" else None
-    # The range a regression on class labels is rounded into (linear_regression on digits).
-    label_range = np.unique(y) if info.task == "classification" else None
+    return TrainingData(
+        info=info,
+        algorithm=algorithm,
+        params=params,
+        task=task,
+        n_features=X.shape[1],
+        X_train=X_train,
+        X_test=X_test,
+        y_train=y_train,
+        y_test=y_test,
+        classes=np.unique(y_train) if task == "classification" else None,
+        label_range=np.unique(y) if info.task == "classification" else None,
+    )
+
+
+def _run_training(
+    spec: TrainingSpec, emit: Emit, backend: str, deep_fit: DeepFit | None
+) -> Manifest:
+    emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
+    dataset_dir = Path(spec.dataset_dir)
+    data = load_training_data(spec)
+    info, algorithm, params, task = data.info, data.algorithm, data.params, data.task
+    X_train, X_test, y_train, y_test = data.X_train, data.X_test, data.y_train, data.y_test
+    classes, label_range, n_features = data.classes, data.label_range, data.n_features
 
     emit("fitting", f"fitting {algorithm.name} ({task}) on {len(X_train)} samples", progress=0.1)
     model: FittedModel
+    distributed_backend = ""
     if algorithm.paradigm == "classical":
         started = time.perf_counter()
         model = classical.fit(
@@ -231,11 +305,21 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
     else:
         # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
         # every spawned worker, which is not fitting, and classical jobs never need it.
-        from service.training import deep
+        from service.training import deep, distributed
 
+        fit: DeepFit = deep_fit or deep.fit
+        if deep_fit is None and spec.world_size > 1:
+            fit = functools.partial(
+                distributed.fit,
+                world_size=spec.world_size,
+                backend=backend,
+                # Inside out_dir, so the job manager's cleanup of a killed worker takes it
+                # too; distributed.fit removes it before the model is published.
+                workdir=Path(spec.out_dir) / "ddp",
+            )
         gpu = _GpuEnergy.open() if spec.device in ("auto", "cuda") else None
         started = time.perf_counter()
-        model = deep.fit(
+        model = fit(
             algorithm.name,
             params,
             X_train,
@@ -250,9 +334,11 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         )
         if algorithm.name == "autoencoder":
             task = "anomaly_detection"
+        if spec.world_size > 1:
+            distributed_backend = distributed.resolve_backend(backend, model.device)
     fit_seconds = time.perf_counter() - started
     native_kind, importances = (
-        classical.native_importances(model.estimator, X.shape[1])
+        classical.native_importances(model.estimator, n_features)
         if isinstance(model, classical.SklearnModel)
         else ("", [])
     )
@@ -260,8 +346,11 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
     epochs = int(params.get("epochs", 1)) if algorithm.paradigm == "deep" else 1
     usage = {"samples_processed": float(len(X_train) * epochs)}
     if model.device == "cuda":
-        # The GPU was busy for the fit; NVML's energy counter says what that cost.
-        usage["gpu_seconds"] = fit_seconds
+        # The GPU was busy for the fit; NVML's energy counter says what that cost. NCCL
+        # ranks hold one GPU each (gloo ranks may share one: counted once).
+        usage["gpu_seconds"] = fit_seconds * (
+            spec.world_size if distributed_backend == "nccl" else 1
+        )
         if gpu is not None:
             usage["gpu_joules"] = gpu.joules_since_open()
 
@@ -272,7 +361,7 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
 
     emit("exporting", "exporting to ONNX", progress=0.8)
     started = time.perf_counter()
-    onnx_bytes = model.to_onnx(X.shape[1])
+    onnx_bytes = model.to_onnx(n_features)
     export.check_model(onnx_bytes)
     export_seconds = time.perf_counter() - started
     inputs, output_specs = export.signature(onnx_bytes)
@@ -293,6 +382,9 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
     )
     if spec.train_size:
         metrics["train_size"] = float(spec.train_size)
+    hyperparameters = dict(params)
+    if distributed_backend:  # shown by GetModel with the parameters that made the model
+        hyperparameters.update(world_size=spec.world_size, distributed_backend=distributed_backend)
     out_dir = Path(spec.out_dir)
     checksum = _publish(out_dir, onnx_bytes)
     libraries = _TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
@@ -306,7 +398,7 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         outputs=output_specs,
         dataset=dataset_dir.name,
         dataset_fingerprint=info.fingerprint,
-        hyperparameters=params,
+        hyperparameters=hyperparameters,
         metrics=metrics,
         parity_max_abs_error=parity,
         parameter_count=int(model.parameter_count),
@@ -319,7 +411,7 @@ def _run_training(spec: TrainingSpec, emit: Emit) -> Manifest:
         train_size=spec.train_size,
         split_seed=spec.seed,
         test_fraction=spec.test_fraction,
-        feature_names=feature_names(info.feature_names, X.shape[1]),
+        feature_names=feature_names(info.feature_names, n_features),
         native_kind=native_kind,
         native_importances=importances,
     )

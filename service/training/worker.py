@@ -8,7 +8,8 @@ a worker sends, so even a compromised import cannot run code in the server):
   {"type": "done", "manifest": {...}}      last message on success
   {"type": "error", "message": "..."}      last message on failure
 A worker dies with the server (PR_SET_PDEATHSIG): a SIGKILLed server leaves no orphan
-writing into a staging directory that the next server clears.
+writing into a staging directory that the next server clears. A DDP job's torchrun agent and
+ranks die with the worker in turn (service/training/distributed.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ _THREAD_VARIABLES = (
 _PR_SET_PDEATHSIG = 1
 
 
-def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
-    """Runs one job and reports through `connection`; never raises."""
+def run(
+    spec: TrainingSpec | ImportSpec, connection: Connection, distributed_backend: str = "auto"
+) -> None:
+    """Runs one job and reports through `connection`; never raises.
+
+    `distributed_backend` (the server's setting) is used by DDP jobs (spec.world_size > 1).
+    """
     _die_with_parent()
     for variable in _THREAD_VARIABLES:
         os.environ[variable] = str(spec.blas_threads)
@@ -61,7 +67,7 @@ def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
             from service.training import pipeline
 
             if isinstance(spec, TrainingSpec):
-                manifest = pipeline.run_training(spec, emit)
+                manifest = pipeline.run_training(spec, emit, backend=distributed_backend)
             else:
                 manifest = pipeline.run_import(spec, emit)
         send(connection, {"type": "done", "manifest": asdict(manifest), "usage": _usage()})
@@ -69,7 +75,7 @@ def run(spec: TrainingSpec | ImportSpec, connection: Connection) -> None:
         logging.getLogger("paradigm.worker").error(
             "job %s failed:\n%s", spec.job_id, traceback.format_exc()
         )
-        send(connection, {"type": "error", "message": _describe(exc), "usage": _usage()})
+        send(connection, {"type": "error", "message": describe_error(exc), "usage": _usage()})
     finally:
         connection.close()
 
@@ -99,7 +105,7 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         if not status:
             log = logging.getLogger("paradigm.worker")
             log.error("explain failed:\n%s", traceback.format_exc())
-        message = {"type": "error", "message": _describe(exc), "status": status}
+        message = {"type": "error", "message": describe_error(exc), "status": status}
         send(connection, {**message, "usage": _usage()})
     finally:
         connection.close()
@@ -136,7 +142,8 @@ def _usage() -> dict[str, float]:
     return {"cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime}
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A failure in the words a job reports: a ParadigmError's message, else its text."""
     from service.errors import ParadigmError
 
     if isinstance(exc, ParadigmError):  # already written for the caller

@@ -1,0 +1,479 @@
+"""Deep training in several processes: torch.distributed DDP ranks launched by torchrun.
+
+Two ways in, one training loop (deep.train with a deep.Shard):
+- `fit`, in a job's worker process (one machine): writes the inputs to a work directory,
+  runs `torchrun --standalone --nproc-per-node=N -m service.training.distributed <workdir>`,
+  relays rank 0's epoch events through `emit` while it runs, then loads rank 0's weights
+  into the same network, so the pipeline evaluates, exports and checks the usual DeepModel.
+- `fit_in_group`, in a process that torchrun already started as one rank of a job on any
+  number of machines (standalone.py): trains this rank's part in place and returns the
+  model, which rank 0 then evaluates, exports and publishes.
+
+Work directory (inside the job's staging directory, removed when fit returns):
+  inputs.json, inputs.npz   what every rank trains on, written by the parent
+  events.jsonl              rank 0's progress events, one JSON object a line
+  result.pt                 rank 0's final state_dict and history (torch.save, tensors only)
+  error-<rank>.txt          why a rank failed, in the words the job should report
+  torchrun.log              the launcher's and the ranks' stdout and stderr
+
+No process outlives the job: the torchrun agent runs in a session of its own and dies with
+the worker (PR_SET_PDEATHSIG, and a SIGTERM handler that kills it first), and every rank
+dies with the agent (PR_SET_PDEATHSIG, set before anything else). torchrun starts each rank
+in yet another session, so killing the agent's process group alone would not reach them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import numpy as np
+
+from service.training.spec import Emit
+
+if TYPE_CHECKING:
+    from service.training.deep import DeepModel, _Network, _Prepared
+
+BACKENDS = ("auto", "gloo", "nccl")
+INPUTS_JSON, INPUTS_NPZ = "inputs.json", "inputs.npz"
+EVENTS_FILE, RESULT_FILE, LOG_FILE = "events.jsonl", "result.pt", "torchrun.log"
+#: Set by `fit` on torchrun's environment: the worker's pid, which a rank checks its
+#: launcher's parent against (see _die_with_launcher).
+PARENT_VARIABLE = "PARADIGM_DDP_PARENT"
+# How often the parent looks for new events while torchrun runs; it wakes at once when
+# torchrun exits. An epoch takes ~0.1 s at the least, so events are seldom late by more.
+_POLL_SECONDS = 0.2
+_LOG_TAIL_CHARS = 2000
+_PR_SET_PDEATHSIG = 1
+
+
+class DistributedError(RuntimeError):
+    """torchrun or a rank failed; the message is the failing rank's own error."""
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """auto means NCCL on CUDA, gloo on the CPU; NCCL needs CUDA."""
+    if backend not in BACKENDS:
+        raise ValueError(f"distributed_backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "nccl" if device == "cuda" else "gloo"
+    if backend == "nccl" and device != "cuda":
+        raise ValueError(
+            f"distributed_backend nccl needs CUDA, but this job trains on {device}: "
+            "use gloo or auto"
+        )
+    return backend
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def fit(
+    algorithm: str,
+    params: dict[str, Any],
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    emit: Emit,
+    device: str = "auto",
+    image_shape: list[int] | None = None,
+    classes: np.ndarray | None = None,
+    threads: int = 1,
+    world_size: int,
+    backend: str = "auto",
+    workdir: Path,
+) -> DeepModel:
+    """deep.fit, trained by `world_size` DDP processes on this machine.
+
+    Same arguments and result as deep.fit, plus the world size, the backend (BACKENDS)
+    and a work directory that must not exist yet (it is removed on return). The epoch
+    events are rank 0's, relayed as they come; a failing rank's error is raised as
+    DistributedError with that rank's message.
+    """
+    from service.training import deep
+
+    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
+    run_on = deep.resolve_device(device)
+    chosen = resolve_backend(backend, run_on)
+    if chosen == "nccl" and world_size > deep.cuda_device_count():
+        raise ValueError(
+            f"world_size {world_size} with NCCL needs {world_size} GPUs on this machine, "
+            f"which has {deep.cuda_device_count()}: ask for fewer processes, or use gloo"
+        )
+    emit(
+        "fitting",
+        f"training {algorithm} on {run_on} in {world_size} processes (DDP, {chosen}, "
+        f"world_size {world_size})",
+        device=run_on,
+    )
+    workdir.mkdir(parents=True)
+    try:
+        (workdir / INPUTS_JSON).write_text(
+            json.dumps(
+                {
+                    "algorithm": algorithm,
+                    "params": params,
+                    "task": task,
+                    "seed": seed,
+                    "device": run_on,
+                    "image_shape": image_shape,
+                    "threads": threads,
+                    "backend": chosen,
+                    "has_classes": classes is not None,
+                }
+            )
+        )
+        np.savez(
+            workdir / INPUTS_NPZ,
+            X=X_train,
+            y=np.asarray(y_train),
+            classes=np.asarray(classes if classes is not None else []),
+        )
+        _launch(workdir, world_size, emit)
+        import torch
+
+        result = torch.load(workdir / RESULT_FILE, weights_only=True)
+        # The same network, untrained (epochs 0) and on the CPU, takes rank 0's weights;
+        # building it also recomputes the scaling and classes the export heads need.
+        network, data, _ = deep.train(
+            algorithm, {**params, "epochs": 0}, X_train, y_train, task=task, seed=seed,
+            emit=_silent, device="cpu", image_shape=image_shape, classes=classes,
+            threads=threads,
+        )  # fmt: skip
+        network.load_state_dict(result["state"])
+        return deep.to_model(algorithm, task, network, data, run_on, threads, result["history"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _launch(workdir: Path, world_size: int, emit: Emit) -> None:
+    """Runs torchrun until it exits, relaying rank 0's events; raises if it failed."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+        f"--nproc-per-node={world_size}", "-m", "service.training.distributed", str(workdir),
+    ]  # fmt: skip
+    worker = os.getpid()
+    # --standalone: a c10d rendezvous on a free local port, so concurrent jobs never share
+    # a MASTER_PORT. The thread variables (set by worker.run) reach every rank.
+    env = {**os.environ, PARENT_VARIABLE: str(worker)}
+    with (workdir / LOG_FILE).open("wb") as log:
+        agent = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: _die_with(worker),
+        )
+    with _kill_on_sigterm(agent):
+        try:
+            _relay(agent, workdir / EVENTS_FILE, emit)
+        finally:
+            if agent.poll() is None:  # the relay failed (the job's pipe broke): stop it
+                _kill(agent)
+                agent.wait()
+    if agent.returncode != 0:
+        raise DistributedError(_failure(workdir, agent.returncode))
+
+
+def _relay(agent: subprocess.Popen[bytes], events: Path, emit: Emit) -> None:
+    """Emits each complete line rank 0 appends to `events` until the agent exits."""
+    handle = None
+    partial = b""
+    try:
+        while True:
+            try:
+                agent.wait(timeout=_POLL_SECONDS)
+                ended = True
+            except subprocess.TimeoutExpired:
+                ended = False
+            if handle is None and events.exists():
+                handle = events.open("rb")
+            if handle is not None:
+                *lines, partial = (partial + handle.read()).split(b"\n")
+                for line in lines:
+                    event = json.loads(line)
+                    emit(event.pop("stage"), event.pop("message", ""), **event)
+            if ended:
+                return
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+@contextlib.contextmanager
+def _kill_on_sigterm(agent: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While torchrun runs, a SIGTERM (cancel, time limit) kills it before this process.
+
+    The process then dies of the SIGTERM as it would have: the job manager sees the same
+    exit as for a single-process job. Without this the agent would only go with the
+    SIGKILL that follows the grace, by PR_SET_PDEATHSIG.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; PDEATHSIG still applies
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        _kill(agent)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _kill(agent: subprocess.Popen[bytes]) -> None:
+    """SIGKILLs the agent's process group; the ranks follow by PR_SET_PDEATHSIG."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(agent.pid, signal.SIGKILL)
+
+
+def _failure(workdir: Path, returncode: int) -> str:
+    """The first error a rank wrote down, else the end of torchrun's log."""
+    errors = sorted(workdir.glob("error-*.txt"), key=lambda path: path.stat().st_mtime_ns)
+    for path in errors:
+        text = path.read_text(errors="replace").strip()
+        if text:
+            return text
+    log = (workdir / LOG_FILE).read_text(errors="replace")
+    return f"distributed training failed: torchrun exited with code {returncode}: " + (
+        _root_cause(log) or log[-_LOG_TAIL_CHARS:].strip()
+    )
+
+
+def _root_cause(log: str) -> str:
+    """The rank, exit code and reason of torchrun's "Root Cause" report (a rank that died
+    without writing its error, e.g. killed by a signal), or "" when there is none."""
+    start = log.rfind("Root Cause")
+    if start < 0:
+        return ""
+    section = log[start:].split("\n=", 1)[0].splitlines()[1:]
+    wanted = ("rank", "exitcode", "traceback")
+    return "; ".join(
+        " ".join(line.split()).replace(" :", ":")
+        for line in section
+        if line.strip().startswith(wanted)
+    )
+
+
+def _silent(stage: str, message: str = "", **details: Any) -> None:
+    """An Emit that reports nothing (the ranks other than 0; rebuilding the network)."""
+
+
+# --------------------------------------------------------------------------- the ranks
+
+
+def _die_with(parent: int) -> None:
+    """Asks Linux to SIGKILL this process when its parent dies (Linux only).
+
+    If `parent` (the pid this process was forked from) is already gone, it exits at once:
+    the request would never fire.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _die_with_launcher() -> None:
+    """A rank dies with the torchrun agent that started it.
+
+    The agent may have died before this ran, leaving the rank with some reaper as parent;
+    under `fit` the rank can tell (its parent's parent must be the job's worker) and exits.
+    """
+    parent = os.getppid()
+    _die_with(parent)
+    worker = os.environ.get(PARENT_VARIABLE)
+    if worker and _parent_of(parent) != int(worker):
+        os._exit(1)
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ")" ends it.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@contextlib.contextmanager
+def process_group(backend: str, device: str) -> Iterator[None]:
+    """Joins the job's process group from torchrun's environment; leaves it on exit.
+
+    On CUDA each rank takes the GPU of its LOCAL_RANK (modulo the GPUs there are, which
+    gloo can share and NCCL cannot).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group(backend)
+    try:
+        yield
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may never reach one
+        raise
+    # The ranks leave together, once the DDP wrapper (whose reducer holds the group's
+    # pending work) is collected: a gloo rank that tore its group down while rank 0 still
+    # validated was measured to abort ("terminate called without an active exception").
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """Ends a rank without the interpreter's teardown.
+
+    Its results are files already closed; what teardown adds is destructors of gloo's
+    C++ threads running in an unpredictable order, which was measured to abort one rank
+    in about ten and so fail a job whose model was complete.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def train_shard(
+    algorithm: str,
+    params: dict[str, Any],
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    emit: Emit,
+    device: str,
+    image_shape: list[int] | None,
+    classes: np.ndarray | None,
+    threads: int,
+) -> tuple[_Network, _Prepared, list[dict[str, float]]]:
+    """This rank's part of a DDP job (inside process_group); deep.train's result.
+
+    Every rank passes the same rows, seed and parameters; only rank 0's `emit` is heard
+    and only rank 0's history is filled (it validates).
+    """
+    import torch.distributed as dist
+
+    from service.training import deep
+
+    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
+    shard = deep.Shard(dist.get_rank(), dist.get_world_size())
+    return deep.train(
+        algorithm, params, X_train, y_train, task=task, seed=seed,
+        emit=emit if shard.rank == 0 else _silent, device=device, image_shape=image_shape,
+        classes=classes, threads=threads, shard=shard,
+    )  # fmt: skip
+
+
+def fit_in_group(
+    algorithm: str,
+    params: dict[str, Any],
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    emit: Emit,
+    device: str = "auto",
+    image_shape: list[int] | None = None,
+    classes: np.ndarray | None = None,
+    threads: int = 1,
+) -> DeepModel:
+    """deep.fit as this rank of a running process group (standalone.py): the rank's model.
+
+    Rank 0's model is the job's (the weights are the same on every rank; only rank 0's
+    history is filled). Its signature is deep.fit's, so the pipeline can call it instead.
+    """
+    import torch.distributed as dist
+
+    from service.training import deep
+
+    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
+    run_on = deep.resolve_device(device)
+    rank, size = dist.get_rank(), dist.get_world_size()
+    emit(
+        "fitting",
+        f"training {algorithm} on {run_on} as rank {rank} of {size} (DDP, "
+        f"{dist.get_backend()}, world_size {size})",
+        device=run_on,
+    )
+    network, data, history = train_shard(
+        algorithm, params, X_train, y_train, task=task, seed=seed, emit=emit, device=run_on,
+        image_shape=image_shape, classes=classes, threads=threads,
+    )  # fmt: skip
+    return deep.to_model(algorithm, task, network, data, run_on, threads, history)
+
+
+class _EventWriter:
+    """Rank 0's Emit under `fit`: one flushed JSON line per event, for the parent to tail."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __call__(self, stage: str, message: str = "", **details: Any) -> None:
+        line = json.dumps({"stage": stage, "message": message, **details}) + "\n"
+        # Appended whole in one write: the parent never reads half an event as a line.
+        with self._path.open("a") as handle:
+            handle.write(line)
+
+
+def _rank_main(workdir: Path) -> int:
+    """One rank under `fit`: train the shard; rank 0 writes the result. Exit status."""
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        inputs = json.loads((workdir / INPUTS_JSON).read_text())
+        with np.load(workdir / INPUTS_NPZ) as arrays:
+            X, y, classes = arrays["X"], arrays["y"], arrays["classes"]
+        emit = _EventWriter(workdir / EVENTS_FILE)
+        with process_group(inputs["backend"], inputs["device"]):
+            network, _, history = train_shard(
+                inputs["algorithm"], inputs["params"], X, y, task=inputs["task"],
+                seed=inputs["seed"], emit=emit, device=inputs["device"],
+                image_shape=inputs["image_shape"],
+                classes=classes if inputs["has_classes"] else None, threads=inputs["threads"],
+            )  # fmt: skip
+        if rank == 0:
+            import torch
+
+            state = {name: value.cpu() for name, value in network.state_dict().items()}
+            partial = workdir / f"{RESULT_FILE}.partial"
+            torch.save({"state": state, "history": history}, partial)
+            partial.replace(workdir / RESULT_FILE)  # the parent never loads half a file
+        return 0
+    except BaseException as exc:
+        from service.training.worker import describe_error
+
+        traceback.print_exc()  # into torchrun.log
+        with contextlib.suppress(OSError):
+            (workdir / f"error-{rank}.txt").write_text(describe_error(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    # First, before torch's import takes its seconds: a rank started just as its job was
+    # cancelled must not be left running.
+    _die_with_launcher()
+    exit_rank(_rank_main(Path(sys.argv[1])))
