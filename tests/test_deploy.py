@@ -424,6 +424,26 @@ def test_serve_only_server_answers_health_serving(
     assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
 
 
+def test_serve_only_server_refuses_training_with_a_clear_status(
+    serve_only_server: ServerProcess,
+) -> None:
+    import grpc
+
+    from clients.client import ParadigmClient, ParadigmClientError
+
+    with ParadigmClient(f"127.0.0.1:{serve_only_server.port}") as client:
+        for algorithm in ("logistic_regression", "mlp"):
+            with pytest.raises(ParadigmClientError) as caught:
+                client.start_training("iris", algorithm)
+            assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "cannot train" in caught.value.details
+            assert "train extra" in caught.value.details
+        with pytest.raises(ParadigmClientError) as caught:
+            client.explain("iris-lr")
+        assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert not client.list_jobs(), "nothing may be queued"
+
+
 def test_healthcheck_fails_with_one_line_when_nothing_listens(
     serve_only_env: dict[str, str],
 ) -> None:

@@ -201,7 +201,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self, request: pb.DeleteModelRequest, context: Context
     ) -> pb.DeleteModelResponse:
         check_strings(request)
-        return pb.DeleteModelResponse(versions=self._registry.delete(request.name, request.version))
+        # In a thread: deleting from S3 is a network round trip per file.
+        removed = await asyncio.to_thread(self._registry.delete, request.name, request.version)
+        return pb.DeleteModelResponse(versions=removed)
 
     async def ImportModel(
         self, request_iterator: AsyncIterator[pb.ImportModelRequest], context: Context

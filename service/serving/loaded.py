@@ -117,7 +117,10 @@ class LoadedModels:
         self._withdrawn: set[tuple[str, str]] = set()
         self._latest: dict[str, str] = {}
         self._preloading: set[asyncio.Task[None]] = set()
-        registry.on_change(self._registry_changed)
+        # Built on the loop in App._start; publishes and deletes run in threads
+        # (asyncio.to_thread), so their notifications are handed back to this loop.
+        self._loop = asyncio.get_running_loop()
+        registry.on_change(self._on_registry_change)
 
     async def get(self, name: str, version: str = "") -> LoadedModel:
         """The loaded version (latest when empty); NotFound/Unavailable as the registry says."""
@@ -203,6 +206,16 @@ class LoadedModels:
             except Exception as exc:  # a broken file must not stop the others loading
                 log.warning("could not preload %s version %s: %s", manifest.name,
                             manifest.version, exc)  # fmt: skip
+
+    def _on_registry_change(self, event: str, name: str, versions: list[str]) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._registry_changed(event, name, versions)
+        else:
+            self._loop.call_soon_threadsafe(self._registry_changed, event, name, versions)
 
     def _registry_changed(self, event: str, name: str, versions: list[str]) -> None:
         self._latest.pop(name, None)

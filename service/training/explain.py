@@ -36,6 +36,7 @@ from service.errors import (
     Unavailable,
 )
 from service.registry.manifest import Manifest
+from service.training.jobs import require_training_libraries
 from service.training.spec import ExplainSpec, feature_names
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class Explainer:
     ) -> Explanation:
         """Explains a model version; `timeout` is what is left of the caller's deadline."""
         started = time.perf_counter()
+        require_training_libraries("classical")  # scikit-learn's permutation importance
         n_repeats, max_rows = _check_limits(n_repeats, max_rows, seed)
         manifest = self._registry.get(name, version)
         task, output = _scoring(manifest)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.util
 import logging
 import multiprocessing
 import shutil
@@ -151,8 +153,9 @@ class JobManager:
         world_size: int = 0,
     ) -> Job:
         """Validates the request completely, then queues it; raises before queuing."""
-        info = self._datasets.get(dataset)
         chosen = catalog.get_algorithm(algorithm)
+        require_training_libraries(chosen.paradigm)
+        info = self._datasets.get(dataset)
         params = catalog.resolve_hyperparameters(chosen, hyperparameters)
         resolved_task = catalog.resolve_task(chosen, info.task, task)
         if chosen.name == "cnn" and not info.image_shape:
@@ -213,6 +216,7 @@ class JobManager:
         n_features: int = 0,
         trusted_types: list[str] | None = None,
     ) -> Job:
+        require_training_libraries("classical")
         name = validate_model_name(model_name)
         allowed = tuple(self._settings.skops_trusted_prefixes)
         refused = sorted(t for t in trusted_types or [] if not t.startswith(allowed))
@@ -381,10 +385,12 @@ class JobManager:
             else:
                 usage = final.get("usage") or {}
                 try:
-                    manifest = self._registry.publish(
+                    # In a thread: fsyncs, or an upload to S3, must not stall serving.
+                    manifest = await asyncio.to_thread(
+                        self._registry.publish,
                         job.model_name,
                         staging,
-                        amend=lambda m: charges.update(self._price(m, usage)),
+                        lambda m: charges.update(self._price(m, usage)),
                         job_id=job.id,
                     )
                 except ParadigmError as exc:
@@ -608,6 +614,34 @@ def _check_train_size(train_size: int, task: str, n_classes: int) -> None:
         raise InvalidArgument(
             f"train_size {train_size} is too small for {what}: use at least {least} (or 0 "
             "for the whole training split)"
+        )
+
+
+# What the worker processes import: the serving process itself imports none of them.
+_TRAINING_LIBRARIES = {"classical": ("sklearn", "skl2onnx", "onnx"), "deep": ("torch", "onnx")}
+
+
+@functools.cache
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def require_training_libraries(paradigm: str) -> None:
+    """FailedPrecondition on a serve-only install (deploy/docker's `serve` target).
+
+    Refused before anything is queued: otherwise the job would be accepted and then fail
+    in its worker with an ImportError the caller can do nothing about.
+    """
+    needed = _TRAINING_LIBRARIES["classical"] + _TRAINING_LIBRARIES.get(paradigm, ())
+    missing = sorted({module for module in needed if _missing(module)})
+    if missing:
+        raise FailedPrecondition(
+            f"this server cannot train or import models: {', '.join(missing)} not installed "
+            "(a serve-only install); send training, imports and explanations to a server "
+            "installed with the train extra (the `train` image, paradigm-trainer on Kubernetes)"
         )
 
 
