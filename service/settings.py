@@ -28,6 +28,21 @@ class Settings(BaseSettings):
     port_file: Path | None = Field(None, description="write the bound gRPC port here")
 
     device: Device = Field("auto", description="serving device for ONNX Runtime")
+    # Per-model serving device, e.g. PARADIGM_DEVICE_MODELS='{"iris-lr": "cpu"}': models
+    # whose operators CUDA lacks (ai.onnx.ml) gain nothing from a GPU session.
+    device_models: dict[str, Device] = Field(default_factory=dict)
+    gpu_mem_limit_bytes: int = Field(
+        0, ge=0, description="ONNX Runtime CUDA arena limit per session; 0 = no limit"
+    )
+    gpu_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kSameAsRequested", description="how the CUDA arena grows (ORT's arena_extend_strategy)"
+    )
+    warmup: bool = Field(
+        True, description="run each model once at load, so its first request pays no set-up"
+    )
+    io_binding: bool = Field(
+        True, description="CUDA sessions bind inputs and outputs (no needless copies)"
+    )
     inference_threads: int = Field(
         0, ge=0, description="threads running ONNX Runtime sessions; 0 means the CPU count"
     )
