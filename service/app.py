@@ -133,6 +133,11 @@ class App:
             energy_source=self.ledger.energy_source,
             graph_optimization=settings.graph_optimization,
             execution_mode=settings.execution_mode,
+            device_models=settings.device_models,
+            gpu_mem_limit_bytes=settings.gpu_mem_limit_bytes,
+            gpu_arena_extend_strategy=settings.gpu_arena_extend_strategy,
+            warmup=settings.warmup,
+            io_binding=settings.io_binding,
         )
         dataplane = DataPlane(
             models,

@@ -114,6 +114,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.model_warmup_duration = Histogram(
+            "paradigm_model_warmup_duration_seconds",
+            "Time of the one warm-up run at load (zeros, batch 1), which pays CUDA's lazy "
+            "set-up before the first request does; no sample when it failed or is disabled.",
+            SERVING_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_placement = Gauge(
+            "paradigm_model_placement_info",
+            "1 per loaded model version: its session's device, and the operator domains "
+            "whose nodes run on the CPU provider even on CUDA (ai.onnx.ml for most "
+            "scikit-learn exports; empty for none; unknown for older manifests).",
+            (*SERVING_LABELS, "cpu_only_domains"),
+            registry=registry,
+        )
 
         # -- training --------------------------------------------------------------------
         self.training_jobs = Counter(
@@ -254,7 +270,7 @@ class ServingSeries:
         for metric in (
             metrics.inference_duration, metrics.inference_queue_wait, metrics.inference_compute,
             metrics.inference_in_flight, metrics.predictions, metrics.inference_batch_size,
-            metrics.model_load_duration,
+            metrics.model_load_duration, metrics.model_warmup_duration,
         ):  # fmt: skip
             metric.remove(*labels)
         for metric in (metrics.device_seconds, metrics.cost):

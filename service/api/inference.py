@@ -87,6 +87,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         for key, value in (
             ("device", model.device),
+            # Where nodes really run: the session's providers in ORT's order of preference,
+            # and the operator domains left on CPU even on CUDA ("unknown" for models whose
+            # manifest predates the record). ModelConfig has no free-form field for these:
+            # it says the device through instance_group's kind.
+            ("providers", ",".join(model.runtime.providers)),
+            ("cpu_only_domains", model.cpu_only_domains),
             ("paradigm", model.paradigm),
             ("algorithm", model.manifest.algorithm),
             ("version", model.version),

@@ -75,6 +75,11 @@ class Manifest:
     #: no values where the model has none (deep networks, naive Bayes, KNN, SVM kernels).
     native_kind: str = ""
     native_importances: list[float] = field(default_factory=list)
+    #: Operator domains of the graph that ONNX Runtime runs on its CPU provider even in a
+    #: CUDA session (["ai.onnx.ml"] for most scikit-learn exports; [] for none). Recorded
+    #: when the model is made, so the serving process need not parse the graph (it never
+    #: imports onnx); None where unknown (models older than this field).
+    cpu_only_domains: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

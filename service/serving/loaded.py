@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -67,6 +67,8 @@ class LoadedModel:
     output_types: dict[str, str]
     series: ServingSeries
     input_rules: tuple[InputRule, ...]
+    #: The placement gauge's cpu_only_domains label ("ai.onnx.ml", "", "unknown").
+    cpu_only_domains: str = "unknown"
 
     @property
     def name(self) -> str:
@@ -99,17 +101,28 @@ class LoadedModels:
         energy_source: Callable[[str], str],
         graph_optimization: str = "all",
         execution_mode: str = "sequential",
+        device_models: Mapping[str, str] | None = None,
+        gpu_mem_limit_bytes: int = 0,
+        gpu_arena_extend_strategy: str = "kSameAsRequested",
+        warmup: bool = True,
+        io_binding: bool = True,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
         self._executor = executor
         self._device = device
+        self._device_models = dict(device_models or {})
+        self._warmup = warmup
         self._intra_op_threads = intra_op_threads
         self._energy_source = energy_source
         self._session_options = {
             "graph_optimization": graph_optimization,
             "execution_mode": execution_mode,
+            "arena_extend_strategy": gpu_arena_extend_strategy,
         }
+        self._gpu_mem_limit_bytes = gpu_mem_limit_bytes
+        # None: bind on CUDA sessions only (what the setting means); False: never.
+        self._io_binding: bool | None = None if io_binding else False
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
         # Versions deleted while their load was in flight: evicted as soon as it lands
@@ -160,33 +173,59 @@ class LoadedModels:
     def loaded(self) -> list[LoadedModel]:
         return list(self._models.values())
 
+    def device_for(self, name: str) -> str:
+        """The serving device asked for `name`: its per-model override, else the default."""
+        return self._device_models.get(name, self._device)
+
     async def _load(self, manifest: Manifest) -> LoadedModel:
-        def load() -> tuple[OnnxModel, int]:
-            # In the executor: with artifacts on S3, model_path downloads the file first.
+        device = self.device_for(manifest.name)
+
+        def load() -> tuple[OnnxModel, int, float | None]:
+            # In the executor: with artifacts on S3, model_path downloads the file first;
+            # the warm-up runs here too, off the event loop.
             path = self._registry.model_path(manifest)
             runtime = OnnxModel(
                 path,
-                device=self._device,
+                device=device,
                 intra_op_threads=self._intra_op_threads,
+                gpu_mem_limit_bytes=self._gpu_mem_limit_bytes,
+                io_binding=self._io_binding,
                 **self._session_options,
             )
-            return runtime, path.stat().st_size
+            return runtime, path.stat().st_size, self._warm_up(manifest, runtime)
 
         started = time.perf_counter()
-        runtime, size = await asyncio.get_running_loop().run_in_executor(self._executor, load)
+        loop = asyncio.get_running_loop()
+        runtime, size, warmup_seconds = await loop.run_in_executor(self._executor, load)
         elapsed = time.perf_counter() - started
         labels = (
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm, runtime.device,
         )  # fmt: skip
         self._metrics.model_load_duration.labels(*labels).observe(elapsed)
+        # Made even without a sample, so that ServingSeries.remove finds it at eviction.
+        warmup_series = self._metrics.model_warmup_duration.labels(*labels)
+        if warmup_seconds is not None:
+            warmup_series.observe(warmup_seconds)
+        domains = (
+            "unknown" if manifest.cpu_only_domains is None
+            else ",".join(manifest.cpu_only_domains)
+        )  # fmt: skip
+        self._metrics.model_placement.labels(*labels, domains).set(1)
         self._metrics.models_loaded.labels(manifest.paradigm, runtime.device).inc()
         self._metrics.model_size.labels(
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
         ).set(size)
         log.info(
-            "loaded %s version %s on %s in %.3f s", manifest.name, manifest.version,
-            runtime.device, elapsed,
+            "loaded %s version %s on %s (%s) in %.3f s", manifest.name, manifest.version,
+            runtime.device, ", ".join(runtime.providers), elapsed,
         )  # fmt: skip
+        if runtime.device == "cuda" and domains:
+            # Each CPU node costs a device-to-host copy and back: such a model may serve
+            # faster on CPU altogether (PARADIGM_DEVICE_MODELS='{"name": "cpu"}').
+            log.info(
+                "%s version %s: nodes of %s run on the CPU provider in its CUDA session",
+                manifest.name, manifest.version, domains,
+            )  # fmt: skip
         return LoadedModel(
             manifest=manifest,
             runtime=runtime,
@@ -195,7 +234,25 @@ class LoadedModels:
             output_types={spec.name: spec.datatype for spec in runtime.outputs},
             series=ServingSeries(self._metrics, labels, self._energy_source(runtime.device)),
             input_rules=tuple(InputRule.of(spec) for spec in runtime.inputs),
+            cpu_only_domains=domains,
         )
+
+    def _warm_up(self, manifest: Manifest, runtime: OnnxModel) -> float | None:
+        """Seconds of the warm-up run; None when disabled or failed. A failure is logged,
+        not raised: the session itself loaded, and real requests may well succeed (zeros
+        at batch 1 are not a valid input for every graph)."""
+        if not self._warmup:
+            return None
+        started = time.perf_counter()
+        try:
+            runtime.warm_up()
+        except Exception as exc:  # ORT's errors are untyped
+            log.warning(
+                "warm-up of %s version %s failed, serving it anyway: %s",
+                manifest.name, manifest.version, exc,
+            )  # fmt: skip
+            return None
+        return time.perf_counter() - started
 
     async def preload(self, manifests: list[Manifest]) -> None:
         """Loads versions before their first request: no load on the request path, and
@@ -244,3 +301,4 @@ class LoadedModels:
                 manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
             )
             evicted.series.remove()
+            self._metrics.model_placement.remove(*evicted.series.labels, evicted.cpu_only_domains)

@@ -414,6 +414,7 @@ def _run_training(
         feature_names=feature_names(info.feature_names, n_features),
         native_kind=native_kind,
         native_importances=importances,
+        cpu_only_domains=_cpu_only_domains(onnx_bytes),
     )
     manifest.write(out_dir)
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
@@ -430,11 +431,18 @@ def run_import(spec: ImportSpec, emit: Emit) -> Manifest:
     raise InvalidArgument(f"unknown import format {spec.format!r}; expected onnx or skops")
 
 
-def _uses_ml_domain(onnx_bytes: bytes) -> bool:
+def _cpu_only_domains(onnx_bytes: bytes) -> list[str]:
+    """The manifest's cpu_only_domains: ONNX Runtime's CUDA provider has no kernel for any
+    ai.onnx.ml operator, so those nodes run on the CPU provider even in a CUDA session."""
+    # Nodes only: skl2onnx declares the ai.onnx.ml opset even where no node uses it.
+    return ["ai.onnx.ml"] if _uses_ml_domain(onnx_bytes, nodes_only=True) else []
+
+
+def _uses_ml_domain(onnx_bytes: bytes, *, nodes_only: bool = False) -> bool:
     import onnx
 
     model = onnx.load_model_from_string(onnx_bytes)
-    if any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+    if not nodes_only and any(o.domain == "ai.onnx.ml" for o in model.opset_import):
         return True
 
     def walk(graph: onnx.GraphProto) -> bool:
@@ -483,6 +491,7 @@ def _import_onnx(spec: ImportSpec, emit: Emit) -> Manifest:
         checksum=checksum,
         library_versions=_versions(("onnx", "onnxruntime")),
         created_at=_now(),
+        cpu_only_domains=_cpu_only_domains(onnx_bytes),
     )
     manifest.write(Path(spec.out_dir))
     emit("parity", "imported", progress=1.0)
@@ -580,6 +589,7 @@ def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
         feature_names=feature_names([], n_features),
         native_kind=native_kind,
         native_importances=importances,
+        cpu_only_domains=_cpu_only_domains(onnx_bytes),
     )
     manifest.write(Path(spec.out_dir))
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
