@@ -43,11 +43,18 @@ BOX: dict[str, tuple[float, float]] = {
 }
 #: A numeric range this wide (high / low) or wider is sampled log-uniformly.
 LOG_RATIO = 100.0
+#: How a model is computed, not what it learns (bf16 is a GPU speed knob): neither counted
+#: in a space nor sampled, so every trial runs at the catalog default.
+EXECUTION_SETTINGS = frozenset({"precision"})
+
+
+def _tunable(algorithm: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [h for h in algorithm.get("hyperparameters", []) if h["name"] not in EXECUTION_SETTINGS]
 
 
 def space_size(algorithm: Mapping[str, Any]) -> dict[str, Any]:
     """dims, continuous, discrete configurations (log10) of one catalog algorithm."""
-    params = list(algorithm.get("hyperparameters", []))
+    params = _tunable(algorithm)
     continuous = 0
     log10_discrete = 0.0
     for h in params:
@@ -102,7 +109,7 @@ def distributions(algorithm: Mapping[str, Any]) -> dict[str, Any]:
     from scipy import stats
 
     space: dict[str, Any] = {}
-    for h in algorithm.get("hyperparameters", []):
+    for h in _tunable(algorithm):
         name, kind = h["name"], h["type"]
         if kind == "choice":
             space[name] = list(h.get("choices") or [h["default"]])
@@ -126,7 +133,7 @@ def distributions(algorithm: Mapping[str, Any]) -> dict[str, Any]:
 def describe_box(algorithm: Mapping[str, Any]) -> dict[str, str]:
     """The sampled range of each hyperparameter, in words, for the report."""
     described: dict[str, str] = {}
-    for h in algorithm.get("hyperparameters", []):
+    for h in _tunable(algorithm):
         if h["type"] in ("choice", "bool"):
             values = h.get("choices") or ["true", "false"]
             described[h["name"]] = "{" + ", ".join(map(str, values)) + "}"

@@ -88,6 +88,13 @@ _DEEP_COMMON = (
         0.9,
         "Fraction of the training data held back to report validation loss each epoch.",
     ),
+    _choice(
+        "precision",
+        "fp32",
+        ("fp32", "bf16"),
+        "Arithmetic of the training forward pass and loss: fp32, or bf16 autocast (mixed "
+        "precision; weights, optimizer and the exported model stay fp32).",
+    ),
 )
 
 _CLASSICAL = (

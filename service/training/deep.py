@@ -709,6 +709,8 @@ def _train(
 ) -> list[dict[str, float]]:
     epochs = int(params.get("epochs", 15))
     batch_size = int(params.get("batch_size", 128))
+    # Inside the shared epoch loop, so single-process and DDP jobs alike get it.
+    autocast = _autocast(str(params.get("precision", "fp32")), device)
     optimizer = _optimizer(params, network.parameters())
     # The guide prints relu + MSE for the classifier; softmax + cross-entropy is what
     # actually trains a classifier (the softmax is applied by the export head).
@@ -744,7 +746,9 @@ def _train(
             if shard is not None:
                 rows, weight = _rank_rows(batch, shard)
             x = data.x_fit[rows]
-            loss = loss_fn(model(x), targets(x, data.t_fit[rows]))
+            with autocast():
+                # The loss itself in fp32: bf16 outputs are cast up before it.
+                loss = loss_fn(model(x).float(), targets(x, data.t_fit[rows]))
             optimizer.zero_grad(set_to_none=True)
             (loss if shard is None else loss * weight).backward()
             optimizer.step()
@@ -773,6 +777,22 @@ def _train(
             metrics=dict(metrics),
         )
     return history
+
+
+def _autocast(precision: str, device: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A factory of the context the forward pass and loss run in for `precision`.
+
+    "bf16": torch.autocast to bfloat16 on the training device. The weights stay fp32 (the
+    master copy the optimizer steps), gradients arrive in fp32, and bf16 has fp32's
+    exponent range, so no GradScaler is needed. Validation, prediction and ONNX export run
+    outside it, in fp32, so serving and the parity check do not change.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "bf16":
+        device_type = "cuda" if device == "cuda" else "cpu"
+        return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 def _distributed(network: _Network, shard: Shard, device: str) -> nn.Module:
