@@ -78,5 +78,14 @@ lint: install ## ruff + mypy
 	$(VENV)/bin/ruff format --check service clients tests protos
 	$(VENV)/bin/mypy
 
+.PHONY: gpu-wheels gpu-check
+# The lent GPU machine has no network and its own Python 3.12 (docs/gpu.md).
+GPU_PY ?= $(shell test -x /opt/torch/.venv/bin/python3 && echo /opt/torch/.venv/bin/python3 || echo python3)
+gpu-wheels: install ## Download and split the wheels the GPU machine lacks into .gpu-wheels/carry-N (needs PyPI)
+	$(PY) -m clients.gpu_check.wheels prepare
+
+gpu-check: ## ON the GPU machine, after the carries (docs/gpu.md): CUDA checks, GPU tests, benchmark into OUT/gpu
+	GPU_PY=$(GPU_PY) bash clients/gpu_check/run.sh
+
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""What `make gpu-wheels` and `make gpu-check` run: the GPU verification (docs/gpu.md)."""
