@@ -150,6 +150,7 @@ class App:
                 for name, overrides in settings.batching_models.items()
             },
             run_slots=settings.resolved_inference_threads(),
+            gpu_batching=settings.gpu_batching_config(),
         )
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)

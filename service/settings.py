@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     )
     batch_max_queue_size: int = Field(1024, ge=1, description="queued requests per model")
     batching_models: dict[str, dict[str, int | bool]] = Field(default_factory=dict)
+    # One GPU run of 1 row costs about what a run of hundreds does (launches, copies), so a
+    # model on a CUDA session may gather bigger batches; a per-model override still wins.
+    gpu_batch_max_size: int = Field(512, ge=1, description="most rows in one batch on CUDA")
+    gpu_batch_max_queue_delay_us: int = Field(
+        0, ge=0, description="extra wait for a fuller batch on CUDA; 0 = only what queued"
+    )
 
     max_concurrent_jobs: int = Field(1, ge=1, description="training workers at once")
     max_queued_jobs: int = Field(64, ge=1)
@@ -161,6 +167,15 @@ class Settings(BaseSettings):
             max_batch_size=int(values["max_batch_size"]),
             max_queue_delay_us=int(values["max_queue_delay_us"]),
             max_queue_size=int(values["max_queue_size"]),
+        )
+
+    def gpu_batching_config(self) -> BatchingConfig:
+        """The batching of models whose session runs on CUDA (no per-model override)."""
+        return self.batching_config(
+            {
+                "max_batch_size": self.gpu_batch_max_size,
+                "max_queue_delay_us": self.gpu_batch_max_queue_delay_us,
+            }
         )
 
     def resolved_inference_threads(self) -> int:

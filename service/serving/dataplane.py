@@ -28,6 +28,22 @@ from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
 
+def choose_batching(
+    name: str,
+    device: str,
+    default: BatchingConfig,
+    gpu: BatchingConfig | None,
+    per_model: dict[str, BatchingConfig],
+) -> BatchingConfig:
+    """A model's own override first, then the GPU sizing for a CUDA session, then the
+    default: the device is known only once the session exists, hence here and not at start."""
+    if name in per_model:
+        return per_model[name]
+    if device == "cuda" and gpu is not None:
+        return gpu
+    return default
+
+
 class DataPlane:
     """Validates, runs (batched where it helps) and measures inference requests."""
 
@@ -41,6 +57,7 @@ class DataPlane:
         batching: BatchingConfig,
         batching_models: dict[str, BatchingConfig],
         run_slots: int,
+        gpu_batching: BatchingConfig | None = None,
     ) -> None:
         self.models = models
         self._ledger = ledger
@@ -48,6 +65,7 @@ class DataPlane:
         self._max_batch_size = max_batch_size
         self._batching = batching
         self._batching_models = batching_models
+        self._gpu_batching = gpu_batching
         self._run_slots = run_slots
         self._batchers: dict[tuple[str, str], Batcher] = {}
 
@@ -104,7 +122,9 @@ class DataPlane:
         model has no batch axis on every input and output to concatenate along, it runs
         one request at a time but keeps the queue bound and the deadline checks."""
         self._forget_unloaded()
-        config = self._batching_models.get(model.name, self._batching)
+        config = choose_batching(
+            model.name, model.device, self._batching, self._gpu_batching, self._batching_models
+        )
         tensors = [*model.runtime.inputs, *model.runtime.outputs]
         if not (config.enabled and all(spec.shape and spec.shape[0] == -1 for spec in tensors)):
             config = dataclasses.replace(config, max_batch_size=1, max_queue_delay_us=0)
