@@ -73,10 +73,11 @@ rules-test: tools ## Check the Prometheus config and rules, and run their unit t
 	promtool check rules deploy/prometheus/rules/*.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 
-lint: install ## ruff + mypy
+lint: install ## ruff + mypy + import-linter (the process and layer contracts)
 	$(VENV)/bin/ruff check service clients tests protos
 	$(VENV)/bin/ruff format --check service clients tests protos
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: gpu-wheels gpu-check
 # The lent GPU machine has no network and its own Python 3.12 (docs/gpu.md).

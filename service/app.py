@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from service import __version__
+from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
@@ -291,11 +291,9 @@ async def _materialize_builtin(datasets_dir: Path) -> None:
         return
     log.info("writing built-in datasets %s", missing)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        from service.datasets import builtin  # stdlib-only at import; sklearn inside
-
         try:
             await asyncio.get_running_loop().run_in_executor(
-                pool, builtin.materialize_builtin, datasets_dir
+                pool, launcher.run_by_name, launcher.MATERIALIZE_BUILTIN, datasets_dir
             )
         except ImportError as exc:
             # A serve-only install (deploy/docker's `serve` target) has no scikit-learn:

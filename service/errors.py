@@ -107,3 +107,17 @@ def storage_error(exc: BaseException, doing: str) -> ParadigmError | None:
             # error: the disk may recover, so this one is worth a retry.
             return Unavailable(f"{doing}: the disk refused a write ({exc})")
     return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure in the words a job reports: a ParadigmError's message, else its text."""
+    if isinstance(exc, ParadigmError):  # already written for the caller
+        return exc.message
+    if isinstance(exc, OSError):
+        error = storage_error(exc, "the worker could not write the model")
+        if error is not None:
+            return error.message
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, ValueError | TypeError | KeyError | RuntimeError):
+        return text
+    return f"{type(exc).__name__}: {text}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +22,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from service.cost.nvml import GpuReading
+if TYPE_CHECKING:
+    from service.cost.nvml import GpuReading
+
 
 # 50 µs .. 10 s: CPU inference of a small model at batch 1 takes tens of microseconds.
 LATENCY_BUCKETS = (

@@ -119,7 +119,7 @@ def _processes_of(job_id: str) -> list[str]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if job_id in command and "service.training.distributed" in command:
+        if job_id in command and "service.worker.distributed" in command:
             found.append(command)
     return found
 
@@ -175,7 +175,7 @@ def test_paradigm_train_under_torchrun_publishes_a_servable_model(tmp_path: Path
     data_dir = tmp_path / "data"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "service.training.standalone", "--dataset", "iris", "--algorithm", "mlp",
+        "-m", "service.worker.standalone", "--dataset", "iris", "--algorithm", "mlp",
         "--model-name", "iris-mlp-torchrun", "--device", "cpu", "--epochs", "5",
         "--param", "batch_size=16", "--data-dir", str(data_dir),
     ]  # fmt: skip
@@ -232,7 +232,7 @@ def test_journal_keeps_world_size_and_upgrades_an_old_file(tmp_path: Path) -> No
 
 
 def test_a_rank_killed_without_a_word_is_named_from_torchruns_report(tmp_path: Path) -> None:
-    from service.training import distributed
+    from service.worker import distributed
 
     (tmp_path / distributed.LOG_FILE).write_text(
         "terminate called without an active exception\n"

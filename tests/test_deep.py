@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from sklearn.datasets import load_diabetes, load_digits, load_iris
 
-from service.training import deep
+from service.worker import deep
 
 COMMON: dict[str, Any] = {
     "epochs": 2,

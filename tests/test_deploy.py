@@ -673,7 +673,7 @@ def test_training_job_runs_torchrun_across_two_gpu_nodes(
         f"--rdzv-endpoint={rank0}", "--rdzv-id=$(JOB_ID)",
     ]  # fmt: skip
     assert command[6:] == [
-        "-m", "service.training.standalone", "--dataset", "digits", "--algorithm", "cnn",
+        "-m", "service.worker.standalone", "--dataset", "digits", "--algorithm", "cnn",
         "--model-name", "digits-cnn-ddp", "--device", "cuda",
     ]  # fmt: skip
     env = {v["name"]: v for v in container["env"]}

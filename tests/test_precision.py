@@ -94,7 +94,7 @@ def test_bf16_inside_the_ddp_epoch_loop() -> None:
     """A one-rank gloo group through deep.train's Shard path: DDP forwards under autocast."""
     import torch.distributed as dist
 
-    from service.training import deep
+    from service.worker import deep
     from tests.test_deep import COMMON, DATA, SMALL, Recorder
 
     with socket.socket() as sock:

@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from clients.client import ParadigmClient, ParadigmClientError
-from service.datasets import scale
 from service.datasets.layout import DatasetInfo, load_arrays, read_info
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.worker.datasets import scale
 from tests.server import RunningServer
 
 

@@ -16,11 +16,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.datasets import builtin, layout
+from service.datasets import layout
 from service.errors import DeadlineExceeded, InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest, TensorSpec
-from service.training import catalog, classical, explain, export, pipeline
+from service.training import catalog
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
+from service.worker import classical, export, importance, pipeline
+from service.worker.datasets import builtin
 
 CLASSICAL = [name for name, a in catalog.ALGORITHMS.items() if a.paradigm == "classical"]
 CLASSIFIERS = [n for n in CLASSICAL if "classification" in catalog.ALGORITHMS[n].tasks]
@@ -235,7 +237,7 @@ def test_classification_on_continuous_targets_is_refused() -> None:
 
 
 def test_deep_algorithms_train_when_available(datasets: Path, tmp_path: Path) -> None:
-    if importlib.util.find_spec("service.training.deep") is None:
+    if importlib.util.find_spec("service.worker.deep") is None:
         pytest.skip("service/training/deep.py is not there yet")
     pytest.importorskip("torch")
     manifest, emit = train(datasets, tmp_path, "iris", "mlp", {"epochs": 2})
@@ -348,15 +350,15 @@ def test_explain_rebuilds_the_jobs_test_rows(datasets: Path, tmp_path: Path) -> 
         seed=0,
         deadline=time.time() + 120,
     )
-    result = explain.compute(spec)
+    result = importance.compute(spec)
     # The same rows and the same labels (parity): the job's own held-out accuracy.
     assert result["rows"] == manifest.metrics["test_samples"]
     assert result["baseline"] == manifest.metrics["accuracy"]
     assert len(result["mean"]) == len(result["std"]) == 13
-    capped = explain.compute(dataclasses.replace(spec, max_rows=10))
+    capped = importance.compute(dataclasses.replace(spec, max_rows=10))
     assert capped["rows"] == 10
     with pytest.raises(DeadlineExceeded):
-        explain.compute(dataclasses.replace(spec, deadline=time.time() - 1))
+        importance.compute(dataclasses.replace(spec, deadline=time.time() - 1))
 
 
 # --------------------------------------------------------------------------- catalog

@@ -240,7 +240,7 @@ def time_point(
 def inference(
     client: ParadigmClient, metrics_url: str, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    from service.datasets.scale import digits_scaled
+    from service.worker.datasets.scale import digits_scaled
 
     # Rows like the training data (another seed), drawn here: the server keeps its own.
     X_all, _ = digits_scaled(max(args.batches), IMAGE_SIDE, seed=1)

@@ -18,7 +18,7 @@ from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
 from service.registry.store import ModelRegistry, validate_model_name
-from service.training import catalog, export
+from service.training import catalog, uploads
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
 
@@ -226,7 +226,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             await spool_stream(chunks, spool, self._max_bytes, "import")
             # Cheap checks of the file's outer structure now, so that a file that is not
             # ONNX (or skops) at all is refused at once instead of by a failed job.
-            await asyncio.to_thread(export.check_file, spool, file_format)
+            await asyncio.to_thread(uploads.check_file, spool, file_format)
             job = self._jobs.start_import(
                 source=spool,
                 model_name=header.name,

@@ -1,7 +1,7 @@
 """Datasets as the serving process sees them: listing, streamed uploads, deletion.
 
 Uploads are parsed with numpy and the csv module only (the serving process never imports
-scikit-learn); built-in datasets are written by a worker process (datasets/builtin.py).
+scikit-learn); built-in datasets are written by a worker process (worker/datasets/builtin.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datasets import scale
+from service import launcher
 from service.datasets.layout import (
     INFO_FILE,
     NAME_PATTERN,
@@ -110,7 +110,8 @@ class DatasetStore:
                 return await asyncio.get_running_loop().run_in_executor(
                     pool,
                     functools.partial(
-                        scale.generate,
+                        launcher.run_by_name,
+                        launcher.GENERATE_SCALE,
                         self.root,
                         name=name,
                         generator=generator,

@@ -2,10 +2,9 @@
 
 Two halves. `Explainer` lives in the serving process: it validates the request, queues it
 (one explanation runs at a time; a few may wait, more get RESOURCE_EXHAUSTED), starts a
-spawned worker per explanation and prices the worker's CPU time like training. `compute`
-runs in that worker (worker.run_explain): it rebuilds the rows, wraps the ONNX model as a
-scikit-learn estimator and runs sklearn.inspection.permutation_importance. scikit-learn is
-imported inside `compute` only, so this module is safe to import in the serving process.
+spawned worker per explanation and prices the worker's CPU time like training. The worker
+runs service/worker/importance.py: it rebuilds the rows, wraps the ONNX model as a
+scikit-learn estimator and runs sklearn.inspection.permutation_importance.
 
 Why a fresh worker per explanation, not a pool: the worker answers in JSON over a one-way
 pipe (nothing it sends is unpickled, as with training jobs), a caller's deadline is met by
@@ -16,15 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import multiprocessing
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from service import launcher
 from service.datasets import layout
 from service.errors import (
     DeadlineExceeded,
@@ -37,7 +33,7 @@ from service.errors import (
 )
 from service.registry.manifest import Manifest
 from service.training.jobs import require_training_libraries
-from service.training.spec import ExplainSpec, feature_names
+from service.training.spec import SCORING, ExplainSpec, feature_names
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -53,11 +49,6 @@ DEFAULT_REPEATS = 5
 DEFAULT_ROWS = 2000
 MAX_REPEATS = 100
 MAX_ROWS = 100_000
-#: Rows per ONNX Runtime call: a CNN's activations for 100 000 rows at once would need
-#: gigabytes (64 channels per pixel), and the deadline is checked between calls.
-CHUNK_ROWS = 1024
-#: The score each task is explained by, and the output it is computed from.
-SCORING = {"classification": ("accuracy", "label"), "regression": ("r2", "prediction")}
 _ERRORS: dict[str, type[ParadigmError]] = {
     cls.status.name: cls
     for cls in (InvalidArgument, NotFound, FailedPrecondition, DeadlineExceeded, Unavailable)
@@ -87,9 +78,6 @@ class Explanation:
     native_kind: str
     seconds: float
     charge: Charge
-
-
-# --------------------------------------------------------------------------- serving side
 
 
 class Explainer:
@@ -234,12 +222,13 @@ class Explainer:
             self._slot.release()
 
     async def _spawn(self, spec: ExplainSpec, deadline: float) -> tuple[dict[str, Any], float]:
-        from service.training import worker  # stdlib only at import
-
         loop = asyncio.get_running_loop()
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=worker.run_explain, args=(spec, sender), name="paradigm-explain", daemon=True
+            target=launcher.run_by_name,
+            args=(launcher.RUN_EXPLAIN, spec, sender),
+            name="paradigm-explain",
+            daemon=True,
         )
         self._running.add(process)
         exitcode = None
@@ -251,7 +240,7 @@ class Explainer:
             remaining = max(0.0, deadline - time.perf_counter())
             try:
                 final = await asyncio.wait_for(
-                    worker.receive(receiver, who="the explain worker"), remaining
+                    launcher.receive(receiver, who="the explain worker"), remaining
                 )
             except TimeoutError:
                 raise DeadlineExceeded(
@@ -328,77 +317,3 @@ def _scoring(manifest: Manifest) -> tuple[str, str]:
 def _feature_count(manifest: Manifest) -> int:
     shape = manifest.inputs[0].shape
     return int(shape[-1]) if len(shape) == 2 else -1
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-def compute(spec: ExplainSpec) -> dict[str, Any]:
-    """Permutation importance of every input feature; runs in a worker process."""
-    import onnxruntime as ort
-    from sklearn.base import BaseEstimator
-    from sklearn.inspection import permutation_importance
-    from sklearn.metrics import get_scorer
-
-    from service.training import pipeline
-
-    dataset_dir = Path(spec.dataset_dir)
-    X, y = layout.load_arrays(dataset_dir)
-    if not np.all(np.isfinite(X)):
-        raise InvalidArgument("the dataset's features hold NaN or infinite values")
-    y = pipeline.targets(y, spec.task)
-    if spec.same_split:
-        _, X, _, y = pipeline.split(X, y, spec.task, spec.test_fraction, spec.split_seed)
-    if len(X) > spec.max_rows:
-        chosen = np.random.default_rng(spec.seed).choice(len(X), spec.max_rows, replace=False)
-        chosen.sort()
-        X, y = X[chosen], y[chosen]
-    if len(X) < 2:
-        raise InvalidArgument(f"{len(X)} rows to score: an explanation needs at least 2")
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = spec.blas_threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        spec.model_path, sess_options=options, providers=["CPUExecutionProvider"]
-    )
-
-    # Defined here because scikit-learn is imported here: permutation_importance wants an
-    # estimator it can tag (a BaseEstimator) with fit and predict, and nothing more.
-    class OnnxEstimator(BaseEstimator):  # type: ignore[misc]
-        """The served model as scikit-learn sees it: fit does nothing, predict runs ORT."""
-
-        def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> OnnxEstimator:
-            return self
-
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            X = np.ascontiguousarray(X, dtype=np.float32)
-            parts = []
-            for start in range(0, len(X), CHUNK_ROWS):
-                # permutation_importance has no callback; predict runs once per feature and
-                # repeat, so this is where a worker past its deadline stops.
-                if time.time() > spec.deadline:
-                    raise DeadlineExceeded("the explanation did not finish within the deadline")
-                (out,) = session.run([spec.output], {spec.input: X[start : start + CHUNK_ROWS]})
-                parts.append(np.asarray(out).reshape(len(out), -1)[:, 0])
-            return np.concatenate(parts)
-
-    metric = SCORING[spec.task][0]
-    estimator = OnnxEstimator()
-    baseline = float(get_scorer(metric)(estimator, X, y))
-    result = permutation_importance(
-        estimator, X, y, scoring=metric, n_repeats=spec.n_repeats, random_state=spec.seed
-    )
-    return {
-        "rows": len(X),
-        "metric": metric,
-        "baseline": baseline,
-        "mean": [_finite(v) for v in result.importances_mean],
-        "std": [_finite(v) for v in result.importances_std],
-    }
-
-
-def _finite(value: float) -> float:
-    # r2 of a constant target is NaN; JSON and the proto's reader both want a number.
-    value = float(value)
-    return value if math.isfinite(value) else 0.0

@@ -28,6 +28,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from service import launcher
 from service.cost.ledger import Charge, CostLedger
 from service.datasets.store import DatasetStore
 from service.errors import (
@@ -43,7 +44,7 @@ from service.metrics import Metrics
 from service.registry.manifest import Manifest
 from service.registry.store import ModelRegistry, validate_model_name
 from service.settings import Settings
-from service.training import catalog, worker
+from service.training import catalog
 from service.training.journal import JOURNAL_FILE, JobEvent, JobJournal, JobRecord
 from service.training.spec import ImportSpec, TrainingSpec
 
@@ -334,8 +335,8 @@ class JobManager:
         spec = _with_out_dir(job.spec, staging)
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=worker.run,
-            args=(spec, sender, self._settings.distributed_backend),
+            target=launcher.run_by_name,
+            args=(launcher.RUN_JOB, spec, sender, self._settings.distributed_backend),
             name=f"paradigm-job-{job.id}",
             daemon=True,
         )
@@ -354,7 +355,7 @@ class JobManager:
         try:
             process.start()
             sender.close()  # our copy: the pipe reports EOF once the child's copy closes
-            final = await worker.receive(
+            final = await launcher.receive(
                 receiver, lambda message: self._worker_event(job, message), who=f"job {job.id}"
             )
             await asyncio.get_running_loop().run_in_executor(None, process.join)

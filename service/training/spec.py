@@ -11,6 +11,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+#: The score each task is explained by, and the output it is computed from.
+SCORING = {"classification": ("accuracy", "label"), "regression": ("r2", "prediction")}
+
 
 class Emit(Protocol):
     """Reports progress from a worker; every argument is optional except the stage.

@@ -23,9 +23,10 @@ from service.cost.nvml import Nvml
 from service.datasets import layout
 from service.errors import InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest
-from service.training import catalog, classical, export
-from service.training.export import ParityError
+from service.training import catalog
 from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec, feature_names
+from service.worker import classical, export
+from service.worker.export import ParityError
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
@@ -305,7 +306,7 @@ def _run_training(
     else:
         # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
         # every spawned worker, which is not fitting, and classical jobs never need it.
-        from service.training import deep, distributed
+        from service.worker import deep, distributed
 
         fit: DeepFit = deep_fit or deep.fit
         if deep_fit is None and spec.world_size > 1:

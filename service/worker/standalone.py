@@ -3,7 +3,7 @@
 Run the same command on every machine of a multi-node job (deploy/k8s's training Job):
 
     torchrun --nnodes=$N --nproc-per-node=1 --rdzv-backend=c10d \\
-        --rdzv-endpoint=<host>:29400 --rdzv-id=<job> -m service.training.standalone \\
+        --rdzv-endpoint=<host>:29400 --rdzv-id=<job> -m service.worker.standalone \\
         --dataset digits --algorithm cnn --model-name digits-cnn-ddp --device cuda
 
 Every rank loads and splits the dataset itself (the same rows for the same seed) and trains
@@ -31,8 +31,9 @@ from service.datasets import layout
 from service.errors import InvalidArgument, ParadigmError
 from service.registry.manifest import Manifest
 from service.settings import Settings
-from service.training import catalog, pipeline
+from service.training import catalog
 from service.training.spec import TrainingSpec
+from service.worker import pipeline
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     code = _main(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from service.training import distributed
+        from service.worker import distributed
 
         distributed.exit_rank(code)
     return code
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> Manifest | None:
         with threadpool_limits(limits=spec.blas_threads):
             if world_size <= 1:
                 return _train_and_publish(spec, settings, backend, None)
-            from service.training import deep, distributed
+            from service.worker import deep, distributed
 
             device = deep.resolve_device(args.device)
             with distributed.process_group(distributed.resolve_backend(backend, device), device):
@@ -182,7 +183,7 @@ def _dataset_dir(dataset: str, data_dir: Path) -> Iterator[Path]:
             f"dataset {dataset!r} is neither a dataset directory, nor in "
             f"{data_dir / 'datasets'}, nor built in ({', '.join(layout.BUILTIN_DATASETS)})"
         )
-    from service.datasets import builtin
+    from service.worker.datasets import builtin
 
     with tempfile.TemporaryDirectory(prefix="paradigm-train-") as tmp:
         builtin.materialize_builtin(Path(tmp))

@@ -2,7 +2,7 @@
 
 Two ways in, one training loop (deep.train with a deep.Shard):
 - `fit`, in a job's worker process (one machine): writes the inputs to a work directory,
-  runs `torchrun --standalone --nproc-per-node=N -m service.training.distributed <workdir>`,
+  runs `torchrun --standalone --nproc-per-node=N -m service.worker.distributed <workdir>`,
   relays rank 0's epoch events through `emit` while it runs, then loads rank 0's weights
   into the same network, so the pipeline evaluates, exports and checks the usual DeepModel.
 - `fit_in_group`, in a process that torchrun already started as one rank of a job on any
@@ -45,7 +45,7 @@ import numpy as np
 from service.training.spec import Emit
 
 if TYPE_CHECKING:
-    from service.training.deep import DeepModel, _Network, _Prepared
+    from service.worker.deep import DeepModel, _Network, _Prepared
 
 BACKENDS = ("auto", "gloo", "nccl")
 INPUTS_JSON, INPUTS_NPZ = "inputs.json", "inputs.npz"
@@ -105,7 +105,7 @@ def fit(
     events are rank 0's, relayed as they come; a failing rank's error is raised as
     DistributedError with that rank's message.
     """
-    from service.training import deep
+    from service.worker import deep
 
     task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
     run_on = deep.resolve_device(device)
@@ -165,11 +165,11 @@ def _launch(workdir: Path, world_size: int, emit: Emit) -> None:
     """Runs torchrun until it exits, relaying rank 0's events; raises if it failed."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-        f"--nproc-per-node={world_size}", "-m", "service.training.distributed", str(workdir),
+        f"--nproc-per-node={world_size}", "-m", "service.worker.distributed", str(workdir),
     ]  # fmt: skip
     worker = os.getpid()
     # --standalone: a c10d rendezvous on a free local port, so concurrent jobs never share
-    # a MASTER_PORT. The thread variables (set by worker.run) reach every rank.
+    # a MASTER_PORT. The thread variables (set by entry.run) reach every rank.
     env = {**os.environ, PARENT_VARIABLE: str(worker)}
     with (workdir / LOG_FILE).open("wb") as log:
         agent = subprocess.Popen(
@@ -377,7 +377,7 @@ def train_shard(
     """
     import torch.distributed as dist
 
-    from service.training import deep
+    from service.worker import deep
 
     task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
     shard = deep.Shard(dist.get_rank(), dist.get_world_size())
@@ -409,7 +409,7 @@ def fit_in_group(
     """
     import torch.distributed as dist
 
-    from service.training import deep
+    from service.worker import deep
 
     task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
     run_on = deep.resolve_device(device)
@@ -464,11 +464,11 @@ def _rank_main(workdir: Path) -> int:
             partial.replace(workdir / RESULT_FILE)  # the parent never loads half a file
         return 0
     except BaseException as exc:
-        from service.training.worker import describe_error
+        from service.errors import describe_failure
 
         traceback.print_exc()  # into torchrun.log
         with contextlib.suppress(OSError):
-            (workdir / f"error-{rank}.txt").write_text(describe_error(exc))
+            (workdir / f"error-{rank}.txt").write_text(describe_failure(exc))
         return 1
 
 

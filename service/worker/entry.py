@@ -1,4 +1,4 @@
-"""Entry point of a training/import worker process (spawn start method).
+"""Entry points of worker processes (spawn start method): training, import and explain.
 
 Imports only the standard library at module level: the heavy libraries (scikit-learn,
 torch, skl2onnx) are imported inside the child, never in the serving process. Messages to
@@ -9,12 +9,12 @@ a worker sends, so even a compromised import cannot run code in the server):
   {"type": "error", "message": "..."}      last message on failure
 A worker dies with the server (PR_SET_PDEATHSIG): a SIGKILLed server leaves no orphan
 writing into a staging directory that the next server clears. A DDP job's torchrun agent and
-ranks die with the worker in turn (service/training/distributed.py).
+ranks die with the worker in turn (service/worker/distributed.py). The parent's side of the
+pipe is service/launcher.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import json
 import logging
@@ -24,11 +24,11 @@ import resource
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
+from service.errors import describe_failure
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec
 
 _THREAD_VARIABLES = (
@@ -64,7 +64,7 @@ def run(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=spec.blas_threads):
-            from service.training import pipeline
+            from service.worker import pipeline
 
             if isinstance(spec, TrainingSpec):
                 manifest = pipeline.run_training(spec, emit, backend=distributed_backend)
@@ -75,13 +75,13 @@ def run(
         logging.getLogger("paradigm.worker").error(
             "job %s failed:\n%s", spec.job_id, traceback.format_exc()
         )
-        send(connection, {"type": "error", "message": describe_error(exc), "usage": _usage()})
+        send(connection, {"type": "error", "message": describe_failure(exc), "usage": _usage()})
     finally:
         connection.close()
 
 
 def run_explain(spec: ExplainSpec, connection: Connection) -> None:
-    """Runs one explanation (explain.compute) and reports through `connection`; never raises.
+    """Runs one explanation (importance.compute) and reports through `connection`; never raises.
 
     Last message: {"type": "done", "result": {...}, "usage": {...}}, or {"type": "error",
     "message": ..., "status": <gRPC status name of a ParadigmError, else "">, "usage": ...}.
@@ -94,9 +94,9 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=spec.blas_threads):
-            from service.training import explain
+            from service.worker import importance
 
-            result = explain.compute(spec)
+            result = importance.compute(spec)
         send(connection, {"type": "done", "result": result, "usage": _usage()})
     except BaseException as exc:
         from service.errors import ParadigmError
@@ -105,7 +105,7 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         if not status:
             log = logging.getLogger("paradigm.worker")
             log.error("explain failed:\n%s", traceback.format_exc())
-        message = {"type": "error", "message": describe_error(exc), "status": status}
+        message = {"type": "error", "message": describe_failure(exc), "status": status}
         send(connection, {**message, "usage": _usage()})
     finally:
         connection.close()
@@ -140,75 +140,3 @@ def _usage() -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime}
-
-
-def describe_error(exc: BaseException) -> str:
-    """A failure in the words a job reports: a ParadigmError's message, else its text."""
-    from service.errors import ParadigmError
-
-    if isinstance(exc, ParadigmError):  # already written for the caller
-        return exc.message
-    if isinstance(exc, OSError):
-        from service.errors import storage_error
-
-        error = storage_error(exc, "the worker could not write the model")
-        if error is not None:
-            return error.message
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, ValueError | TypeError | KeyError | RuntimeError):
-        return text
-    return f"{type(exc).__name__}: {text}"
-
-
-# -- the parent's side of the pipe ----------------------------------------------------------
-
-
-async def receive(
-    receiver: Connection,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-    *,
-    who: str = "a worker",
-) -> dict[str, Any] | None:
-    """Reads a worker's messages from the event loop (add_reader: no thread per worker)
-    until its pipe closes: events go to on_event, the last other message is returned."""
-    loop = asyncio.get_running_loop()
-    closed: asyncio.Future[None] = loop.create_future()
-    final: dict[str, Any] | None = None
-    fd = receiver.fileno()
-
-    def readable() -> None:
-        nonlocal final
-        try:
-            while receiver.poll():
-                message = _decode(receiver.recv_bytes())
-                if message is None:
-                    logging.getLogger(__name__).warning("ignored a malformed message from %s", who)
-                elif message.get("type") == "event":
-                    if on_event is not None:
-                        on_event(message)
-                else:
-                    final = message
-        except (EOFError, OSError):
-            loop.remove_reader(fd)  # the pipe stays readable at EOF: stop being called
-            if not closed.done():
-                closed.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await closed
-    finally:
-        # Always, not only while `closed` is pending: cancelling the caller cancels `closed`
-        # too. A reader left registered on a descriptor that is then closed makes the next
-        # pipe given that number silent: add_reader finds it registered and never re-adds
-        # it to epoll (measured: the next explanation hung until its deadline).
-        loop.remove_reader(fd)
-    return final
-
-
-def _decode(data: bytes) -> dict[str, Any] | None:
-    """A worker's message: a JSON object, or None for anything else."""
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
