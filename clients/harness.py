@@ -106,7 +106,7 @@ def wait_serving(target: str, process: subprocess.Popen[bytes], deadline: float)
             time.sleep(0.005)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerProcess:
     """A started server: its process, where to dial it, and its log."""
 
