@@ -26,9 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clients.bench.run import our_server
 from clients.cli import format_markdown
 from clients.client import ParadigmClient
+from clients.harness import paradigm_server
+from clients.machine import cpu_model
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
 
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 "PARADIGM_DISTRIBUTED_BACKEND": "gloo",
             }
             data_dir = workdir / f"data-{threads}"
-            server = our_server(workdir, f"paradigm-{threads}", data_dir, env, metrics=False)
+            server = paradigm_server(
+                workdir, f"paradigm-{threads}", data_dir, env=env, metrics=False
+            )
             with server as srv, ParadigmClient(srv.target, timeout=600) as client:
                 client.wait_until_ready(60)
                 for config in (c for c in CONFIGS if c.threads == threads):
@@ -172,7 +175,7 @@ def _report(args: argparse.Namespace, runs: list[Run]) -> dict[str, Any]:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m clients.ddp_bench " + " ".join(sys.argv[1:]),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model() or platform.processor() or "unknown",
             "cores": os.cpu_count(),
             "gpu": "none (device cpu)",
             "backend": "gloo",
@@ -188,16 +191,6 @@ def _report(args: argparse.Namespace, runs: list[Run]) -> dict[str, Any]:
         },
         "runs": [asdict(run) for run in runs],
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ import argparse
 import contextlib
 import itertools
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +24,10 @@ import numpy as np
 
 from clients.cli import format_markdown, format_table, key_metric
 from clients.client import ParadigmClient, ParadigmClientError, ParamScalar, enum_name
+from clients.harness import log_tail, paradigm_server
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
+SERVER_NAME = "server"  # its log: <workdir>/server.log
 SERVE_ROWS = 256
 CALLS_AT_1 = 200
 CALLS_AT_BATCH = 50
@@ -76,59 +76,6 @@ def serving_rows(dataset: str, n_features: int) -> np.ndarray:
             f"{dataset}: scikit-learn gives {X.shape[1]} features, the server {n_features}"
         )
     return np.ascontiguousarray(X)
-
-
-# -- the server -----------------------------------------------------------------------------
-
-
-def _server_command() -> list[str]:
-    script = shutil.which("paradigm-server", path=str(Path(sys.executable).parent))
-    if script:
-        return [script]
-    return [sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())"]
-
-
-def _log_tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@contextlib.contextmanager
-def local_server(workdir: Path, timeout: float = 90.0) -> Iterator[str]:
-    """Runs paradigm-server on free ports under workdir; yields its target; always stops it."""
-    port_file, log = workdir / "port", workdir / "server.log"
-    command = [
-        *_server_command(),
-        "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--metrics-port", "0", "--data-dir", str(workdir / "data"),
-    ]  # fmt: skip
-    with log.open("wb") as log_file:
-        # Own session: a Ctrl-C on the terminal reaches only us, and we stop it gracefully.
-        proc = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"paradigm-server exited with {proc.returncode}:\n{_log_tail(log)}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"paradigm-server wrote no port in {timeout:g} s")
-            time.sleep(0.1)
-        yield f"127.0.0.1:{int(port_file.read_text().strip())}"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                print("paradigm-server ignored SIGTERM for 30 s; killing it", file=sys.stderr)
-                proc.kill()
-                proc.wait()
 
 
 # -- training and serving -------------------------------------------------------------------
@@ -276,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if target is None:
                 workdir = Path(tempfile.mkdtemp(prefix="paradigm-demo-"))
                 print(f"starting paradigm-server (data in {workdir / 'data'})")
-                target = stack.enter_context(local_server(workdir))
+                server = stack.enter_context(
+                    paradigm_server(workdir, SERVER_NAME, workdir / "data", timeout=90.0)
+                )
+                target = server.target
             client = stack.enter_context(ParadigmClient(target))
             started = time.monotonic()
             table, costs = run_demo(client, runs)
@@ -306,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParadigmClientError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         if workdir is not None:
-            print(f"server log: {_log_tail(workdir / 'server.log')}", file=sys.stderr)
+            log = workdir / f"{SERVER_NAME}.log"
+            print(f"server log: {log_tail(log, lines=30)}", file=sys.stderr)
         return 1
     finally:
         if workdir is not None:

@@ -40,9 +40,10 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from clients.bench.run import machine_info, paradigm_server_command, server_process
 from clients.cli import format_table
 from clients.client import MiB, ParadigmClient, ParadigmClientError, make_infer_request
+from clients.harness import paradigm_server
+from clients.machine import machine_info
 from service.gen.inference import grpc_predict_v2_pb2 as oip
 from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 
@@ -111,12 +112,8 @@ def open_fds(pid: int) -> int:
 @contextlib.contextmanager
 def local_server(workdir: Path) -> Iterator[tuple[str, int]]:
     """paradigm-server on a free port with its data under workdir; yields (target, pid)."""
-    command = [
-        *paradigm_server_command(), "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "-1", "--data-dir", str(workdir / "data"),
-    ]  # fmt: skip
-    with server_process(command, workdir=workdir, name="soak-server") as (proc, port):
-        yield f"127.0.0.1:{port}", proc.pid
+    with paradigm_server(workdir, "soak-server", workdir / "data", metrics=False) as server:
+        yield server.target, server.pid
 
 
 # -- the load -------------------------------------------------------------------------------

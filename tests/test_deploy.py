@@ -13,22 +13,23 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+if TYPE_CHECKING:
+    from clients.harness import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "deploy" / "docker"
@@ -362,52 +363,23 @@ def healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     )
 
 
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-
-
-def start_server(env: dict[str, str], data_dir: Path, timeout: float = 60) -> ServerProcess:
-    port_file = data_dir.parent / f"{data_dir.name}.port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", "0",
-         "--metrics-port", "-1", "--data-dir", str(data_dir), "--port-file", str(port_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not port_file.exists():
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise AssertionError(f"server exited {process.returncode}:\n{error[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not start")
-        time.sleep(0.1)
-    return ServerProcess(process, int(port_file.read_text()))
-
-
-def stop_server(server: ServerProcess) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
 @pytest.fixture
 def serve_only_server(serve_only_env: dict[str, str], tmp_path: Path) -> Iterator[ServerProcess]:
+    from clients.harness import paradigm_server
+
     # An empty data directory, as a serving replica's emptyDir: the built-in datasets
-    # (written by scikit-learn) are skipped with a warning, not a failed start.
-    server = start_server(serve_only_env, tmp_path / "empty")
-    try:
+    # (written by scikit-learn) are skipped with a warning, not a failed start. The
+    # environment is serve_only_env alone, so no PARADIGM_* setting of this process leaks in.
+    with paradigm_server(
+        tmp_path,
+        "serve-only",
+        tmp_path / "empty",
+        metrics=False,
+        command=[sys.executable, "-m", "service.cli"],
+        base_env=serve_only_env,
+        timeout=60,
+    ) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 def test_serve_only_server_answers_health_serving(
@@ -431,7 +403,7 @@ def test_serve_only_server_refuses_training_with_a_clear_status(
 
     from clients.client import ParadigmClient, ParadigmClientError
 
-    with ParadigmClient(f"127.0.0.1:{serve_only_server.port}") as client:
+    with ParadigmClient(serve_only_server.target) as client:
         for algorithm in ("logistic_regression", "mlp"):
             with pytest.raises(ParadigmClientError) as caught:
                 client.start_training("iris", algorithm)

@@ -7,9 +7,6 @@ that waiting explanations are bounded.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +18,10 @@ import numpy as np
 import pytest
 
 from clients.client import ParadigmClient, ParadigmClientError
+from clients.harness import paradigm_server
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from tests.server import RunningServer
-from tests.test_server_process import mapped_libraries, wait_for_file
+from tests.test_server_process import mapped_libraries
 
 PETAL = ("petal length (cm)", "petal width (cm)")
 
@@ -239,22 +237,10 @@ def test_a_passed_deadline_stops_the_worker(
 
 
 def test_explaining_keeps_sklearn_and_torch_out_of_the_server(tmp_path: Path) -> None:
-    executable = Path(sys.executable).parent / "paradigm-server"
-    port_file = tmp_path / "port"
-    environment = {
-        **os.environ,
-        "PARADIGM_DATA_DIR": str(tmp_path / "data"),
-        # None may wait: a second explanation while one runs is refused at once.
-        "PARADIGM_MAX_QUEUED_EXPLAINS": "0",
-    }
-    process = subprocess.Popen(
-        [str(executable), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-         "--metrics-port", "-1"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port = int(wait_for_file(port_file, process))
-        with ParadigmClient(f"127.0.0.1:{port}", timeout=120) as client:
+    # None may wait: a second explanation while one runs is refused at once.
+    env = {"PARADIGM_MAX_QUEUED_EXPLAINS": "0"}
+    with paradigm_server(tmp_path, "server", tmp_path / "data", env=env, metrics=False) as server:
+        with ParadigmClient(server.target, timeout=120) as client:
             client.wait_until_ready(30)
             train(client, "iris", "logistic_regression", "iris-lr")
             first: list[pb.Explanation] = []
@@ -267,9 +253,6 @@ def test_explaining_keeps_sklearn_and_torch_out_of_the_server(tmp_path: Path) ->
             assert code_of(second) == grpc.StatusCode.RESOURCE_EXHAUSTED
             running.join(120)
             assert first and first[0].features[0].feature in PETAL
-        maps = mapped_libraries(process.pid)
+        maps = mapped_libraries(server.pid)
         assert "onnxruntime" in maps  # the check can see native libraries at all
         assert "libtorch" not in maps and "/sklearn/" not in maps
-    finally:
-        process.kill()
-        process.wait()

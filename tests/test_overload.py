@@ -20,8 +20,8 @@ import grpc.aio
 import numpy as np
 import pytest
 
-from clients.bench.run import paradigm_server_command, server_process
 from clients.client import ParadigmClient, ParadigmClientError, make_infer_request
+from clients.harness import paradigm_server
 from service.errors import ResourceExhausted
 from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
@@ -297,24 +297,20 @@ def test_uploads_over_the_limit_are_refused_and_never_held_in_memory(tmp_path: P
     junk_model = tmp_path / "big.onnx"
     junk_model.write_bytes(b"\0" * (2 << 20))
     data = tmp_path / "data"
-    command = [
-        *paradigm_server_command(), "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "-1", "--data-dir", str(data),
-    ]  # fmt: skip
     env = {"PARADIGM_MAX_UPLOAD_BYTES": str(limit), "PARADIGM_MAX_MODEL_BYTES": str(1 << 20)}
     with (
-        server_process(command, workdir=tmp_path, name="upload-server", env=env) as (proc, port),
-        ParadigmClient(f"127.0.0.1:{port}", timeout=HANG_GUARD_S) as client,
+        paradigm_server(tmp_path, "upload-server", data, env=env, metrics=False) as server,
+        ParadigmClient(server.target, timeout=HANG_GUARD_S) as client,
     ):
         client.wait_until_ready(60)
-        baseline = _rss_bytes(proc.pid)
+        baseline = _rss_bytes(server.pid)
         peak = baseline
         stop = threading.Event()
 
         def watch() -> None:
             nonlocal peak
             while not stop.wait(0.002):
-                peak = max(peak, _rss_bytes(proc.pid))
+                peak = max(peak, _rss_bytes(server.pid))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()

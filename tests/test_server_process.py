@@ -3,12 +3,8 @@ file, a serving process free of torch and scikit-learn, metrics, and SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,22 +12,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.client import ParadigmClient
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text()
-        assert process.poll() is None, "server exited early"
-        time.sleep(0.1)
-    raise TimeoutError(f"{path} did not appear")
+from clients.harness import paradigm_server
 
 
 def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -48,18 +29,13 @@ def mapped_libraries(pid: int) -> str:
 
 
 def test_console_script_serves_without_torch_and_stops_on_sigterm(tmp_path: Path) -> None:
+    # The console script itself, its data directory from the environment.
     executable = Path(sys.executable).parent / "paradigm-server"
-    metrics_port = free_port()
-    port_file = tmp_path / "port"
-    environment = {**os.environ, "PARADIGM_DATA_DIR": str(tmp_path / "data")}
-    process = subprocess.Popen(
-        [str(executable), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-         "--metrics-port", str(metrics_port)],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port = int(wait_for_file(port_file, process))
-        with ParadigmClient(f"127.0.0.1:{port}", timeout=120) as client:
+    environment = {"PARADIGM_DATA_DIR": str(tmp_path / "data")}
+    with paradigm_server(
+        tmp_path, "server", None, command=[str(executable)], env=environment
+    ) as server:
+        with ParadigmClient(server.target, timeout=120) as client:
             client.wait_until_ready(30)
             for algorithm, params in (("random_forest", {"n_estimators": 10}),
                                       ("cnn", {"epochs": 1})):  # fmt: skip
@@ -69,10 +45,11 @@ def test_console_script_serves_without_torch_and_stops_on_sigterm(tmp_path: Path
             for model in ("digits-random_forest", "digits-cnn"):
                 assert client.infer(model, rows).as_numpy("label").shape == (4,)
         assert (tmp_path / "data" / "models" / "digits-cnn" / "1" / "model.onnx").exists()
-        maps = mapped_libraries(process.pid)
+        maps = mapped_libraries(server.pid)
         assert "onnxruntime" in maps  # the check can see native libraries at all
         assert "libtorch" not in maps and "/sklearn/" not in maps
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
+        assert server.metrics_url is not None
+        with urllib.request.urlopen(server.metrics_url) as answer:
             text = answer.read().decode()
         samples = scrape(text)
         ok = samples["paradigm_inference_requests_total"]
@@ -91,9 +68,5 @@ def test_console_script_serves_without_torch_and_stops_on_sigterm(tmp_path: Path
         sources = {labels["source"] for labels, _ in samples["paradigm_energy_joules_total"]}
         assert sources and sources <= {"estimate", "rapl"}  # no GPU here, so no nvml
         assert sum(v for _, v in samples["paradigm_cost_dollars_total"]) > 0
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0

@@ -44,9 +44,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from clients.bench.run import machine_info, our_server
 from clients.cli import format_markdown
 from clients.client import JobFailed, ParadigmClient, ParadigmClientError
+from clients.harness import paradigm_server
+from clients.machine import machine_info
 
 DEVICES = ("cpu", "cuda")
 DATASET = "gpu-bench-scale"
@@ -286,7 +287,7 @@ def bench_device(
     result.update(name=device_name(device, machine), env=env)
     data_dir = workdir / f"data-{device}"
     with (
-        our_server(workdir, f"server-{device}", data_dir, env) as server,
+        paradigm_server(workdir, f"server-{device}", data_dir, env=env) as server,
         ParadigmClient(server.target, timeout=3600) as client,
     ):
         client.wait_until_ready(120)

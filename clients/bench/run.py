@@ -25,10 +25,7 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +35,24 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.bench import inprocess
 from clients.bench.load import InputSpec, LoadResult, ProcessCpu, make_request, run_load
 from clients.cli import format_markdown
 from clients.client import ParadigmClient, ParadigmClientError
+from clients.harness import (
+    free_port,
+    paradigm_server,
+    paradigm_server_command,
+    server_process,
+    stop_process,
+    wait_serving,
+)
+from clients.machine import machine_info
 
 PARADIGMS = ("classical", "deep")
 CLASSICAL_MODEL = "bench-digits-lr"
@@ -78,38 +82,7 @@ OURS_ENV = {"PARADIGM_BATCHING": "true"}
 NOISE_CPU = 0.2
 
 
-# -- plumbing -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port free right now; the tiny race with other programs is acceptable here."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def paradigm_server_command() -> list[str]:
-    script = shutil.which("paradigm-server", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "service.cli"]
-
-
-def _log_tail(log: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop_process(proc: subprocess.Popen[bytes], name: str, grace: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        print(f"{name} ignored SIGTERM for {grace:g} s; killing it", file=sys.stderr)
-        proc.kill()
-        proc.wait()
+# -- servers --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -125,40 +98,6 @@ class Server:
 
 
 @contextlib.contextmanager
-def server_process(
-    command: Sequence[str],
-    *,
-    workdir: Path,
-    name: str,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 120.0,
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Runs a server that writes its port to --port-file; yields (process, port)."""
-    port_file, log = workdir / f"{name}.port", workdir / f"{name}.log"
-    port_file.unlink(missing_ok=True)
-    with log.open("ab") as log_file:
-        # Own session: a Ctrl-C reaches only us, and we stop the server with SIGTERM.
-        proc = subprocess.Popen(
-            [*command, "--port-file", str(port_file)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{_log_tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} wrote no port in {timeout:g} s:\n{_log_tail(log)}")
-            time.sleep(0.05)
-        yield proc, int(port_file.read_text().strip())
-    finally:
-        stop_process(proc, name)
-
-
-@contextlib.contextmanager
 def our_server(
     workdir: Path,
     key: str,
@@ -167,18 +106,14 @@ def our_server(
     *,
     metrics: bool = True,
 ) -> Iterator[Server]:
-    metrics_port = free_port() if metrics else -1
-    command = [
-        *paradigm_server_command(), "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", str(metrics_port), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    with server_process(command, workdir=workdir, name=key, env=env) as (proc, port):
+    """Our server as a point of the benchmark: `paradigm_server` labelled by its key."""
+    with paradigm_server(workdir, key, data_dir, env=env, metrics=metrics) as server:
         yield Server(
             key=key,
             label=SERVER_LABELS.get(key, key),
-            target=f"127.0.0.1:{port}",
-            pid=proc.pid,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics" if metrics else None,
+            target=server.target,
+            pid=server.pid,
+            metrics_url=server.metrics_url,
             env=dict(env),
         )
 
@@ -190,8 +125,8 @@ def bare_server(workdir: Path, onnx: Path, model: str, paradigm: str) -> Iterato
         "--model", str(onnx), "--name", model, "--port", "0",
     ]  # fmt: skip
     name = f"bare-{paradigm}"
-    with server_process(command, workdir=workdir, name=name) as (proc, port):
-        yield Server(key=BARE, label=SERVER_LABELS[BARE], target=f"127.0.0.1:{port}", pid=proc.pid)
+    with server_process(command, workdir=workdir, name=name) as server:
+        yield Server(key=BARE, label=SERVER_LABELS[BARE], target=server.target, pid=server.pid)
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -462,32 +397,6 @@ def measure_inprocess(
     return results
 
 
-def _health_serving(target: str, deadline: float, proc: subprocess.Popen[bytes]) -> float:
-    """Polls grpc.health.v1 until SERVING; returns the monotonic time it first said so."""
-    request = health_pb2.HealthCheckRequest(service="")
-    # Short reconnect backoff: the default (1 s, growing) would hide when the port opens.
-    options = [
-        ("grpc.initial_reconnect_backoff_ms", 10),
-        ("grpc.min_reconnect_backoff_ms", 10),
-        ("grpc.max_reconnect_backoff_ms", 10),
-    ]
-    with grpc.insecure_channel(target, options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RuntimeError(f"{target} not SERVING before the deadline")
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} while starting")
-            try:
-                response = stub.Check(request, timeout=min(remaining, 1.0), wait_for_ready=True)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.monotonic()
-            except grpc.RpcError:
-                pass  # not listening yet (deadline) or health not set yet (NOT_FOUND)
-            time.sleep(0.005)
-
-
 def _rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -516,6 +425,8 @@ def cold_start(
             client.wait_for_job(job.id)
     runs = []
     for _ in range(repeats):
+        # Started here, not by the harness: the clock starts at Popen, and a port fixed in
+        # advance lets the health poll begin before the server has bound it.
         port = free_port()
         command = [
             *paradigm_server_command(), "--host", "127.0.0.1", "--port", str(port),
@@ -533,7 +444,7 @@ def cold_start(
             )
         try:
             target = f"127.0.0.1:{port}"
-            serving = _health_serving(target, started + 60, proc) - started
+            serving = wait_serving(target, proc, started + 60) - started
             wait_models_ready(target, names)
             all_ready = time.monotonic() - started
             rss = _rss_mib(proc.pid)
@@ -555,33 +466,6 @@ def cold_start(
 
 
 # -- reporting ------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in ("grpcio", "protobuf", "onnxruntime-gpu", "onnxruntime", "numpy"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    commit = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "git_commit": commit,
-        "loadavg_start": list(os.getloadavg()),
-    }
 
 
 def _find(points: Sequence[Point], paradigm: str, server: str, concurrency: int) -> Point | None:

@@ -27,7 +27,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from clients.bench.run import machine_info, our_server
 from clients.client import ParadigmClient, ParadigmClientError
 from clients.compare import plots
 from clients.compare.experiments import Runner
@@ -35,6 +34,8 @@ from clients.compare.plan import PLANS, Plan
 from clients.compare.records import Measurements
 from clients.compare.report import energy_sources, write_report
 from clients.compare.verdicts import all_rows
+from clients.harness import paradigm_server
+from clients.machine import machine_info
 
 DEFAULT_OUT = Path("compare-report")
 REPO = Path(__file__).resolve().parents[2]
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                 env = {"PARADIGM_MAX_CONCURRENT_JOBS": str(plan.parallel_jobs)}
                 print(f"starting paradigm-server (data in {workdir / 'data'})", flush=True)
                 server = stack.enter_context(
-                    our_server(workdir, "compare", workdir / "data", env, metrics=False)
+                    paradigm_server(workdir, "compare", workdir / "data", env=env, metrics=False)
                 )
                 target = server.target
             client = stack.enter_context(ParadigmClient(target, timeout=600))
