@@ -15,9 +15,10 @@ from clients.client import ParadigmClient
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from tests.server import RunningServer
 
-TINY_DEEP = {"epochs": 2, "batch_size": 64}
+Hyperparameters = dict[str, int | float | str | bool]
+TINY_DEEP: Hyperparameters = {"epochs": 2, "batch_size": 64}
 # algorithm -> (dataset, hyperparameters): small data and few epochs keep this fast on 2 cores.
-PLAN: dict[str, tuple[str, dict[str, object]]] = {
+PLAN: dict[str, tuple[str, Hyperparameters]] = {
     "linear_regression": ("diabetes", {}),
     "ridge": ("diabetes", {}),
     "logistic_regression": ("iris", {}),

@@ -194,9 +194,15 @@ def test_explain_errors(client: ParadigmClient, iris_model: str) -> None:
     assert code_of(lambda: client.explain(iris_model, version="999")) == missing
     assert code_of(lambda: client.explain(iris_model, dataset="no-such-dataset")) == missing
     assert code_of(lambda: client.explain(iris_model, dataset="wine")) == invalid  # 13 != 4
-    for arguments in ({"n_repeats": -1}, {"max_rows": -1}, {"n_repeats": 101},
-                      {"max_rows": 100_001}, {"seed": -1}):  # fmt: skip
-        assert code_of(lambda a=arguments: client.explain(iris_model, **a)) == invalid, arguments
+    out_of_range: dict[str, Callable[[], object]] = {
+        "n_repeats=-1": lambda: client.explain(iris_model, n_repeats=-1),
+        "max_rows=-1": lambda: client.explain(iris_model, max_rows=-1),
+        "n_repeats=101": lambda: client.explain(iris_model, n_repeats=101),
+        "max_rows=100_001": lambda: client.explain(iris_model, max_rows=100_001),
+        "seed=-1": lambda: client.explain(iris_model, seed=-1),
+    }
+    for arguments, explain in out_of_range.items():
+        assert code_of(explain) == invalid, arguments
 
 
 def test_anomaly_detectors_have_nothing_to_explain(client: ParadigmClient) -> None:

@@ -12,6 +12,7 @@ moto's S3 server on loopback, and `paradigm-server` processes.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -500,7 +501,7 @@ def test_two_servers_share_postgres_and_a_directory(
     assert sorted(results.values()) == ["1", "2"], results
     for server in (a, b):
         for version in ("1", "2"):
-            outputs = wait_until(lambda s=server, v=version: infer_or_none(s.client, "both", v))
+            outputs = wait_until(functools.partial(infer_or_none, server.client, "both", version))
             assert outputs["label"].shape == (len(ROWS),)
     assert sorted(m.version for m in b.client.list_models("both")) == ["1", "2"]
 
