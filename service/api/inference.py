@@ -10,6 +10,7 @@ import grpc.aio
 
 from service import __version__
 from service.api import codec
+from service.datatypes import DATATYPES
 from service.errors import NotFound, Unavailable
 from service.gen.inference import grpc_predict_v2_pb2 as pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -20,14 +21,7 @@ from service.serving.loaded import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["model_configuration", "paradigm"]
-_CONFIG_TYPES = {
-    name: getattr(pb, f"TYPE_{name}")
-    for name in (
-        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-        "FP16", "FP32", "FP64",
-    )
-}  # fmt: skip
-_CONFIG_TYPES["BYTES"] = pb.TYPE_STRING
+_CONFIG_TYPES = {name: getattr(pb, d.config_type) for name, d in DATATYPES.items()}
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

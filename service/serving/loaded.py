@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from service.datatypes import FLOAT_DATATYPES
 from service.errors import NotFound
 from service.metrics import Metrics, ServingSeries
 from service.registry.manifest import Manifest, TensorSpec
@@ -21,10 +22,6 @@ from service.registry.store import ModelRegistry
 from service.serving.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-
-
-FLOAT_TYPES = ("FP16", "FP32", "FP64")
-#: Digits of the largest version the registry's SQLite index can hold (int64).
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class InputRule:
             rank=len(spec.shape),
             tail=tail,
             batched=batched,
-            floating=spec.datatype in FLOAT_TYPES,
+            floating=spec.datatype in FLOAT_DATATYPES,
         )
 
 
