@@ -44,6 +44,7 @@ from service.metrics import GpuCollector, Metrics
 from service.registry.store import ModelRegistry, open_registry
 from service.serving.batcher import BatchingConfig
 from service.serving.dataplane import DataPlane
+from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
 from service.settings import Settings
 from service.training.explain import Explainer
@@ -125,8 +126,11 @@ class App:
         self._executor = ThreadPoolExecutor(
             settings.resolved_inference_threads(), thread_name_prefix="inference"
         )
+        # Before LoadedModels: the index hears of a change before the models are told to load it.
+        index = ModelIndex(registry)
         models = LoadedModels(
             registry,
+            index,
             self.metrics,
             self._executor,
             device=settings.device,
@@ -142,6 +146,7 @@ class App:
         )
         dataplane = DataPlane(
             models,
+            index,
             self.ledger,
             self._executor,
             max_batch_size=settings.max_batch_size,
@@ -180,7 +185,7 @@ class App:
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
-                dataplane, registry, ready=lambda: self._ready,
+                dataplane, ready=lambda: self._ready,
                 max_batch_size=settings.max_batch_size,
             ),
             server,
@@ -225,7 +230,7 @@ class App:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         # Latest versions load in the background: readiness does not wait for every model.
-        self._preload = asyncio.create_task(models.preload(registry.manifests(latest_only=True)))
+        self._preload = asyncio.create_task(models.preload(index.latest()))
         if registry.shared:
             self._poll = asyncio.create_task(
                 _poll_registry(registry, settings.registry_poll_seconds, self.metrics)
