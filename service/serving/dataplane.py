@@ -13,11 +13,14 @@ get one that takes a single request per run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +32,8 @@ from service.serving.batcher import Batcher, BatchingConfig
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
+
+T = TypeVar("T")
 
 
 def choose_batching(
@@ -61,6 +66,15 @@ class ModelDescription:
     #: Free-form facts ModelMetadata carries: device, providers, cpu_only_domains,
     #: paradigm, algorithm, version.
     parameters: dict[str, str]
+
+
+def _run_in_context(
+    loop: asyncio.AbstractEventLoop, executor: Executor, run: Callable[..., T], *args: Any
+) -> asyncio.Future[T]:
+    """run(*args) in an executor thread, in a copy of the caller's context: the thread's
+    log lines then carry the request's model, version and id (service/logs.py), which
+    run_in_executor alone would leave behind on the loop."""
+    return loop.run_in_executor(executor, contextvars.copy_context().run, run, *args)
 
 
 class DataPlane:
@@ -189,7 +203,7 @@ class DataPlane:
             input_names=list(model.inputs),
             output_names=model.output_names,
             run=functools.partial(self._run, model),
-            run_in_thread=lambda run, *args: loop.run_in_executor(self._executor, run, *args),
+            run_in_thread=functools.partial(_run_in_context, loop, self._executor),
             config=config,
             slots=self._run_slots,
         )

@@ -9,6 +9,7 @@ file system on the event loop; a first load reads them in the executor.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -191,7 +192,9 @@ class LoadedModels:
 
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        manifest, runtime, size, warmup_seconds = await loop.run_in_executor(self._executor, load)
+        manifest, runtime, size, warmup_seconds = await loop.run_in_executor(
+            self._executor, contextvars.copy_context().run, load
+        )
         elapsed = time.perf_counter() - started
         labels = (
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm, runtime.device,
