@@ -42,7 +42,9 @@ from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
 from service.metrics import GpuCollector, Metrics
 from service.registry.store import ModelRegistry, open_registry
+from service.serving.batcher import BatchingConfig
 from service.serving.dataplane import DataPlane
+from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
 from service.settings import Settings
 from service.training.explain import Explainer
@@ -124,8 +126,11 @@ class App:
         self._executor = ThreadPoolExecutor(
             settings.resolved_inference_threads(), thread_name_prefix="inference"
         )
+        # Before LoadedModels: the index hears of a change before the models are told to load it.
+        index = ModelIndex(registry)
         models = LoadedModels(
             registry,
+            index,
             self.metrics,
             self._executor,
             device=settings.device,
@@ -141,16 +146,17 @@ class App:
         )
         dataplane = DataPlane(
             models,
+            index,
             self.ledger,
             self._executor,
             max_batch_size=settings.max_batch_size,
-            batching=settings.batching_config(),
+            batching=batching_config(settings),
             batching_models={
-                name: settings.batching_config(overrides)
+                name: batching_config(settings, overrides)
                 for name, overrides in settings.batching_models.items()
             },
             run_slots=settings.resolved_inference_threads(),
-            gpu_batching=settings.gpu_batching_config(),
+            gpu_batching=gpu_batching_config(settings),
         )
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
@@ -179,7 +185,7 @@ class App:
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
-                dataplane, registry, ready=lambda: self._ready,
+                dataplane, ready=lambda: self._ready,
                 max_batch_size=settings.max_batch_size,
             ),
             server,
@@ -224,7 +230,7 @@ class App:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         # Latest versions load in the background: readiness does not wait for every model.
-        self._preload = asyncio.create_task(models.preload(registry.manifests(latest_only=True)))
+        self._preload = asyncio.create_task(models.preload(index.latest()))
         if registry.shared:
             self._poll = asyncio.create_task(
                 _poll_registry(registry, settings.registry_poll_seconds, self.metrics)
@@ -282,6 +288,39 @@ class App:
 
 def build_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> App:
     return App(settings, metrics_registry)
+
+
+def batching_config(
+    settings: Settings, overrides: dict[str, int | bool] | None = None
+) -> BatchingConfig:
+    """The default batching config, or a model's with its overrides applied."""
+    values: dict[str, int | bool] = {
+        "enabled": settings.batching,
+        "max_batch_size": settings.batch_max_size,
+        "max_queue_delay_us": settings.batch_max_queue_delay_us,
+        "max_queue_size": settings.batch_max_queue_size,
+    }
+    unknown = set(overrides or {}) - set(values)
+    if unknown:
+        raise ValueError(f"unknown batching keys {sorted(unknown)}; use {sorted(values)}")
+    values.update(overrides or {})
+    return BatchingConfig(
+        enabled=bool(values["enabled"]),
+        max_batch_size=int(values["max_batch_size"]),
+        max_queue_delay_us=int(values["max_queue_delay_us"]),
+        max_queue_size=int(values["max_queue_size"]),
+    )
+
+
+def gpu_batching_config(settings: Settings) -> BatchingConfig:
+    """The batching of models whose session runs on CUDA (no per-model override)."""
+    return batching_config(
+        settings,
+        {
+            "max_batch_size": settings.gpu_batch_max_size,
+            "max_queue_delay_us": settings.gpu_batch_max_queue_delay_us,
+        },
+    )
 
 
 async def _materialize_builtin(datasets_dir: Path) -> None:

@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.serving.batcher import BatchingConfig
-
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -149,34 +147,6 @@ class Settings(BaseSettings):
 
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
-
-    def batching_config(self, overrides: dict[str, int | bool] | None = None) -> BatchingConfig:
-        """The default batching config, or a model's with its overrides applied."""
-        values: dict[str, int | bool] = {
-            "enabled": self.batching,
-            "max_batch_size": self.batch_max_size,
-            "max_queue_delay_us": self.batch_max_queue_delay_us,
-            "max_queue_size": self.batch_max_queue_size,
-        }
-        unknown = set(overrides or {}) - set(values)
-        if unknown:
-            raise ValueError(f"unknown batching keys {sorted(unknown)}; use {sorted(values)}")
-        values.update(overrides or {})
-        return BatchingConfig(
-            enabled=bool(values["enabled"]),
-            max_batch_size=int(values["max_batch_size"]),
-            max_queue_delay_us=int(values["max_queue_delay_us"]),
-            max_queue_size=int(values["max_queue_size"]),
-        )
-
-    def gpu_batching_config(self) -> BatchingConfig:
-        """The batching of models whose session runs on CUDA (no per-model override)."""
-        return self.batching_config(
-            {
-                "max_batch_size": self.gpu_batch_max_size,
-                "max_queue_delay_us": self.gpu_batch_max_queue_delay_us,
-            }
-        )
 
     def resolved_inference_threads(self) -> int:
         return self.inference_threads or (os.cpu_count() or 1)

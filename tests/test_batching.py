@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -26,16 +27,28 @@ class Model:
         self.batches: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set by every run as it starts
+        self.contexts: list[str] = []
 
     def __call__(
         self, feeds: dict[str, np.ndarray], outputs: list[str], rows: int, enqueued: list[float]
     ) -> list[np.ndarray]:
+        self.contexts.append(caller.get())
+        self.entered.set()
         self.gate.wait(10)
         assert rows == len(feeds["x"]) and len(enqueued) >= 1
         self.batches.append(rows)
         if (feeds["x"] < 0).any():
             raise ValueError("negative input")
         return [feeds["x"] * 2, feeds["x"].sum(axis=1)]
+
+    async def running(self) -> None:
+        """Returns once a run has started (and, with the gate closed, holds its slot)."""
+        assert await asyncio.to_thread(self.entered.wait, 10), "no run started"
+
+
+#: Stands for the request's log fields: which caller a run's thread works for.
+caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="-")
 
 
 def make(model: Model, **config: int) -> tuple[Batcher, ThreadPoolExecutor]:
@@ -46,11 +59,42 @@ def make(model: Model, **config: int) -> tuple[Batcher, ThreadPoolExecutor]:
         input_names=["x"],
         output_names=["double", "sum"],
         run=model,
-        run_in_thread=lambda run, *args: loop.run_in_executor(pool, run, *args),
+        # As the data plane does: the thread runs in a copy of the submitting context.
+        run_in_thread=lambda run, *args: loop.run_in_executor(
+            pool, contextvars.copy_context().run, run, *args
+        ),
         config=BatchingConfig(**config),  # type: ignore[arg-type]
         slots=1,
     )
     return batcher, pool
+
+
+async def blocking(batcher: Batcher, model: Model) -> asyncio.Task[list[np.ndarray]]:
+    """A one-row request that takes the only slot and holds it until the gate opens."""
+    model.gate.clear()
+    model.entered.clear()
+    task = asyncio.create_task(batcher.submit(rows(0, 1), 1, None))
+    await model.running()
+    return task
+
+
+async def queued(
+    batcher: Batcher, feeds: dict[str, np.ndarray], n: int, deadline: float | None = None
+) -> asyncio.Task[list[np.ndarray]]:
+    """Submits in a new task; returns once the request waits in the batcher's queue.
+
+    submit runs without a pause up to its wait for the result, so once the task has
+    started it has queued (or failed): `started` is set at its start, and this coroutine
+    resumes only after that step of the task is over."""
+    started = asyncio.Event()
+
+    async def submit() -> list[np.ndarray]:
+        started.set()
+        return await batcher.submit(feeds, n, deadline)
+
+    task = asyncio.create_task(submit())
+    await started.wait()
+    return task
 
 
 def rows(start: int, n: int) -> dict[str, np.ndarray]:
@@ -61,16 +105,12 @@ def test_queued_requests_run_together_and_split_back() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, pool = make(model, max_batch_size=64)
-        model.gate.clear()  # the first request holds the only slot ...
-        first = asyncio.create_task(batcher.submit(rows(0, 1), 1, None))
-        await asyncio.sleep(0.05)
+        first = await blocking(batcher, model)  # the first request holds the only slot ...
         # ... while these queue, and then run as one batch.
         sizes = [1, 3, 2, 5]
-        queued = [asyncio.create_task(batcher.submit(rows(10 * i, n), n, None))
-                  for i, n in enumerate(sizes)]  # fmt: skip
-        await asyncio.sleep(0.05)
+        queued_ = [await queued(batcher, rows(10 * i, n), n) for i, n in enumerate(sizes)]
         model.gate.set()
-        results = await asyncio.gather(first, *queued)
+        results = await asyncio.gather(first, *queued_)
         assert model.batches == [1, sum(sizes)]
         for (double, total), (i, n) in zip(results[1:], enumerate(sizes), strict=True):
             np.testing.assert_array_equal(double, rows(10 * i, n)["x"] * 2)
@@ -86,15 +126,36 @@ def test_max_batch_size_and_a_lone_request_runs_at_once() -> None:
         model = Model()
         batcher, pool = make(model, max_batch_size=4)
         await batcher.submit(rows(0, 2), 2, None)
-        assert model.batches == [2] and batcher._dispatcher is None  # no queue, no hop
-        model.gate.clear()
-        blocker = asyncio.create_task(batcher.submit(rows(0, 1), 1, None))
-        await asyncio.sleep(0.05)
-        queued = [asyncio.create_task(batcher.submit(rows(0, 3), 3, None)) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        assert model.batches == [2] and not batcher.dispatcher_started  # no queue, no hop
+        blocker = await blocking(batcher, model)
+        queued_ = [await queued(batcher, rows(0, 3), 3) for _ in range(3)]
         model.gate.set()
-        await asyncio.gather(blocker, *queued)
+        await asyncio.gather(blocker, *queued_)
         assert model.batches[1:] == [1, 3, 3, 3]  # 3 + 3 > 4: never over the limit
+        batcher.close()
+        pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_runs_in_its_first_requests_context() -> None:
+    """The thread of a batched run carries the context (log fields) of the batch's first
+    request, not that of whichever request started the batcher's dispatcher."""
+
+    async def scenario() -> None:
+        model = Model()
+        batcher, pool = make(model, max_batch_size=64)
+        for round_ in ("1", "2"):  # the dispatcher starts in round 1's context
+            caller.set(f"blocker {round_}")
+            blocker = await blocking(batcher, model)
+            waiting = []
+            for name in ("second", "third"):
+                caller.set(f"{name} {round_}")
+                waiting.append(await queued(batcher, rows(0, 1), 1))
+            model.gate.set()
+            await asyncio.gather(blocker, *waiting)
+        assert model.batches == [1, 2, 1, 2]
+        assert model.contexts == ["blocker 1", "second 1", "blocker 2", "second 2"]
         batcher.close()
         pool.shutdown()
 
@@ -105,12 +166,9 @@ def test_errors_full_queue_expired_and_cancelled() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, pool = make(model, max_batch_size=64, max_queue_size=2)
-        model.gate.clear()
-        blocker = asyncio.create_task(batcher.submit(rows(0, 1), 1, None))
-        await asyncio.sleep(0.05)
-        bad = asyncio.create_task(batcher.submit({"x": -np.ones((1, 2), np.float32)}, 1, None))
-        expired = asyncio.create_task(batcher.submit(rows(0, 1), 1, time.perf_counter()))
-        await asyncio.sleep(0.01)
+        blocker = await blocking(batcher, model)
+        bad = await queued(batcher, {"x": -np.ones((1, 2), np.float32)}, 1)
+        expired = await queued(batcher, rows(0, 1), 1, time.perf_counter())
         with pytest.raises(ResourceExhausted, match="2 requests queued"):
             await batcher.submit(rows(0, 1), 1, None)
         model.gate.set()
@@ -121,15 +179,13 @@ def test_errors_full_queue_expired_and_cancelled() -> None:
             await bad
         # The expired request never ran: only the blocker's and the bad request's rows did.
         assert model.batches == [1, 1]
-        model.gate.clear()
-        blocker = asyncio.create_task(batcher.submit(rows(0, 1), 1, None))
-        await asyncio.sleep(0.05)
-        gone = asyncio.create_task(batcher.submit(rows(0, 7), 7, None))
-        await asyncio.sleep(0.01)
+        blocker = await blocking(batcher, model)
+        gone = await queued(batcher, rows(0, 7), 7)
         gone.cancel()
         model.gate.set()
         await blocker
-        await asyncio.sleep(0.05)
+        # A request sent now runs after whatever queued before it had its turn.
+        await batcher.submit(rows(0, 2), 2, None)
         assert 7 not in model.batches  # a caller that went away is not run
         batcher.close()
         pool.shutdown()

@@ -281,6 +281,7 @@ def test_cuda_session_reports_cpu_nodes_of_sklearn_export(
 
 
 def test_gpu_batching_applies_to_cuda_sessions_unless_a_model_overrides_it() -> None:
+    from service.app import batching_config, gpu_batching_config
     from service.serving.dataplane import choose_batching
     from service.settings import Settings
 
@@ -288,8 +289,8 @@ def test_gpu_batching_applies_to_cuda_sessions_unless_a_model_overrides_it() -> 
         gpu_batch_max_size=256,
         batching_models={"pinned": {"max_batch_size": 8}},
     )
-    default, gpu = settings.batching_config(), settings.gpu_batching_config()
-    per_model = {"pinned": settings.batching_config({"max_batch_size": 8})}
+    default, gpu = batching_config(settings), gpu_batching_config(settings)
+    per_model = {"pinned": batching_config(settings, {"max_batch_size": 8})}
     assert gpu.max_batch_size == 256 and default.max_batch_size == settings.batch_max_size
     assert choose_batching("m", "cuda", default, gpu, per_model) is gpu
     assert choose_batching("m", "cpu", default, gpu, per_model) is default

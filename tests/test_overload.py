@@ -45,10 +45,12 @@ def test_abandoned_requests_give_their_queue_places_back() -> None:
 
     async def scenario() -> None:
         gate = threading.Event()
+        entered = threading.Event()
         runs: list[int] = []
 
         def run(feeds: dict[str, np.ndarray], outputs: list[str], rows: int,
                 enqueued: list[float]) -> list[np.ndarray]:  # fmt: skip
+            entered.set()
             gate.wait(10)
             runs.append(rows)
             return [feeds["x"]]
@@ -60,20 +62,28 @@ def test_abandoned_requests_give_their_queue_places_back() -> None:
             config=BatchingConfig(max_batch_size=1, max_queue_size=2), slots=1,
         )  # fmt: skip
 
-        def submit(n: int) -> asyncio.Task[list[np.ndarray]]:
-            return asyncio.create_task(batcher.submit({"x": np.zeros((n, 1))}, n, None))
+        async def queued(n: int) -> asyncio.Task[list[np.ndarray]]:
+            """Submits in a new task; returns once it waits in the queue (submit does not
+            pause before that, and this resumes only after the task's first step)."""
+            started = asyncio.Event()
 
-        blocker = submit(1)
-        await asyncio.sleep(0.05)
-        gone = [submit(7), submit(7)]
-        await asyncio.sleep(0.01)
+            async def submit() -> list[np.ndarray]:
+                started.set()
+                return await batcher.submit({"x": np.zeros((n, 1))}, n, None)
+
+            task = asyncio.create_task(submit())
+            await started.wait()
+            return task
+
+        blocker = asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))}, 1, None))
+        assert await asyncio.to_thread(entered.wait, 10)  # it holds the only slot
+        gone = [await queued(7), await queued(7)]
         with pytest.raises(ResourceExhausted):
             await batcher.submit({"x": np.zeros((1, 1))}, 1, None)
         for task in gone:
             task.cancel()
-        await asyncio.sleep(0.01)
-        live = [submit(2), submit(3)]  # both fit: the cancelled two were dropped
-        await asyncio.sleep(0.01)
+        await asyncio.gather(*gone, return_exceptions=True)  # their callers have gone
+        live = [await queued(2), await queued(3)]  # both fit: the cancelled two were dropped
         gate.set()
         await asyncio.gather(blocker, *live)
         assert runs == [1, 2, 3] and batcher.idle
@@ -233,11 +243,18 @@ def test_a_deleted_version_releases_its_session(serve: Callable[..., RunningServ
 
 
 def _wait_running(client: ParadigmClient, job_id: str) -> None:
-    for _ in range(600):
-        if client.get_job(job_id).state != pb.JOB_STATE_QUEUED:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never left the queue")
+    """Returns at the job's first event after "queued": the server records it once the job
+    has left the queue (its state is no longer QUEUED)."""
+    left = threading.Event()
+
+    def follow() -> None:
+        for event in client.watch_job(job_id):
+            if event.stage != "queued":
+                left.set()
+                return
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert left.wait(HANG_GUARD_S), f"job {job_id} never left the queue"
 
 
 def test_training_cap_queues_the_second_job(tmp_path: Path) -> None:

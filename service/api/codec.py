@@ -17,31 +17,11 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from service.datatypes import DATATYPES, WIRE_DTYPES, Datatype
 from service.errors import InvalidArgument
 from service.gen.inference import grpc_predict_v2_pb2 as pb
-from service.serving.tensors import (
-    DATATYPES,
-    WIRE_DTYPES,
-    InferInput,
-    InferRequest,
-    InferResponse,
-)
+from service.serving.tensors import InferInput, InferRequest, InferResponse
 
-# Which InferTensorContents field carries each datatype when sent typed.
-CONTENT_FIELDS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 _LENGTH = struct.Struct("<I")
 #: The longest string a request field may carry: names are at most 128 characters.
 MAX_STRING_CHARS = 1024
@@ -96,8 +76,8 @@ def decode_request(
     inputs = []
     for index, tensor in enumerate(request.inputs):
         _check_length(tensor.name, "input name")
-        dtype = DATATYPES.get(tensor.datatype)
-        if dtype is None:
+        datatype = DATATYPES.get(tensor.datatype)
+        if datatype is None:
             _check_length(tensor.datatype, f"input {tensor.name!r}: datatype")
             raise InvalidArgument(
                 f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of "
@@ -111,9 +91,9 @@ def decode_request(
                     f"input {tensor.name!r} has typed contents although raw_input_contents is "
                     "used; send all inputs one way"
                 )
-            data = _from_raw(tensor.name, tensor.datatype, dtype, shape, count, raw[index])
+            data = _from_raw(tensor.name, datatype, shape, count, raw[index])
         else:
-            data = _from_typed(tensor, dtype, shape, count)
+            data = _from_typed(tensor, datatype, shape, count)
         inputs.append(InferInput(name=tensor.name, datatype=tensor.datatype, data=data))
     for output in request.outputs:
         _check_length(output.name, "output name")
@@ -167,26 +147,26 @@ def _count(name: str, shape: tuple[int, ...]) -> int:
 
 
 def _from_raw(
-    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], count: int, raw: bytes
+    name: str, datatype: Datatype, shape: tuple[int, ...], count: int, raw: bytes
 ) -> np.ndarray:
-    if datatype == "BYTES":
+    if datatype.name == "BYTES":
         return _deserialize_bytes(name, raw, count).reshape(shape)
-    expected = count * dtype.itemsize
+    expected = count * datatype.size
     if len(raw) != expected:
         raise InvalidArgument(
             f"input {name!r}: {len(raw)} bytes of raw content, but shape {list(shape)} of "
-            f"{datatype} needs {expected}"
+            f"{datatype.name} needs {expected}"
         )
-    return np.frombuffer(raw, dtype=WIRE_DTYPES[datatype]).reshape(shape)
+    return np.frombuffer(raw, dtype=WIRE_DTYPES[datatype.name]).reshape(shape)
 
 
 def _from_typed(
     tensor: pb.ModelInferRequest.InferInputTensor,
-    dtype: np.dtype,
+    datatype: Datatype,
     shape: tuple[int, ...],
     count: int,
 ) -> np.ndarray:
-    field = CONTENT_FIELDS.get(tensor.datatype)
+    field = datatype.contents_field
     if field is None:
         raise InvalidArgument(f"input {tensor.name!r}: {tensor.datatype} must be sent as raw bytes")
     values = getattr(tensor.contents, field)
@@ -200,7 +180,7 @@ def _from_typed(
         array[:] = list(values)
         return array.reshape(shape)
     try:
-        return np.asarray(values, dtype=dtype).reshape(shape)
+        return np.asarray(values, dtype=datatype.dtype).reshape(shape)
     except OverflowError:
         raise InvalidArgument(
             f"input {tensor.name!r}: a value does not fit {tensor.datatype}"
@@ -210,7 +190,7 @@ def _from_typed(
 def _to_typed(
     tensor: pb.ModelInferResponse.InferOutputTensor, datatype: str, data: np.ndarray
 ) -> None:
-    field = CONTENT_FIELDS.get(datatype)
+    field = DATATYPES[datatype].contents_field
     if field is None:  # FP16 has no typed field: widen it, as clients expect numbers
         tensor.datatype = "FP32"
         field = "fp32_contents"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -44,7 +45,7 @@ class CostServicer(pb_grpc.CostServiceServicer):
         self, request: pb.GetCostReportRequest, context: Context
     ) -> pb.CostReport:
         check_strings(request)
-        manifests = self._registry.manifests(request.model_name)
+        manifests = await asyncio.to_thread(self._registry.manifests, request.model_name)
         models, paradigms = build_report(self._ledger, manifests, request.model_name)
         return pb.CostReport(
             models=[

@@ -10,24 +10,15 @@ import grpc.aio
 
 from service import __version__
 from service.api import codec
-from service.errors import NotFound, Unavailable
+from service.datatypes import DATATYPES
 from service.gen.inference import grpc_predict_v2_pb2 as pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.registry.manifest import TensorSpec
-from service.registry.store import ModelRegistry
-from service.serving.dataplane import DataPlane
-from service.serving.loaded import LoadedModel
+from service.serving.dataplane import DataPlane, ModelDescription
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["model_configuration", "paradigm"]
-_CONFIG_TYPES = {
-    name: getattr(pb, f"TYPE_{name}")
-    for name in (
-        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-        "FP16", "FP32", "FP64",
-    )
-}  # fmt: skip
-_CONFIG_TYPES["BYTES"] = pb.TYPE_STRING
+_CONFIG_TYPES = {name: getattr(pb, d.config_type) for name, d in DATATYPES.items()}
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -36,13 +27,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
         dataplane: DataPlane,
-        registry: ModelRegistry,
         *,
         ready: Callable[[], bool],
         max_batch_size: int,
     ) -> None:
         self._dataplane = dataplane
-        self._registry = registry
         self._ready = ready
         self._max_batch_size = max_batch_size
 
@@ -60,11 +49,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
         codec.check_strings(request)
-        try:
-            await self._dataplane.models.get(request.name, request.version)
-        except (NotFound, Unavailable):
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+        ready = await self._dataplane.ready(request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
@@ -77,26 +63,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         codec.check_strings(request)
-        model = await self._dataplane.models.get(request.name, request.version)
+        model = await self._dataplane.describe(request.name, request.version)
         response = pb.ModelMetadataResponse(
             name=model.name,
-            versions=self._registry.versions(model.name),
+            versions=model.versions,
             platform=PLATFORM,
-            inputs=[_metadata(spec) for spec in model.runtime.inputs],
-            outputs=[_metadata(spec) for spec in model.runtime.outputs],
+            inputs=[_metadata(spec) for spec in model.inputs],
+            outputs=[_metadata(spec) for spec in model.outputs],
         )
-        for key, value in (
-            ("device", model.device),
-            # Where nodes really run: the session's providers in ORT's order of preference,
-            # and the operator domains left on CPU even on CUDA ("unknown" for models whose
-            # manifest predates the record). ModelConfig has no free-form field for these:
-            # it says the device through instance_group's kind.
-            ("providers", ",".join(model.runtime.providers)),
-            ("cpu_only_domains", model.cpu_only_domains),
-            ("paradigm", model.paradigm),
-            ("algorithm", model.manifest.algorithm),
-            ("version", model.version),
-        ):
+        # ModelConfig has no free-form field for these: it says the device through
+        # instance_group's kind.
+        for key, value in model.parameters.items():
             response.parameters[key].string_param = value
         return response
 
@@ -114,11 +91,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
         codec.check_strings(request)
-        model = await self._dataplane.models.get(request.name, request.version)
+        model = await self._dataplane.describe(request.name, request.version)
         return pb.ModelConfigResponse(config=self._config(model))
 
-    def _config(self, model: LoadedModel) -> pb.ModelConfig:
-        specs = [*model.runtime.inputs, *model.runtime.outputs]
+    def _config(self, model: ModelDescription) -> pb.ModelConfig:
+        specs = [*model.inputs, *model.outputs]
         # Triton's convention: with max_batch_size > 0 the dims leave out the batch dim.
         batched = all(spec.shape and spec.shape[0] == -1 for spec in specs)
         skip = 1 if batched else 0
@@ -135,13 +112,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 pb.ModelInput(
                     name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
                 )
-                for s in model.runtime.inputs
+                for s in model.inputs
             ],
             output=[
                 pb.ModelOutput(
                     name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
                 )
-                for s in model.runtime.outputs
+                for s in model.outputs
             ],
             instance_group=[pb.ModelInstanceGroup(name=model.name, count=1, kind=kind)],
         )

@@ -184,8 +184,12 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         check_strings(request)
-        manifests = self._registry.manifests(request.name, latest_only=request.latest_only)
-        newest = {m.name: m.version for m in self._registry.manifests(latest_only=True)}
+        # One scan, off the loop: it reads every manifest of the metadata store. Each name's
+        # versions come oldest first, so the last one seen is the latest.
+        manifests = await asyncio.to_thread(self._registry.manifests, request.name)
+        newest = {m.name: m.version for m in manifests}
+        if request.latest_only:
+            manifests = [m for m in manifests if newest[m.name] == m.version]
         return pb.ListModelsResponse(
             models=[
                 convert.model_to_proto(m, latest=newest.get(m.name) == m.version) for m in manifests

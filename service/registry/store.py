@@ -271,6 +271,12 @@ class ModelRegistry:
     def versions(self, name: str) -> list[str]:
         return self._metadata.versions(name)
 
+    def known_versions(self) -> set[tuple[str, str]]:
+        """Every (name, version) this server knows of, from memory: what it published,
+        deleted or learnt by `refresh`. Listeners of `on_change` hear of every change to it."""
+        with self._known_lock:
+            return set(self._known)
+
     def get(self, name: str, version: str = "") -> Manifest:
         """The named version, or the latest when version is empty; NotFound otherwise."""
         check_version(name, version)

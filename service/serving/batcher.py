@@ -17,6 +17,7 @@ caller hears DEADLINE_EXCEEDED at its deadline, not when a slot frees.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +48,8 @@ class _Pending:
     deadline: float | None
     enqueued: float
     future: asyncio.Future[list[np.ndarray]]
+    #: The submitter's context (its request's log fields), for the run of its batch.
+    context: contextvars.Context
     taken: bool = False  # no longer in the queue
     abandoned: bool = False  # its caller went away while it was in the queue
 
@@ -96,7 +99,12 @@ class Batcher:
             finally:
                 self._release()
         pending = _Pending(
-            feeds, rows, deadline, time.perf_counter(), asyncio.get_running_loop().create_future()
+            feeds,
+            rows,
+            deadline,
+            time.perf_counter(),
+            asyncio.get_running_loop().create_future(),
+            contextvars.copy_context(),
         )
         limit = self.config.max_queue_size
         if len(self._queue) >= limit and (not self._abandoned or self._purge() >= limit):
@@ -116,6 +124,12 @@ class Batcher:
                 pending.abandoned = True
                 self._abandoned += 1
             raise
+
+    @property
+    def dispatcher_started(self) -> bool:
+        """Whether any request ever queued (and so a dispatcher task runs): a lone request
+        that finds a free slot runs in its own task, with no hop."""
+        return self._dispatcher is not None
 
     @property
     def idle(self) -> bool:
@@ -140,7 +154,9 @@ class Batcher:
             batch = self._take()
             if batch:
                 self._free_slots -= 1
-                task = asyncio.create_task(self._execute(batch))
+                # In its first request's context, not the dispatcher's (a copy of whichever
+                # request started it): a batch's log lines name that request.
+                task = asyncio.create_task(self._execute(batch), context=batch[0].context)
                 self._running.add(task)  # a task nobody references may be collected
                 task.add_done_callback(self._running.discard)
 

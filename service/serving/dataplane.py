@@ -13,19 +13,27 @@ get one that takes a single request per run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from service.cost.ledger import CostLedger
-from service.errors import InvalidArgument, ParadigmError
+from service.errors import InvalidArgument, NotFound, ParadigmError, Unavailable
 from service.logs import model_name_var, model_version_var, request_id_var
+from service.registry.manifest import TensorSpec
 from service.serving.batcher import Batcher, BatchingConfig
+from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
+
+T = TypeVar("T")
 
 
 def choose_batching(
@@ -44,12 +52,39 @@ def choose_batching(
     return default
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """What ModelMetadata and ModelConfig say of a loaded version, whatever the transport."""
+
+    name: str
+    version: str
+    #: Every version of the name, oldest first.
+    versions: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    device: str
+    #: Free-form facts ModelMetadata carries: device, providers, cpu_only_domains,
+    #: paradigm, algorithm, version.
+    parameters: dict[str, str]
+
+
+def _run_in_context(
+    loop: asyncio.AbstractEventLoop, executor: Executor, run: Callable[..., T], *args: Any
+) -> asyncio.Future[T]:
+    """run(*args) in an executor thread, in a copy of the caller's context: the thread's
+    log lines then carry the request's model, version and id (service/logs.py), which
+    run_in_executor alone would leave behind on the loop."""
+    return loop.run_in_executor(executor, contextvars.copy_context().run, run, *args)
+
+
 class DataPlane:
-    """Validates, runs (batched where it helps) and measures inference requests."""
+    """Validates, runs (batched where it helps) and measures inference requests, and says
+    which models exist and are ready."""
 
     def __init__(
         self,
         models: LoadedModels,
+        index: ModelIndex,
         ledger: CostLedger,
         executor: Executor,
         *,
@@ -59,7 +94,8 @@ class DataPlane:
         run_slots: int,
         gpu_batching: BatchingConfig | None = None,
     ) -> None:
-        self.models = models
+        self._models = models
+        self._index = index
         self._ledger = ledger
         self._executor = executor
         self._max_batch_size = max_batch_size
@@ -73,7 +109,7 @@ class DataPlane:
         arrived = request.arrived or time.perf_counter()
         model_name_var.set(request.model_name)
         request_id_var.set(request.id or "-")
-        model = await self.models.get(request.model_name, request.model_version)
+        model = await self._models.get(request.model_name, request.model_version)
         model_version_var.set(model.version)
         series = model.series
         series.in_flight.inc()
@@ -117,6 +153,39 @@ class DataPlane:
             parameters={"device": model.device},
         )
 
+    async def ready(self, name: str, version: str = "") -> bool:
+        """Whether the version (latest when empty) can serve: loaded now if need be."""
+        try:
+            await self._models.get(name, version)
+        except (NotFound, Unavailable):
+            return False
+        return True
+
+    async def describe(self, name: str, version: str = "") -> ModelDescription:
+        """The version's signature and placement (loaded now if need be); NotFound or
+        Unavailable as ready() would say False."""
+        model = await self._models.get(name, version)
+        runtime = model.runtime
+        return ModelDescription(
+            name=model.name,
+            version=model.version,
+            versions=self._index.versions(model.name),
+            inputs=list(runtime.inputs),
+            outputs=list(runtime.outputs),
+            device=model.device,
+            parameters={
+                "device": model.device,
+                # Where nodes really run: the session's providers in ORT's order of
+                # preference, and the operator domains left on CPU even on CUDA ("unknown"
+                # for models whose manifest predates the record).
+                "providers": ",".join(runtime.providers),
+                "cpu_only_domains": model.cpu_only_domains,
+                "paradigm": model.paradigm,
+                "algorithm": model.manifest.algorithm,
+                "version": model.version,
+            },
+        )
+
     def _batcher(self, model: LoadedModel) -> Batcher:
         """The model's batcher, made on its first request. Where batching is off, or the
         model has no batch axis on every input and output to concatenate along, it runs
@@ -134,7 +203,7 @@ class DataPlane:
             input_names=list(model.inputs),
             output_names=model.output_names,
             run=functools.partial(self._run, model),
-            run_in_thread=lambda run, *args: loop.run_in_executor(self._executor, run, *args),
+            run_in_thread=functools.partial(_run_in_context, loop, self._executor),
             config=config,
             slots=self._run_slots,
         )
@@ -145,7 +214,7 @@ class DataPlane:
         """Drops the idle batchers of deleted versions: each holds its model's session, so
         keeping them would leak one session per deleted version. Runs only when a batcher
         is made (a version's first request), so the hot path pays nothing."""
-        loaded = {(m.name, m.version) for m in self.models.loaded()}
+        loaded = {(m.name, m.version) for m in self._models.loaded()}
         for key in [k for k, b in self._batchers.items() if k not in loaded and b.idle]:
             self._batchers.pop(key).close()
 

@@ -1,30 +1,30 @@
 """Model versions with live sessions: (name, version) -> LoadedModel, loaded on first use.
 
 Sessions are created off the event loop; concurrent first requests for one version share a
-single load. The latest-version map is cached in memory and corrected by registry events,
-so the hot path does not touch SQLite.
+single load. Which versions exist, and which is the latest, comes from the in-memory
+ModelIndex (service/serving/index.py), so no request path touches SQLite, PostgreSQL or the
+file system on the event loop; a first load reads them in the executor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from service.datatypes import FLOAT_DATATYPES
 from service.errors import NotFound
 from service.metrics import Metrics, ServingSeries
 from service.registry.manifest import Manifest, TensorSpec
 from service.registry.store import ModelRegistry
+from service.serving.index import ModelIndex
 from service.serving.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-
-
-FLOAT_TYPES = ("FP16", "FP32", "FP64")
-#: Digits of the largest version the registry's SQLite index can hold (int64).
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class InputRule:
             rank=len(spec.shape),
             tail=tail,
             batched=batched,
-            floating=spec.datatype in FLOAT_TYPES,
+            floating=spec.datatype in FLOAT_DATATYPES,
         )
 
 
@@ -93,6 +93,7 @@ class LoadedModels:
     def __init__(
         self,
         registry: ModelRegistry,
+        index: ModelIndex,
         metrics: Metrics,
         executor: Executor,
         *,
@@ -108,6 +109,7 @@ class LoadedModels:
         io_binding: bool = True,
     ) -> None:
         self._registry = registry
+        self._index = index
         self._metrics = metrics
         self._executor = executor
         self._device = device
@@ -128,7 +130,6 @@ class LoadedModels:
         # Versions deleted while their load was in flight: evicted as soon as it lands
         # (deletions by other replicas arrive at any moment, by polling).
         self._withdrawn: set[tuple[str, str]] = set()
-        self._latest: dict[str, str] = {}
         self._preloading: set[asyncio.Task[None]] = set()
         # Built on the loop in App._start; publishes and deletes run in threads
         # (asyncio.to_thread), so their notifications are handed back to this loop.
@@ -136,17 +137,11 @@ class LoadedModels:
         registry.on_change(self._on_registry_change)
 
     async def get(self, name: str, version: str = "") -> LoadedModel:
-        """The loaded version (latest when empty); NotFound/Unavailable as the registry says."""
-        if not version:
-            version = self._latest.get(name, "")
-        if version:
-            loaded = self._models.get((name, version))
-            if loaded is not None:
-                return loaded
-        manifest = self._registry.get(name, version)
-        if not version:
-            self._latest[name] = manifest.version
-        key = (name, manifest.version)
+        """The loaded version (latest when empty); NotFound/Unavailable as the registry says.
+
+        Which versions exist is answered from the index, in memory; only a first load
+        reads the registry and the file, in the executor."""
+        key = (name, self._index.resolve(name, version))
         loaded = self._models.get(key)
         if loaded is not None:
             return loaded
@@ -155,7 +150,7 @@ class LoadedModels:
             pending = asyncio.get_running_loop().create_future()
             self._loading[key] = pending
             try:
-                loaded = await self._load(manifest)
+                loaded = await self._load(*key)
                 self._models[key] = loaded
                 pending.set_result(loaded)
             except BaseException as exc:
@@ -177,12 +172,13 @@ class LoadedModels:
         """The serving device asked for `name`: its per-model override, else the default."""
         return self._device_models.get(name, self._device)
 
-    async def _load(self, manifest: Manifest) -> LoadedModel:
-        device = self.device_for(manifest.name)
+    async def _load(self, name: str, version: str) -> LoadedModel:
+        device = self.device_for(name)
 
-        def load() -> tuple[OnnxModel, int, float | None]:
-            # In the executor: with artifacts on S3, model_path downloads the file first;
-            # the warm-up runs here too, off the event loop.
+        def load() -> tuple[Manifest, OnnxModel, int, float | None]:
+            # In the executor: the registry's row (SQLite or PostgreSQL), then the file
+            # (with artifacts on S3, model_path downloads it first), then the warm-up.
+            manifest = self._registry.get(name, version)
             path = self._registry.model_path(manifest)
             runtime = OnnxModel(
                 path,
@@ -192,11 +188,13 @@ class LoadedModels:
                 io_binding=self._io_binding,
                 **self._session_options,
             )
-            return runtime, path.stat().st_size, self._warm_up(manifest, runtime)
+            return manifest, runtime, path.stat().st_size, self._warm_up(manifest, runtime)
 
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        runtime, size, warmup_seconds = await loop.run_in_executor(self._executor, load)
+        manifest, runtime, size, warmup_seconds = await loop.run_in_executor(
+            self._executor, contextvars.copy_context().run, load
+        )
         elapsed = time.perf_counter() - started
         labels = (
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm, runtime.device,
@@ -254,15 +252,16 @@ class LoadedModels:
             return None
         return time.perf_counter() - started
 
-    async def preload(self, manifests: list[Manifest]) -> None:
+    async def preload(self, keys: list[tuple[str, str]]) -> None:
         """Loads versions before their first request: no load on the request path, and
         their series exist at zero before traffic, so Prometheus' rate() sees all of it."""
-        for manifest in manifests:
+        for name, version in keys:
             try:
-                await self.get(manifest.name, manifest.version)
+                await self.get(name, version)
+            except NotFound:  # deleted again (here or by another replica) before we looked
+                continue
             except Exception as exc:  # a broken file must not stop the others loading
-                log.warning("could not preload %s version %s: %s", manifest.name,
-                            manifest.version, exc)  # fmt: skip
+                log.warning("could not preload %s version %s: %s", name, version, exc)
 
     def _on_registry_change(self, event: str, name: str, versions: list[str]) -> None:
         try:
@@ -275,15 +274,9 @@ class LoadedModels:
             self._loop.call_soon_threadsafe(self._registry_changed, event, name, versions)
 
     def _registry_changed(self, event: str, name: str, versions: list[str]) -> None:
-        self._latest.pop(name, None)
         if event == "published":
-            manifests = []
-            for version in versions:
-                try:
-                    manifests.append(self._registry.get(name, version))
-                except NotFound:  # deleted again by another replica before we looked
-                    continue
-            task = asyncio.get_running_loop().create_task(self.preload(manifests))
+            keys = [(name, version) for version in versions]
+            task = asyncio.get_running_loop().create_task(self.preload(keys))
             self._preloading.add(task)
             task.add_done_callback(self._preloading.discard)
             return

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.datatypes import BY_ORT_TYPE, NotATensor, tensor_spec
 from service.errors import Unavailable
-from service.registry.manifest import TensorSpec
-from service.serving.tensors import DATATYPES, ORT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,13 @@ class OnnxModel:
                 "serving device 'cuda' was configured but ONNX Runtime could not start CUDA"
             )
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
-        self.inputs = [_spec(node) for node in self.session.get_inputs()]
-        self.outputs = [_spec(node) for node in self.session.get_outputs()]
+        try:
+            self.inputs = [tensor_spec(node) for node in self.session.get_inputs()]
+            self.outputs = [tensor_spec(node) for node in self.session.get_outputs()]
+        except NotATensor as exc:
+            # Export and import refuse such graphs; a file that got past them anyway is
+            # as unservable as a corrupt one.
+            raise Unavailable(f"model file {path.name} cannot be served: {exc}") from exc
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
         if not self.io_binding:
@@ -176,14 +180,9 @@ class OnnxModel:
 
 def _zeros(node: ort.NodeArg) -> np.ndarray:
     shape = tuple(dim if isinstance(dim, int) and dim >= 0 else 1 for dim in node.shape)
-    datatype = ORT_TYPES.get(node.type)
+    datatype = BY_ORT_TYPE.get(node.type)
     if datatype is None:
         raise ValueError(f"cannot make a warm-up value for input {node.name} of {node.type}")
-    if datatype == "BYTES":
+    if datatype.name == "BYTES":
         return np.full(shape, "", dtype=object)
-    return np.zeros(shape, dtype=DATATYPES[datatype])
-
-
-def _spec(node: ort.NodeArg) -> TensorSpec:
-    shape = tuple(dim if isinstance(dim, int) else -1 for dim in node.shape)
-    return TensorSpec(name=node.name, datatype=ORT_TYPES.get(node.type, node.type), shape=shape)
+    return np.zeros(shape, dtype=datatype.dtype)
