@@ -47,6 +47,6 @@ def test_a_line_from_the_inference_thread_names_model_version_and_request(
     finally:
         log.removeHandler(handler)
     [record] = handler.records
-    assert record.threadName.startswith("inference")  # not the event loop's thread
+    assert (record.threadName or "").startswith("inference")  # not the event loop's thread
     fields = (record.model, record.version, record.request_id)  # type: ignore[attr-defined]
     assert fields == (iris_model, version, "req-ctx-1")

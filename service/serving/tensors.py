@@ -6,11 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.datatypes import BY_ORT_TYPE
-
-# Only for service/training/export.py until it uses service.datatypes.tensor_spec.
-ORT_TYPES = {ort_type: d.name for ort_type, d in BY_ORT_TYPE.items()}
-
 
 # Plain slotted dataclasses: frozen ones pay object.__setattr__ per field, per request.
 @dataclass(slots=True)

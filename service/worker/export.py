@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
+from service.datatypes import NotATensor, tensor_spec
 from service.errors import InvalidArgument
 from service.registry.manifest import TensorSpec
-from service.serving.tensors import ORT_TYPES
 
 if TYPE_CHECKING:
     import onnx
@@ -93,14 +93,10 @@ def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
-    datatype = ORT_TYPES.get(arg.type)
-    if datatype is None:
-        raise InvalidArgument(
-            f"model input/output {arg.name!r} has type {arg.type}; only tensors can be served "
-            "(for scikit-learn classifiers, convert with options zipmap=False)"
-        )
-    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape or ())
-    return TensorSpec(name=arg.name, datatype=datatype, shape=shape)
+    try:
+        return tensor_spec(arg)
+    except NotATensor as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def signature(onnx_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
