@@ -23,6 +23,7 @@ from service.training import catalog
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
 from service.worker import classical, export, importance, pipeline
 from service.worker.datasets import builtin
+from service.worker.fitting import FitRequest
 
 CLASSICAL = [name for name, a in catalog.ALGORITHMS.items() if a.paradigm == "classical"]
 CLASSIFIERS = [n for n in CLASSICAL if "classification" in catalog.ALGORITHMS[n].tasks]
@@ -261,9 +262,9 @@ def test_train_size_subsamples_after_the_split(
         splits.append(split(*args))
         return splits[-1]
 
-    def recording_fit(name: str, params: Any, X: np.ndarray, y: np.ndarray, **kw: Any) -> Any:
-        fitted.append((X, y))
-        return fit(name, params, X, y, **kw)
+    def recording_fit(request: FitRequest) -> Any:
+        fitted.append((request.X_train, request.y_train))
+        return fit(request)
 
     monkeypatch.setattr(pipeline, "split", recording_split)
     monkeypatch.setattr(classical, "fit", recording_fit)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -27,6 +27,7 @@ from service.training import catalog
 from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec, feature_names
 from service.worker import classical, export
 from service.worker.export import ParityError
+from service.worker.fitting import DeepFit, FitRequest
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
@@ -214,26 +215,6 @@ def run_training(
         return _run_training(spec, emit, backend, deep_fit)
 
 
-class DeepFit(Protocol):
-    """deep.fit's signature: what trains a deep model for the pipeline."""
-
-    def __call__(
-        self,
-        algorithm: str,
-        params: dict[str, Any],
-        X_train: np.ndarray,
-        y_train: np.ndarray,
-        *,
-        task: str,
-        seed: int,
-        emit: Emit,
-        device: str = "auto",
-        image_shape: list[int] | None = None,
-        classes: np.ndarray | None = None,
-        threads: int = 1,
-    ) -> FittedModel: ...
-
-
 @dataclass
 class TrainingData:
     """A job's dataset, resolved algorithm and parameters, and its train/test rows."""
@@ -298,11 +279,22 @@ def _run_training(
     emit("fitting", f"fitting {algorithm.name} ({task}) on {len(X_train)} samples", progress=0.1)
     model: FittedModel
     distributed_backend = ""
+    request = FitRequest(
+        algorithm=algorithm.name,
+        params=params,
+        X_train=X_train,
+        y_train=y_train,
+        task=task,
+        seed=spec.seed,
+        emit=emit,
+        device=spec.device,
+        image_shape=info.image_shape or None,
+        classes=classes,
+        threads=spec.blas_threads,
+    )
     if algorithm.paradigm == "classical":
         started = time.perf_counter()
-        model = classical.fit(
-            algorithm.name, params, X_train, y_train, task=task, seed=spec.seed, emit=emit
-        )
+        model = classical.fit(request)
     else:
         # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
         # every spawned worker, which is not fitting, and classical jobs never need it.
@@ -320,19 +312,7 @@ def _run_training(
             )
         gpu = _GpuEnergy.open() if spec.device in ("auto", "cuda") else None
         started = time.perf_counter()
-        model = fit(
-            algorithm.name,
-            params,
-            X_train,
-            y_train,
-            task=task,
-            seed=spec.seed,
-            emit=emit,
-            device=spec.device,
-            image_shape=info.image_shape or None,
-            classes=classes,
-            threads=spec.blas_threads,
-        )
+        model = fit(request)
         if algorithm.name == "autoencoder":
             task = "anomaly_detection"
         if spec.world_size > 1:

@@ -34,6 +34,7 @@ from service.settings import Settings
 from service.training import catalog
 from service.training.spec import TrainingSpec
 from service.worker import pipeline
+from service.worker.fitting import DeepFit, FitRequest
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -139,16 +140,18 @@ def run(args: argparse.Namespace) -> Manifest | None:
                     return _train_and_publish(spec, settings, backend, distributed.fit_in_group)
                 data = pipeline.load_training_data(spec)
                 distributed.fit_in_group(
-                    data.algorithm.name, data.params, data.X_train, data.y_train,
-                    task=data.task, seed=spec.seed, emit=_quiet, device=spec.device,
-                    image_shape=data.info.image_shape or None, classes=data.classes,
-                    threads=spec.blas_threads,
+                    FitRequest(
+                        data.algorithm.name, data.params, data.X_train, data.y_train,
+                        task=data.task, seed=spec.seed, emit=_quiet, device=spec.device,
+                        image_shape=data.info.image_shape or None, classes=data.classes,
+                        threads=spec.blas_threads,
+                    )
                 )  # fmt: skip
                 return None
 
 
 def _train_and_publish(
-    spec: TrainingSpec, settings: Settings, backend: str, deep_fit: pipeline.DeepFit | None
+    spec: TrainingSpec, settings: Settings, backend: str, deep_fit: DeepFit | None
 ) -> Manifest:
     """The pipeline into a staging directory of the registry, then its atomic publish."""
     from service.registry.store import open_registry
