@@ -21,7 +21,7 @@ from service.errors import DeadlineExceeded, InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest, TensorSpec
 from service.training import catalog
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
-from service.worker import classical, export, importance, pipeline
+from service.worker import classical, export, importance, importing, pipeline
 from service.worker.datasets import builtin
 from service.worker.fitting import FitRequest
 
@@ -489,7 +489,7 @@ def import_spec(tmp_path: Path, source: Path, fmt: str, **fields: Any) -> Import
 
 def test_import_onnx_from_scikit_learn_is_classical(datasets: Path, tmp_path: Path) -> None:
     trained, _ = train(datasets, tmp_path / "trained", "iris", "logistic_regression")
-    manifest = pipeline.run_import(
+    manifest = importing.run_import(
         import_spec(tmp_path, tmp_path / "trained" / MODEL_FILE, "onnx"), Recorder()
     )
     assert manifest.paradigm == "classical" and manifest.algorithm == "imported"
@@ -503,7 +503,7 @@ def test_import_onnx_from_scikit_learn_is_classical(datasets: Path, tmp_path: Pa
 def test_import_onnx_without_ml_operators_is_deep(tmp_path: Path) -> None:
     source = tmp_path / "net.onnx"
     onnx.save_model(identity_model(), source)
-    manifest = pipeline.run_import(import_spec(tmp_path, source, "onnx", task=""), Recorder())
+    manifest = importing.run_import(import_spec(tmp_path, source, "onnx", task=""), Recorder())
     assert manifest.paradigm == "deep" and manifest.task == ""
     assert Manifest.read(tmp_path / "out") == manifest
 
@@ -514,11 +514,11 @@ def test_import_onnx_refuses_external_data_and_garbage(tmp_path: Path) -> None:
         identity_model(), source, save_as_external_data=True, size_threshold=0, location="w.bin"
     )
     with pytest.raises(InvalidArgument, match="external data"):
-        pipeline.run_import(import_spec(tmp_path, source, "onnx"), Recorder())
+        importing.run_import(import_spec(tmp_path, source, "onnx"), Recorder())
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\xff\x00 definitely not protobuf")
     with pytest.raises(InvalidArgument, match="not an ONNX model"):
-        pipeline.run_import(import_spec(tmp_path, garbage, "onnx"), Recorder())
+        importing.run_import(import_spec(tmp_path, garbage, "onnx"), Recorder())
 
 
 def test_import_skops_classifier(datasets: Path, tmp_path: Path) -> None:
@@ -529,7 +529,7 @@ def test_import_skops_classifier(datasets: Path, tmp_path: Path) -> None:
     estimator = LogisticRegression(max_iter=5000).fit(X, y)
     source = tmp_path / "model.skops"
     skops_io.dump(estimator, source)
-    manifest = pipeline.run_import(import_spec(tmp_path, source, "skops"), Recorder())
+    manifest = importing.run_import(import_spec(tmp_path, source, "skops"), Recorder())
     assert manifest.task == "classification" and manifest.paradigm == "classical"
     assert manifest.inputs == [TensorSpec("input", "FP32", (-1, 13))]
     assert [o.name for o in manifest.outputs] == ["label", "probabilities"]
@@ -550,15 +550,15 @@ def test_import_skops_refuses_untrusted_types_unless_trusted(
     skops_io.dump(HistGradientBoostingRegressor(max_iter=10).fit(X, y), source)
     untrusted = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
     with pytest.raises(ValueError, match=untrusted.replace(".", r"\.")):
-        pipeline.run_import(import_spec(tmp_path, source, "skops"), Recorder())
+        importing.run_import(import_spec(tmp_path, source, "skops"), Recorder())
     assert not (tmp_path / "out").exists()
 
     spec = import_spec(tmp_path, source, "skops", trusted_types=[untrusted])
-    manifest = pipeline.run_import(spec, Recorder())
+    manifest = importing.run_import(spec, Recorder())
     assert manifest.task == "regression"
     assert manifest.outputs == [TensorSpec("prediction", "FP32", (-1, 1))]
 
 
 def test_import_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="onnx or skops"):
-        pipeline.run_import(import_spec(tmp_path, tmp_path / "x", "pickle"), Recorder())
+        importing.run_import(import_spec(tmp_path, tmp_path / "x", "pickle"), Recorder())

@@ -1,4 +1,4 @@
-"""One training or import job from start to finish, inside a worker process.
+"""One training job from start to finish, inside a worker process (import jobs: importing.py).
 
 load -> split -> fit -> evaluate -> export -> check -> parity -> model.onnx + manifest.json in
 out_dir. The registry publishes out_dir afterwards; nothing here knows about versions.
@@ -7,12 +7,9 @@ out_dir. The registry publishes out_dir afterwards; nothing here knows about ver
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +19,15 @@ from threadpoolctl import threadpool_limits
 from service.cost.nvml import Nvml
 from service.datasets import layout
 from service.errors import InvalidArgument
-from service.registry.manifest import MODEL_FILE, Manifest
+from service.registry.manifest import Manifest
 from service.training import catalog
-from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec, feature_names
+from service.training.spec import Emit, FittedModel, TrainingSpec, feature_names
 from service.worker import classical, export
-from service.worker.export import ParityError
 from service.worker.fitting import DeepFit, FitRequest
+from service.worker.job_output import TRAIN_LIBRARIES, library_versions, timestamp, write_model
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
-#: Random rows an imported scikit-learn model is checked on (it comes without data).
-IMPORT_PARITY_ROWS = 64
-
-_TRAIN_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
-
-
-class UntrustedTypesError(InvalidArgument, ValueError):
-    """A skops file names types that the caller did not list as trusted."""
-
-
-def _versions(packages: tuple[str, ...]) -> dict[str, str]:
-    found = {}
-    for package in packages:
-        # onnxruntime-gpu installs the module onnxruntime under another distribution name.
-        for distribution in (package, f"{package}-gpu"):
-            try:
-                found[package] = version(distribution)
-                break
-            except PackageNotFoundError:
-                continue
-    return found
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _check_parity(
-    native: dict[str, np.ndarray], onnx_out: dict[str, np.ndarray], tolerance: float
-) -> float:
-    """The parity error, or ParityError when it exceeds tolerance relative to the outputs."""
-    error = export.parity_error(native, onnx_out)
-    scale = export.output_scale(native)
-    if not error <= tolerance * scale:
-        per_output = ", ".join(
-            f"{name}: {export.parity_error({name: native[name]}, onnx_out):.3g}" for name in native
-        )
-        raise ParityError(
-            f"ONNX Runtime disagrees with the trained model: max abs error {error:.3g} > "
-            f"tolerance {tolerance:g} x scale {scale:.3g} (per output: {per_output}; "
-            "a label mismatch counts as inf)"
-        )
-    return error
-
-
-def _publish(out_dir: Path, onnx_bytes: bytes) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MODEL_FILE).write_bytes(onnx_bytes)
-    return hashlib.sha256(onnx_bytes).hexdigest()
 
 
 def _evaluate(
@@ -351,7 +299,7 @@ def _run_training(
     rows = (X_test if len(X_test) else X_train)[:PARITY_ROWS]
     native = model.predict_outputs(rows)
     onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
-    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
+    parity = export.check_parity(native, onnx_out, spec.parity_tolerance)
 
     metrics.update(
         fit_seconds=fit_seconds,
@@ -367,8 +315,8 @@ def _run_training(
     if distributed_backend:  # shown by GetModel with the parameters that made the model
         hyperparameters.update(world_size=spec.world_size, distributed_backend=distributed_backend)
     out_dir = Path(spec.out_dir)
-    checksum = _publish(out_dir, onnx_bytes)
-    libraries = _TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
+    checksum = write_model(out_dir, onnx_bytes)
+    libraries = TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
     manifest = Manifest(
         name=spec.model_name,
         version="",
@@ -385,8 +333,8 @@ def _run_training(
         parameter_count=int(model.parameter_count),
         onnx_bytes=len(onnx_bytes),
         checksum=checksum,
-        library_versions=_versions(libraries),
-        created_at=_now(),
+        library_versions=library_versions(libraries),
+        created_at=timestamp(),
         training_device=model.device,
         classes=[float(c) for c in classes] if classes is not None else [],
         train_size=spec.train_size,
@@ -395,184 +343,9 @@ def _run_training(
         feature_names=feature_names(info.feature_names, n_features),
         native_kind=native_kind,
         native_importances=importances,
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
+        cpu_only_domains=export.cpu_only_domains(onnx_bytes),
     )
     manifest.write(out_dir)
-    emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
-    return manifest
-
-
-def run_import(spec: ImportSpec, emit: Emit) -> Manifest:
-    """Checks an ONNX file, or converts a skops file, into model.onnx + manifest in out_dir."""
-    with threadpool_limits(limits=spec.blas_threads):
-        if spec.format == "onnx":
-            return _import_onnx(spec, emit)
-        if spec.format == "skops":
-            return _import_skops(spec, emit)
-    raise InvalidArgument(f"unknown import format {spec.format!r}; expected onnx or skops")
-
-
-def _cpu_only_domains(onnx_bytes: bytes) -> list[str]:
-    """The manifest's cpu_only_domains: ONNX Runtime's CUDA provider has no kernel for any
-    ai.onnx.ml operator, so those nodes run on the CPU provider even in a CUDA session."""
-    # Nodes only: skl2onnx declares the ai.onnx.ml opset even where no node uses it.
-    return ["ai.onnx.ml"] if _uses_ml_domain(onnx_bytes, nodes_only=True) else []
-
-
-def _uses_ml_domain(onnx_bytes: bytes, *, nodes_only: bool = False) -> bool:
-    import onnx
-
-    model = onnx.load_model_from_string(onnx_bytes)
-    if not nodes_only and any(o.domain == "ai.onnx.ml" for o in model.opset_import):
-        return True
-
-    def walk(graph: onnx.GraphProto) -> bool:
-        for node in graph.node:
-            if node.domain == "ai.onnx.ml":
-                return True
-            for attribute in node.attribute:
-                subgraphs = [attribute.g] if attribute.HasField("g") else []
-                if any(walk(g) for g in [*subgraphs, *attribute.graphs]):
-                    return True
-        return False
-
-    return walk(model.graph)
-
-
-def _check_paradigm(paradigm: str) -> None:
-    if paradigm not in ("", "classical", "deep"):
-        raise InvalidArgument(f"paradigm must be classical or deep, got {paradigm!r}")
-
-
-def _check_task(task: str) -> None:
-    if task and task not in catalog.TASKS:
-        raise InvalidArgument(f"unknown task {task!r}; expected one of {', '.join(catalog.TASKS)}")
-
-
-def _import_onnx(spec: ImportSpec, emit: Emit) -> Manifest:
-    _check_paradigm(spec.paradigm)
-    _check_task(spec.task)
-    emit("loading", f"reading {Path(spec.source_path).name}", progress=0.0)
-    onnx_bytes = Path(spec.source_path).read_bytes()
-    emit("exporting", "checking the ONNX model", progress=0.3)
-    export.check_model(onnx_bytes)
-    inputs, outputs = export.signature(onnx_bytes)
-    paradigm = spec.paradigm or ("classical" if _uses_ml_domain(onnx_bytes) else "deep")
-    checksum = _publish(Path(spec.out_dir), onnx_bytes)
-    manifest = Manifest(
-        name=spec.model_name,
-        version="",
-        paradigm=paradigm,
-        algorithm="imported",
-        task=spec.task,
-        inputs=inputs,
-        outputs=outputs,
-        hyperparameters={"source_format": "onnx"},
-        onnx_bytes=len(onnx_bytes),
-        checksum=checksum,
-        library_versions=_versions(("onnx", "onnxruntime")),
-        created_at=_now(),
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
-    )
-    manifest.write(Path(spec.out_dir))
-    emit("parity", "imported", progress=1.0)
-    return manifest
-
-
-def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
-    import skops.io as sio
-    from sklearn.base import is_classifier, is_regressor
-
-    _check_paradigm(spec.paradigm)
-    _check_task(spec.task)
-    source = Path(spec.source_path)
-    emit("loading", f"reading {source.name}", progress=0.0)
-    try:
-        untrusted = sio.get_untrusted_types(file=source)
-    except Exception as exc:  # zipfile.BadZipFile, json errors, KeyError ...
-        raise InvalidArgument(f"{source.name} is not a readable skops file: {exc}") from None
-    refused = sorted(set(untrusted) - set(spec.trusted_types))
-    if refused:
-        raise UntrustedTypesError(
-            f"refusing to load {source.name}: it contains types that are not trusted by "
-            f"default: {', '.join(refused)}. If you trust the file's author, pass them as "
-            "trusted_types"
-        )
-    # skops rebuilds objects from its JSON schema and never unpickles.
-    estimator: Any = sio.load(source, trusted=untrusted)
-
-    if is_classifier(estimator):
-        task = "classification"
-    elif is_regressor(estimator):
-        task = "regression"
-    else:
-        raise InvalidArgument(
-            f"{type(estimator).__name__} is neither a classifier nor a regressor; "
-            "only those can be imported from skops"
-        )
-    if spec.task and spec.task != task:
-        raise InvalidArgument(f"the file holds a {task} model, but task {spec.task!r} was given")
-    n_features = int(getattr(estimator, "n_features_in_", 0) or 0)
-    if not n_features:
-        n_features = spec.n_features
-    elif spec.n_features and spec.n_features != n_features:
-        raise InvalidArgument(
-            f"the model was fitted on {n_features} features, but n_features={spec.n_features} "
-            "was given"
-        )
-    if n_features <= 0:
-        raise InvalidArgument(
-            f"cannot tell how many features {type(estimator).__name__} takes: it has no "
-            "n_features_in_; pass n_features"
-        )
-
-    emit("exporting", f"converting {type(estimator).__name__} to ONNX", progress=0.3)
-    started = time.perf_counter()
-    onnx_bytes = classical.sklearn_to_onnx(estimator, n_features, task)
-    export.check_model(onnx_bytes)
-    export_seconds = time.perf_counter() - started
-    inputs, outputs = export.signature(onnx_bytes)
-
-    emit("parity", "comparing ONNX Runtime with the imported model", progress=0.7)
-    rows = np.random.default_rng(0).normal(size=(IMPORT_PARITY_ROWS, n_features))
-    rows = rows.astype(np.float32)
-    native = classical.SklearnModel(estimator, task).predict_outputs(rows)
-    onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
-    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
-
-    classes: list[float] = []
-    labels = getattr(estimator, "classes_", None)
-    if labels is not None and np.issubdtype(np.asarray(labels).dtype, np.number):
-        classes = [float(c) for c in labels]
-    checksum = _publish(Path(spec.out_dir), onnx_bytes)
-    final = classical.final_estimator(estimator)
-    native_kind, importances = classical.native_importances(estimator, n_features)
-    manifest = Manifest(
-        name=spec.model_name,
-        version="",
-        paradigm=spec.paradigm or "classical",
-        algorithm="imported",
-        task=task,
-        inputs=inputs,
-        outputs=outputs,
-        hyperparameters={
-            "source_format": "skops",
-            "estimator": f"{type(final).__module__}.{type(final).__qualname__}",
-        },
-        metrics={"export_seconds": export_seconds},
-        parity_max_abs_error=parity,
-        parameter_count=classical.count_parameters(estimator),
-        onnx_bytes=len(onnx_bytes),
-        checksum=checksum,
-        library_versions=_versions((*_TRAIN_LIBRARIES, "skops")),
-        created_at=_now(),
-        classes=classes,
-        feature_names=feature_names([], n_features),
-        native_kind=native_kind,
-        native_importances=importances,
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
-    )
-    manifest.write(Path(spec.out_dir))
     emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
     return manifest
 
