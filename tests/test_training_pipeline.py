@@ -21,7 +21,7 @@ from service.errors import DeadlineExceeded, InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest, TensorSpec
 from service.training import catalog
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
-from service.worker import classical, export, importance, importing, pipeline
+from service.worker import classical, export, importance, importing, pipeline, training_data
 from service.worker.datasets import builtin
 from service.worker.fitting import FitRequest
 
@@ -256,7 +256,7 @@ def test_train_size_subsamples_after_the_split(
 ) -> None:
     splits: list[tuple[np.ndarray, ...]] = []
     fitted: list[tuple[np.ndarray, np.ndarray]] = []
-    split, fit = pipeline.split, classical.fit
+    split, fit = training_data.split, classical.fit
 
     def recording_split(*args: Any) -> tuple[np.ndarray, ...]:
         splits.append(split(*args))
@@ -266,7 +266,7 @@ def test_train_size_subsamples_after_the_split(
         fitted.append((request.X_train, request.y_train))
         return fit(request)
 
-    monkeypatch.setattr(pipeline, "split", recording_split)
+    monkeypatch.setattr(training_data, "split", recording_split)
     monkeypatch.setattr(classical, "fit", recording_fit)
     full, _ = train(datasets, tmp_path / "a", "iris", "logistic_regression")
     small, _ = train(datasets, tmp_path / "b", "iris", "logistic_regression", train_size=30)
@@ -287,19 +287,19 @@ def test_train_size_subsamples_after_the_split(
 def test_subsample_keeps_every_class_in_proportion() -> None:
     y = np.array([0] * 1 + [1] * 5 + [2] * 100)
     X = np.arange(len(y), dtype=np.float32).reshape(-1, 1)
-    X_sub, y_sub = pipeline._subsample(X, y, "classification", 12, seed=0)
+    X_sub, y_sub = training_data.subsample(X, y, "classification", 12, seed=0)
     counts = np.bincount(y_sub, minlength=3)
     assert len(y_sub) == 12 and counts.min() >= 1 and counts[2] == counts.max()
     np.testing.assert_array_equal(y[X_sub[:, 0].astype(int)], y_sub)  # rows kept whole
-    again, _ = pipeline._subsample(X, y, "classification", 12, seed=0)
-    other, _ = pipeline._subsample(X, y, "classification", 12, seed=1)
+    again, _ = training_data.subsample(X, y, "classification", 12, seed=0)
+    other, _ = training_data.subsample(X, y, "classification", 12, seed=1)
     np.testing.assert_array_equal(X_sub, again)
     assert not np.array_equal(X_sub, other)
     with pytest.raises(InvalidArgument, match="at least 3"):
-        pipeline._subsample(X, y, "classification", 2, seed=0)
-    X_reg, y_reg = pipeline._subsample(X, y.astype(float), "regression", 7, seed=0)
+        training_data.subsample(X, y, "classification", 2, seed=0)
+    X_reg, y_reg = training_data.subsample(X, y.astype(float), "regression", 7, seed=0)
     assert len(X_reg) == len(y_reg) == 7 and len(np.unique(X_reg)) == 7
-    X_all, _ = pipeline._subsample(X, y, "classification", 0, seed=0)
+    X_all, _ = training_data.subsample(X, y, "classification", 0, seed=0)
     assert X_all is X
 
 

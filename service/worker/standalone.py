@@ -33,8 +33,8 @@ from service.registry.manifest import Manifest
 from service.settings import Settings
 from service.training import catalog
 from service.training.spec import TrainingSpec
-from service.worker import pipeline
-from service.worker.fitting import DeepFit, FitRequest
+from service.worker import pipeline, training_data
+from service.worker.fitting import DeepFit
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -138,15 +138,8 @@ def run(args: argparse.Namespace) -> Manifest | None:
             with distributed.process_group(distributed.resolve_backend(backend, device), device):
                 if rank == 0:
                     return _train_and_publish(spec, settings, backend, distributed.fit_in_group)
-                data = pipeline.load_training_data(spec)
-                distributed.fit_in_group(
-                    FitRequest(
-                        data.algorithm.name, data.params, data.X_train, data.y_train,
-                        task=data.task, seed=spec.seed, emit=_quiet, device=spec.device,
-                        image_shape=data.info.image_shape or None, classes=data.classes,
-                        threads=spec.blas_threads,
-                    )
-                )  # fmt: skip
+                data = training_data.load_training_data(spec)
+                distributed.fit_in_group(pipeline.fit_request(spec, data, _quiet))
                 return None
 
 
