@@ -239,7 +239,7 @@ def test_classification_on_continuous_targets_is_refused() -> None:
 
 def test_deep_algorithms_train_when_available(datasets: Path, tmp_path: Path) -> None:
     if importlib.util.find_spec("service.worker.deep") is None:
-        pytest.skip("service/training/deep.py is not there yet")
+        pytest.skip("service/worker/deep.py is not there yet")
     pytest.importorskip("torch")
     manifest, emit = train(datasets, tmp_path, "iris", "mlp", {"epochs": 2})
     assert manifest.paradigm == "deep" and "epoch" in emit.stages

@@ -7,7 +7,7 @@ Run the same command on every machine of a multi-node job (deploy/k8s's training
         --dataset digits --algorithm cnn --model-name digits-cnn-ddp --device cuda
 
 Every rank loads and splits the dataset itself (the same rows for the same seed) and trains
-its shard of every epoch (service/training/distributed.py); rank 0 then evaluates, exports,
+its shard of every epoch (service/worker/distributed.py); rank 0 then evaluates, exports,
 checks parity and publishes into the model registry that the PARADIGM_* settings name, as
 a server's job would. Without torchrun (no WORLD_SIZE) it trains in this one process.
 """
