@@ -37,7 +37,10 @@ from service.training.spec import SCORING, ExplainSpec, feature_names
 from service.training.validation import require_training_libraries
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from service.cost.ledger import Charge, CostLedger
+    from service.datasets.layout import DatasetInfo
     from service.datasets.store import DatasetStore
     from service.registry.store import ModelRegistry
     from service.settings import Settings
@@ -118,19 +121,7 @@ class Explainer:
         manifest = self._registry.get(name, version)
         task, output = _scoring(manifest)
         dataset_name = dataset or manifest.dataset
-        if not dataset_name:
-            raise InvalidArgument(
-                f"model {manifest.name!r} version {manifest.version} was imported, so it has "
-                "no training dataset: name a dataset to explain it on"
-            )
-        dataset_dir = self._datasets.path(dataset_name)
-        info = layout.read_info(dataset_dir)
-        n_features = _feature_count(manifest)
-        if n_features > 0 and info.n_features != n_features:
-            raise InvalidArgument(
-                f"dataset {dataset_name!r} has {info.n_features} features, but model "
-                f"{manifest.name!r} takes {n_features}"
-            )
+        dataset_dir, info = self._dataset(manifest, dataset_name)
         # The training job's test rows only if this is the very data it was split from.
         same_split = (
             dataset_name == manifest.dataset
@@ -157,19 +148,6 @@ class Explainer:
             blas_threads=self._settings.worker_blas_threads,
         )
         result, cpu_seconds = await self._run_in_worker(spec, started + budget)
-        names = manifest.feature_names or feature_names(info.feature_names, info.n_features)
-        native = manifest.native_importances
-        features = [
-            FeatureScore(
-                feature=names[i] if i < len(names) else f"x{i}",
-                importance_mean=float(mean),
-                importance_std=float(std),
-                native=float(native[i]) if i < len(native) else None,
-            )
-            for i, (mean, std) in enumerate(zip(result["mean"], result["std"], strict=True))
-        ]
-        # Stable: equal importances keep the input order.
-        features.sort(key=lambda f: -f.importance_mean)
         charge = pricing.charge_explanation(self._ledger, manifest, cpu_seconds)
         return Explanation(
             manifest=manifest,
@@ -177,11 +155,28 @@ class Explainer:
             rows=int(result["rows"]),
             metric=str(result["metric"]),
             baseline_score=float(result["baseline"]),
-            features=features,
-            native_kind=manifest.native_kind if native else "",
+            features=_feature_scores(result, manifest, info),
+            native_kind=manifest.native_kind if manifest.native_importances else "",
             seconds=time.perf_counter() - started,
             charge=charge,
         )
+
+    def _dataset(self, manifest: Manifest, name: str) -> tuple[Path, DatasetInfo]:
+        """The directory and info of the dataset to explain a model on, if it fits it."""
+        if not name:
+            raise InvalidArgument(
+                f"model {manifest.name!r} version {manifest.version} was imported, so it has "
+                "no training dataset: name a dataset to explain it on"
+            )
+        dataset_dir = self._datasets.path(name)
+        info = layout.read_info(dataset_dir)
+        n_features = _feature_count(manifest)
+        if n_features > 0 and info.n_features != n_features:
+            raise InvalidArgument(
+                f"dataset {name!r} has {info.n_features} features, but model "
+                f"{manifest.name!r} takes {n_features}"
+            )
+        return dataset_dir, info
 
     async def stop(self) -> None:
         """Ends running workers; their callers get UNAVAILABLE."""
@@ -246,6 +241,26 @@ class Explainer:
                 raise RuntimeError(f"explain worker failed: {message}")
             raise error(message)
         return final["result"], ended.cpu_seconds
+
+
+def _feature_scores(
+    result: dict[str, Any], manifest: Manifest, info: DatasetInfo
+) -> list[FeatureScore]:
+    """The worker's importances by feature, most important first (stable: equal importances
+    keep the input order)."""
+    names = manifest.feature_names or feature_names(info.feature_names, info.n_features)
+    native = manifest.native_importances
+    features = [
+        FeatureScore(
+            feature=names[i] if i < len(names) else f"x{i}",
+            importance_mean=float(mean),
+            importance_std=float(std),
+            native=float(native[i]) if i < len(native) else None,
+        )
+        for i, (mean, std) in enumerate(zip(result["mean"], result["std"], strict=True))
+    ]
+    features.sort(key=lambda f: -f.importance_mean)
+    return features
 
 
 def _check_limits(n_repeats: int, max_rows: int, seed: int) -> tuple[int, int]:
