@@ -19,7 +19,7 @@ install: $(VENV)/.installed ## Create .venv and install everything (idempotent)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,postgres,s3,test,dev,bench]"
+	$(PY) -m pip install -q -e ".[train,postgres,s3,test,dev,bench,pandas]"
 	touch $@
 
 proto: install ## Regenerate service/gen from protos/

@@ -400,9 +400,11 @@ class ParadigmClient:
         label_column: str = "",
         task: EnumArg = None,
         description: str = "",
+        column_kinds: Mapping[str, str] | None = None,
         chunk_size: int = MiB,
     ) -> pb.Dataset:
-        """Streams a .npz (X, y) or .csv file; the format comes from the suffix unless given."""
+        """Streams a .npz (X, y), .csv or .parquet file; the format comes from the suffix
+        unless given. `column_kinds` overrides inferred kinds: {"zip": "categorical"}."""
         path = Path(path)
         header = pb.UploadDatasetHeader(
             name=name,
@@ -410,6 +412,10 @@ class ParadigmClient:
             label_column=label_column,
             task=enum_value(pb.Task, "TASK_", task),
             description=description,
+            column_kinds={
+                column: enum_value(pb.ColumnKind, "COLUMN_KIND_", kind)
+                for column, kind in (column_kinds or {}).items()
+            },
         )
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
