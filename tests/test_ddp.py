@@ -244,11 +244,11 @@ def test_a_rank_killed_without_a_word_is_named_from_torchruns_report(tmp_path: P
         "  error_file: <N/A>\n  traceback : Signal 6 (SIGABRT) received by PID 20490\n"
         "=======================================================\n"
     )
-    assert distributed._failure(tmp_path, 1) == (
+    assert distributed.failure_reason(tmp_path, 1) == (
         "distributed training failed: torchrun exited with code 1: rank: 1 (local_rank: 1); "
         "exitcode: -6 (pid: 20490) (SIGABRT); traceback: Signal 6 (SIGABRT) received by PID "
         "20490"
     )
     # A rank's own words come first.
     (tmp_path / "error-1.txt").write_text("training diverged: loss is nan at epoch 1")
-    assert distributed._failure(tmp_path, 1) == "training diverged: loss is nan at epoch 1"
+    assert distributed.failure_reason(tmp_path, 1) == "training diverged: loss is nan at epoch 1"

@@ -16,6 +16,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_digits, load_iris
 
 from service.worker import deep
+from service.worker.fitting import FitRequest
 
 COMMON: dict[str, Any] = {
     "epochs": 2,
@@ -92,16 +93,18 @@ def _fit(
 ) -> deep.DeepModel:
     data = DATA[dataset]
     return deep.fit(
-        algorithm,
-        {**COMMON, **SMALL[algorithm], **overrides},
-        data.X,
-        data.y,
-        task=task,
-        seed=seed,
-        emit=emit or Recorder(),
-        device="cpu",
-        image_shape=data.image_shape,
-        classes=data.classes if task == "classification" else None,
+        FitRequest(
+            algorithm,
+            {**COMMON, **SMALL[algorithm], **overrides},
+            data.X,
+            data.y,
+            task=task,
+            seed=seed,
+            emit=emit or Recorder(),
+            device="cpu",
+            image_shape=data.image_shape,
+            classes=data.classes if task == "classification" else None,
+        )
     )
 
 
@@ -236,14 +239,16 @@ def test_cuda_requested_without_cuda_is_a_clear_error() -> None:
     data = DATA["iris"]
     with pytest.raises(ValueError, match=r"device cuda requested .* is False"):
         deep.fit(
-            "mlp",
-            {**COMMON, **SMALL["mlp"]},
-            data.X,
-            data.y,
-            task="classification",
-            seed=0,
-            emit=Recorder(),
-            device="cuda",
+            FitRequest(
+                "mlp",
+                {**COMMON, **SMALL["mlp"]},
+                data.X,
+                data.y,
+                task="classification",
+                seed=0,
+                emit=Recorder(),
+                device="cuda",
+            )
         )
 
 
@@ -252,16 +257,18 @@ def test_cuda_requested_without_cuda_is_a_clear_error() -> None:
 def test_trains_on_cuda_and_exports_from_the_cpu_copy() -> None:
     data = DATA["digits"]
     model = deep.fit(
-        "cnn",
-        {**COMMON, **SMALL["cnn"]},
-        data.X,
-        data.y,
-        task="classification",
-        seed=0,
-        emit=Recorder(),
-        device="auto",
-        image_shape=data.image_shape,
-        classes=data.classes,
+        FitRequest(
+            "cnn",
+            {**COMMON, **SMALL["cnn"]},
+            data.X,
+            data.y,
+            task="classification",
+            seed=0,
+            emit=Recorder(),
+            device="auto",
+            image_shape=data.image_shape,
+            classes=data.classes,
+        )
     )
     assert model.device == "cuda"
     native = model.predict_outputs(data.X)

@@ -91,10 +91,11 @@ def test_bf16_changes_training_but_keeps_fp32_weights() -> None:
 
 
 def test_bf16_inside_the_ddp_epoch_loop() -> None:
-    """A one-rank gloo group through deep.train's Shard path: DDP forwards under autocast."""
+    """A one-rank gloo group through the training loop's Shard path: DDP forwards under autocast."""
     import torch.distributed as dist
 
-    from service.worker import deep
+    from service.worker import deep_training
+    from service.worker.fitting import FitRequest
     from tests.test_deep import COMMON, DATA, SMALL, Recorder
 
     with socket.socket() as sock:
@@ -103,11 +104,12 @@ def test_bf16_inside_the_ddp_epoch_loop() -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         data = DATA["iris"]
-        _, _, history = deep.train(
+        request = FitRequest(
             "mlp", {**COMMON, **SMALL["mlp"], "precision": "bf16"}, data.X, data.y,
             task="classification", seed=0, emit=Recorder(), device="cpu", image_shape=None,
-            classes=data.classes, threads=1, shard=deep.Shard(0, 1),
+            classes=data.classes, threads=1,
         )  # fmt: skip
+        history = deep_training.train(request, deep_training.Shard(0, 1)).history
     finally:
         dist.destroy_process_group()
     assert len(history) == COMMON["epochs"]
@@ -147,7 +149,7 @@ def test_cuda_training_records_nvml_joules(server: RunningServer, client: Paradi
         ).id
     )
     assert job.device == "cuda"
-    # NVML's energy counter delta over the fit (pipeline._GpuEnergy), in the job's metrics...
+    # NVML's energy counter delta over the fit (gpu_energy.GpuEnergy), in the job's metrics...
     assert job.metrics["gpu_joules"] > 0 and job.metrics["gpu_seconds"] > 0
     # ...in the cost the server reports for the model...
     report = client.cost_report(name)

@@ -21,8 +21,9 @@ from service.errors import DeadlineExceeded, InvalidArgument
 from service.registry.manifest import MODEL_FILE, Manifest, TensorSpec
 from service.training import catalog
 from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec, feature_names
-from service.worker import classical, export, importance, pipeline
+from service.worker import classical, export, importance, importing, pipeline, training_data
 from service.worker.datasets import builtin
+from service.worker.fitting import FitRequest
 
 CLASSICAL = [name for name, a in catalog.ALGORITHMS.items() if a.paradigm == "classical"]
 CLASSIFIERS = [n for n in CLASSICAL if "classification" in catalog.ALGORITHMS[n].tasks]
@@ -238,7 +239,7 @@ def test_classification_on_continuous_targets_is_refused() -> None:
 
 def test_deep_algorithms_train_when_available(datasets: Path, tmp_path: Path) -> None:
     if importlib.util.find_spec("service.worker.deep") is None:
-        pytest.skip("service/training/deep.py is not there yet")
+        pytest.skip("service/worker/deep.py is not there yet")
     pytest.importorskip("torch")
     manifest, emit = train(datasets, tmp_path, "iris", "mlp", {"epochs": 2})
     assert manifest.paradigm == "deep" and "epoch" in emit.stages
@@ -255,17 +256,17 @@ def test_train_size_subsamples_after_the_split(
 ) -> None:
     splits: list[tuple[np.ndarray, ...]] = []
     fitted: list[tuple[np.ndarray, np.ndarray]] = []
-    split, fit = pipeline.split, classical.fit
+    split, fit = training_data.split, classical.fit
 
     def recording_split(*args: Any) -> tuple[np.ndarray, ...]:
         splits.append(split(*args))
         return splits[-1]
 
-    def recording_fit(name: str, params: Any, X: np.ndarray, y: np.ndarray, **kw: Any) -> Any:
-        fitted.append((X, y))
-        return fit(name, params, X, y, **kw)
+    def recording_fit(request: FitRequest) -> Any:
+        fitted.append((request.X_train, request.y_train))
+        return fit(request)
 
-    monkeypatch.setattr(pipeline, "split", recording_split)
+    monkeypatch.setattr(training_data, "split", recording_split)
     monkeypatch.setattr(classical, "fit", recording_fit)
     full, _ = train(datasets, tmp_path / "a", "iris", "logistic_regression")
     small, _ = train(datasets, tmp_path / "b", "iris", "logistic_regression", train_size=30)
@@ -286,19 +287,19 @@ def test_train_size_subsamples_after_the_split(
 def test_subsample_keeps_every_class_in_proportion() -> None:
     y = np.array([0] * 1 + [1] * 5 + [2] * 100)
     X = np.arange(len(y), dtype=np.float32).reshape(-1, 1)
-    X_sub, y_sub = pipeline._subsample(X, y, "classification", 12, seed=0)
+    X_sub, y_sub = training_data.subsample(X, y, "classification", 12, seed=0)
     counts = np.bincount(y_sub, minlength=3)
     assert len(y_sub) == 12 and counts.min() >= 1 and counts[2] == counts.max()
     np.testing.assert_array_equal(y[X_sub[:, 0].astype(int)], y_sub)  # rows kept whole
-    again, _ = pipeline._subsample(X, y, "classification", 12, seed=0)
-    other, _ = pipeline._subsample(X, y, "classification", 12, seed=1)
+    again, _ = training_data.subsample(X, y, "classification", 12, seed=0)
+    other, _ = training_data.subsample(X, y, "classification", 12, seed=1)
     np.testing.assert_array_equal(X_sub, again)
     assert not np.array_equal(X_sub, other)
     with pytest.raises(InvalidArgument, match="at least 3"):
-        pipeline._subsample(X, y, "classification", 2, seed=0)
-    X_reg, y_reg = pipeline._subsample(X, y.astype(float), "regression", 7, seed=0)
+        training_data.subsample(X, y, "classification", 2, seed=0)
+    X_reg, y_reg = training_data.subsample(X, y.astype(float), "regression", 7, seed=0)
     assert len(X_reg) == len(y_reg) == 7 and len(np.unique(X_reg)) == 7
-    X_all, _ = pipeline._subsample(X, y, "classification", 0, seed=0)
+    X_all, _ = training_data.subsample(X, y, "classification", 0, seed=0)
     assert X_all is X
 
 
@@ -488,7 +489,7 @@ def import_spec(tmp_path: Path, source: Path, fmt: str, **fields: Any) -> Import
 
 def test_import_onnx_from_scikit_learn_is_classical(datasets: Path, tmp_path: Path) -> None:
     trained, _ = train(datasets, tmp_path / "trained", "iris", "logistic_regression")
-    manifest = pipeline.run_import(
+    manifest = importing.run_import(
         import_spec(tmp_path, tmp_path / "trained" / MODEL_FILE, "onnx"), Recorder()
     )
     assert manifest.paradigm == "classical" and manifest.algorithm == "imported"
@@ -502,7 +503,7 @@ def test_import_onnx_from_scikit_learn_is_classical(datasets: Path, tmp_path: Pa
 def test_import_onnx_without_ml_operators_is_deep(tmp_path: Path) -> None:
     source = tmp_path / "net.onnx"
     onnx.save_model(identity_model(), source)
-    manifest = pipeline.run_import(import_spec(tmp_path, source, "onnx", task=""), Recorder())
+    manifest = importing.run_import(import_spec(tmp_path, source, "onnx", task=""), Recorder())
     assert manifest.paradigm == "deep" and manifest.task == ""
     assert Manifest.read(tmp_path / "out") == manifest
 
@@ -513,11 +514,11 @@ def test_import_onnx_refuses_external_data_and_garbage(tmp_path: Path) -> None:
         identity_model(), source, save_as_external_data=True, size_threshold=0, location="w.bin"
     )
     with pytest.raises(InvalidArgument, match="external data"):
-        pipeline.run_import(import_spec(tmp_path, source, "onnx"), Recorder())
+        importing.run_import(import_spec(tmp_path, source, "onnx"), Recorder())
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\xff\x00 definitely not protobuf")
     with pytest.raises(InvalidArgument, match="not an ONNX model"):
-        pipeline.run_import(import_spec(tmp_path, garbage, "onnx"), Recorder())
+        importing.run_import(import_spec(tmp_path, garbage, "onnx"), Recorder())
 
 
 def test_import_skops_classifier(datasets: Path, tmp_path: Path) -> None:
@@ -528,7 +529,7 @@ def test_import_skops_classifier(datasets: Path, tmp_path: Path) -> None:
     estimator = LogisticRegression(max_iter=5000).fit(X, y)
     source = tmp_path / "model.skops"
     skops_io.dump(estimator, source)
-    manifest = pipeline.run_import(import_spec(tmp_path, source, "skops"), Recorder())
+    manifest = importing.run_import(import_spec(tmp_path, source, "skops"), Recorder())
     assert manifest.task == "classification" and manifest.paradigm == "classical"
     assert manifest.inputs == [TensorSpec("input", "FP32", (-1, 13))]
     assert [o.name for o in manifest.outputs] == ["label", "probabilities"]
@@ -549,15 +550,15 @@ def test_import_skops_refuses_untrusted_types_unless_trusted(
     skops_io.dump(HistGradientBoostingRegressor(max_iter=10).fit(X, y), source)
     untrusted = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
     with pytest.raises(ValueError, match=untrusted.replace(".", r"\.")):
-        pipeline.run_import(import_spec(tmp_path, source, "skops"), Recorder())
+        importing.run_import(import_spec(tmp_path, source, "skops"), Recorder())
     assert not (tmp_path / "out").exists()
 
     spec = import_spec(tmp_path, source, "skops", trusted_types=[untrusted])
-    manifest = pipeline.run_import(spec, Recorder())
+    manifest = importing.run_import(spec, Recorder())
     assert manifest.task == "regression"
     assert manifest.outputs == [TensorSpec("prediction", "FP32", (-1, 1))]
 
 
 def test_import_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="onnx or skops"):
-        pipeline.run_import(import_spec(tmp_path, tmp_path / "x", "pickle"), Recorder())
+        importing.run_import(import_spec(tmp_path, tmp_path / "x", "pickle"), Recorder())

@@ -33,7 +33,7 @@ from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from service.errors import InvalidArgument
-from service.training.spec import Emit
+from service.worker.fitting import FitRequest
 
 # ai.onnx 21 and ai.onnx.ml 3 are the newest skl2onnx 1.20 has tested, and ONNX Runtime 1.31
 # runs both. ml 3 keeps the TreeEnsemble* v3 operators every runtime implements.
@@ -347,18 +347,11 @@ class SklearnModel:
         return sklearn_to_onnx(self.estimator, n_features, self.task)
 
 
-def fit(
-    algorithm: str,
-    params: dict[str, Any],
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    *,
-    task: str,
-    seed: int,
-    emit: Emit,
-) -> SklearnModel:
-    """Fits a catalog algorithm; params must already be resolved by the catalog."""
-    estimator = build_estimator(algorithm, params, task=task, seed=seed)
+def fit(request: FitRequest) -> SklearnModel:
+    """Fits a catalog algorithm; request.params must already be resolved by the catalog."""
+    algorithm, task = request.algorithm, request.task
+    X_train, y_train = request.X_train, request.y_train
+    estimator = build_estimator(algorithm, request.params, task=task, seed=request.seed)
     # float32 in training too: tree thresholds are then float32 values, so comparisons in
     # the float32 ONNX graph split samples exactly as scikit-learn does.
     X = np.ascontiguousarray(
@@ -377,7 +370,7 @@ def fit(
     preprocessing_seconds = 0.0
     model: BaseEstimator = estimator
     if algorithm in _SCALED:
-        emit("preprocessing", "standardizing features")
+        request.emit("preprocessing", "standardizing features")
         started = time.perf_counter()
         scaler = StandardScaler().fit(X)
         X = scaler.transform(X)
@@ -385,7 +378,7 @@ def fit(
         # Both steps are fitted here, so that the scaler's time is measured on its own; a
         # Pipeline of fitted steps predicts (and converts) like one fitted as a whole.
         model = Pipeline([("scaler", scaler), ("model", estimator)])
-    emit("fitting", f"fitting {type(estimator).__name__} on {len(X)} samples")
+    request.emit("fitting", f"fitting {type(estimator).__name__} on {len(X)} samples")
     with _svc_probability_deprecation_silenced():
         estimator.fit(X, y_train)
     return SklearnModel(model, task, preprocessing_seconds)

@@ -1,6 +1,6 @@
 """Deep training in several processes: torch.distributed DDP ranks launched by torchrun.
 
-Two ways in, one training loop (deep.train with a deep.Shard):
+Two ways in, one training loop (deep_training.train with a deep_training.Shard):
 - `fit`, in a job's worker process (one machine): writes the inputs to a work directory,
   runs `torchrun --standalone --nproc-per-node=N -m service.worker.distributed <workdir>`,
   relays rank 0's epoch events through `emit` while it runs, then loads rank 0's weights
@@ -36,6 +36,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -43,9 +44,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from service.training.spec import Emit
+from service.worker.fitting import FitRequest
 
 if TYPE_CHECKING:
-    from service.worker.deep import DeepModel, _Network, _Prepared
+    from service.worker.deep import DeepModel
+    from service.worker.deep_training import Trained
 
 BACKENDS = ("auto", "gloo", "nccl")
 INPUTS_JSON, INPUTS_NPZ = "inputs.json", "inputs.npz"
@@ -81,84 +84,100 @@ def resolve_backend(backend: str, device: str) -> str:
 # --------------------------------------------------------------------------- the parent
 
 
-def fit(
-    algorithm: str,
-    params: dict[str, Any],
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    *,
-    task: str,
-    seed: int,
-    emit: Emit,
-    device: str = "auto",
-    image_shape: list[int] | None = None,
-    classes: np.ndarray | None = None,
-    threads: int = 1,
-    world_size: int,
-    backend: str = "auto",
-    workdir: Path,
-) -> DeepModel:
+def fit(request: FitRequest, *, world_size: int, backend: str = "auto", workdir: Path) -> DeepModel:
     """deep.fit, trained by `world_size` DDP processes on this machine.
 
-    Same arguments and result as deep.fit, plus the world size, the backend (BACKENDS)
+    Same request and result as deep.fit, plus the world size, the backend (BACKENDS)
     and a work directory that must not exist yet (it is removed on return). The epoch
     events are rank 0's, relayed as they come; a failing rank's error is raised as
     DistributedError with that rank's message.
     """
     from service.worker import deep
 
-    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
-    run_on = deep.resolve_device(device)
+    request = deep.check_inputs(request)
+    run_on = deep.resolve_device(request.device)
     chosen = resolve_backend(backend, run_on)
     if chosen == "nccl" and world_size > deep.cuda_device_count():
         raise ValueError(
             f"world_size {world_size} with NCCL needs {world_size} GPUs on this machine, "
             f"which has {deep.cuda_device_count()}: ask for fewer processes, or use gloo"
         )
-    emit(
+    request.emit(
         "fitting",
-        f"training {algorithm} on {run_on} in {world_size} processes (DDP, {chosen}, "
+        f"training {request.algorithm} on {run_on} in {world_size} processes (DDP, {chosen}, "
         f"world_size {world_size})",
         device=run_on,
     )
     workdir.mkdir(parents=True)
     try:
-        (workdir / INPUTS_JSON).write_text(
-            json.dumps(
-                {
-                    "algorithm": algorithm,
-                    "params": params,
-                    "task": task,
-                    "seed": seed,
-                    "device": run_on,
-                    "image_shape": image_shape,
-                    "threads": threads,
-                    "backend": chosen,
-                    "has_classes": classes is not None,
-                }
-            )
-        )
-        np.savez(
-            workdir / INPUTS_NPZ,
-            X=X_train,
-            y=np.asarray(y_train),
-            classes=np.asarray(classes if classes is not None else []),
-        )
-        _launch(workdir, world_size, emit)
-        import torch
-
-        result = torch.load(workdir / RESULT_FILE, weights_only=True)
-        # The same network, untrained (epochs 0) and on the CPU, takes rank 0's weights;
-        # building it also recomputes the scaling and classes the export heads need.
-        network, data, _ = deep.train(
-            algorithm, {**params, "epochs": 0}, X_train, y_train, task=task, seed=seed,
-            emit=_silent, device="cpu", image_shape=image_shape, classes=classes,
-            threads=threads,
-        )  # fmt: skip
-        network.load_state_dict(result["state"])
-        return deep.to_model(algorithm, task, network, data, run_on, threads, result["history"])
+        _write_inputs(workdir, replace(request, device=run_on), chosen)
+        _launch(workdir, world_size, request.emit)
+        return _load_result(workdir, replace(request, device=run_on))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_inputs(workdir: Path, request: FitRequest, backend: str) -> None:
+    """What every rank trains on: the checked request (its device resolved) and the backend."""
+    (workdir / INPUTS_JSON).write_text(
+        json.dumps(
+            {
+                "algorithm": request.algorithm,
+                "params": request.params,
+                "task": request.task,
+                "seed": request.seed,
+                "device": request.device,
+                "image_shape": request.image_shape,
+                "threads": request.threads,
+                "backend": backend,
+                "has_classes": request.classes is not None,
+            }
+        )
+    )
+    classes = request.classes
+    np.savez(
+        workdir / INPUTS_NPZ,
+        X=request.X_train,
+        y=np.asarray(request.y_train),
+        classes=np.asarray(classes if classes is not None else []),
+    )
+
+
+def _read_inputs(workdir: Path, emit: Emit) -> tuple[FitRequest, str]:
+    """A rank's request and backend, as _write_inputs left them."""
+    inputs = json.loads((workdir / INPUTS_JSON).read_text())
+    with np.load(workdir / INPUTS_NPZ) as arrays:
+        X, y, classes = arrays["X"], arrays["y"], arrays["classes"]
+    request = FitRequest(
+        algorithm=inputs["algorithm"],
+        params=inputs["params"],
+        X_train=X,
+        y_train=y,
+        task=inputs["task"],
+        seed=inputs["seed"],
+        emit=emit,
+        device=inputs["device"],
+        image_shape=inputs["image_shape"],
+        classes=classes if inputs["has_classes"] else None,
+        threads=inputs["threads"],
+    )
+    return request, inputs["backend"]
+
+
+def _load_result(workdir: Path, request: FitRequest) -> DeepModel:
+    """Rank 0's weights and history in the network `request` builds, as deep.fit's model."""
+    import torch
+
+    from service.worker import deep, deep_training
+
+    result = torch.load(workdir / RESULT_FILE, weights_only=True)
+    # The same network, untrained (epochs 0) and on the CPU, takes rank 0's weights;
+    # building it also recomputes the scaling and classes the export heads need.
+    untrained = replace(request, params={**request.params, "epochs": 0}, emit=_silent, device="cpu")
+    trained = deep_training.train(untrained)
+    trained.network.load_state_dict(result["state"])
+    trained.history = result["history"]
+    return deep.to_model(request, trained)
 
 
 def _launch(workdir: Path, world_size: int, emit: Emit) -> None:
@@ -189,7 +208,7 @@ def _launch(workdir: Path, world_size: int, emit: Emit) -> None:
                 _kill(agent)
                 agent.wait()
     if agent.returncode != 0:
-        raise DistributedError(_failure(workdir, agent.returncode))
+        raise DistributedError(failure_reason(workdir, agent.returncode))
 
 
 def _relay(agent: subprocess.Popen[bytes], events: Path, emit: Emit) -> None:
@@ -247,7 +266,7 @@ def _kill(agent: subprocess.Popen[bytes]) -> None:
         os.killpg(agent.pid, signal.SIGKILL)
 
 
-def _failure(workdir: Path, returncode: int) -> str:
+def failure_reason(workdir: Path, returncode: int) -> str:
     """The first error a rank wrote down, else the end of torchrun's log."""
     errors = sorted(workdir.glob("error-*.txt"), key=lambda path: path.stat().st_mtime_ns)
     for path in errors:
@@ -356,52 +375,25 @@ def exit_rank(code: int) -> NoReturn:
     os._exit(code)
 
 
-def train_shard(
-    algorithm: str,
-    params: dict[str, Any],
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    *,
-    task: str,
-    seed: int,
-    emit: Emit,
-    device: str,
-    image_shape: list[int] | None,
-    classes: np.ndarray | None,
-    threads: int,
-) -> tuple[_Network, _Prepared, list[dict[str, float]]]:
-    """This rank's part of a DDP job (inside process_group); deep.train's result.
+def train_shard(request: FitRequest) -> Trained:
+    """This rank's part of a DDP job (inside process_group); deep_training.train's result.
 
-    Every rank passes the same rows, seed and parameters; only rank 0's `emit` is heard
-    and only rank 0's history is filled (it validates).
+    `request.device` must be resolved. Every rank passes the same rows, seed and
+    parameters; only rank 0's `emit` is heard and only rank 0's history is filled (it
+    validates).
     """
     import torch.distributed as dist
 
-    from service.worker import deep
+    from service.worker import deep, deep_training
 
-    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
-    shard = deep.Shard(dist.get_rank(), dist.get_world_size())
-    return deep.train(
-        algorithm, params, X_train, y_train, task=task, seed=seed,
-        emit=emit if shard.rank == 0 else _silent, device=device, image_shape=image_shape,
-        classes=classes, threads=threads, shard=shard,
-    )  # fmt: skip
+    request = deep.check_inputs(request)
+    shard = deep_training.Shard(dist.get_rank(), dist.get_world_size())
+    if shard.rank != 0:
+        request = replace(request, emit=_silent)
+    return deep_training.train(request, shard)
 
 
-def fit_in_group(
-    algorithm: str,
-    params: dict[str, Any],
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    *,
-    task: str,
-    seed: int,
-    emit: Emit,
-    device: str = "auto",
-    image_shape: list[int] | None = None,
-    classes: np.ndarray | None = None,
-    threads: int = 1,
-) -> DeepModel:
+def fit_in_group(request: FitRequest) -> DeepModel:
     """deep.fit as this rank of a running process group (standalone.py): the rank's model.
 
     Rank 0's model is the job's (the weights are the same on every rank; only rank 0's
@@ -411,20 +403,16 @@ def fit_in_group(
 
     from service.worker import deep
 
-    task, X_train = deep.check_inputs(algorithm, task, X_train, image_shape)
-    run_on = deep.resolve_device(device)
+    request = deep.check_inputs(request)
+    request = replace(request, device=deep.resolve_device(request.device))
     rank, size = dist.get_rank(), dist.get_world_size()
-    emit(
+    request.emit(
         "fitting",
-        f"training {algorithm} on {run_on} as rank {rank} of {size} (DDP, "
+        f"training {request.algorithm} on {request.device} as rank {rank} of {size} (DDP, "
         f"{dist.get_backend()}, world_size {size})",
-        device=run_on,
+        device=request.device,
     )
-    network, data, history = train_shard(
-        algorithm, params, X_train, y_train, task=task, seed=seed, emit=emit, device=run_on,
-        image_shape=image_shape, classes=classes, threads=threads,
-    )  # fmt: skip
-    return deep.to_model(algorithm, task, network, data, run_on, threads, history)
+    return deep.to_model(request, train_shard(request))
 
 
 class _EventWriter:
@@ -444,23 +432,15 @@ def _rank_main(workdir: Path) -> int:
     """One rank under `fit`: train the shard; rank 0 writes the result. Exit status."""
     rank = int(os.environ.get("RANK", "0"))
     try:
-        inputs = json.loads((workdir / INPUTS_JSON).read_text())
-        with np.load(workdir / INPUTS_NPZ) as arrays:
-            X, y, classes = arrays["X"], arrays["y"], arrays["classes"]
-        emit = _EventWriter(workdir / EVENTS_FILE)
-        with process_group(inputs["backend"], inputs["device"]):
-            network, _, history = train_shard(
-                inputs["algorithm"], inputs["params"], X, y, task=inputs["task"],
-                seed=inputs["seed"], emit=emit, device=inputs["device"],
-                image_shape=inputs["image_shape"],
-                classes=classes if inputs["has_classes"] else None, threads=inputs["threads"],
-            )  # fmt: skip
+        request, backend = _read_inputs(workdir, _EventWriter(workdir / EVENTS_FILE))
+        with process_group(backend, request.device):
+            trained = train_shard(request)
         if rank == 0:
             import torch
 
-            state = {name: value.cpu() for name, value in network.state_dict().items()}
+            state = {name: value.cpu() for name, value in trained.network.state_dict().items()}
             partial = workdir / f"{RESULT_FILE}.partial"
-            torch.save({"state": state, "history": history}, partial)
+            torch.save({"state": state, "history": trained.history}, partial)
             partial.replace(workdir / RESULT_FILE)  # the parent never loads half a file
         return 0
     except BaseException as exc:

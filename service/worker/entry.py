@@ -64,12 +64,12 @@ def run(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=spec.blas_threads):
-            from service.worker import pipeline
+            from service.worker import importing, pipeline
 
             if isinstance(spec, TrainingSpec):
                 manifest = pipeline.run_training(spec, emit, backend=distributed_backend)
             else:
-                manifest = pipeline.run_import(spec, emit)
+                manifest = importing.run_import(spec, emit)
         send(connection, {"type": "done", "manifest": asdict(manifest), "usage": _usage()})
     except BaseException as exc:
         logging.getLogger("paradigm.worker").error(

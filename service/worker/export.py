@@ -1,8 +1,9 @@
 """What every exported or imported ONNX model goes through, whichever library made it.
 
-check_model validates the graph, signature reads what the serving side will see, run_onnx and
-parity_error compare ONNX Runtime against the native model. The cheap up-front check of an
-uploaded file, which the serving process runs, is training/uploads.py.
+check_model validates the graph, signature reads what the serving side will see, run_onnx,
+parity_error and check_parity compare ONNX Runtime against the native model, and
+cpu_only_domains says which part of a graph ONNX Runtime's CUDA provider cannot run. The cheap
+up-front check of an uploaded file, which the serving process runs, is training/uploads.py.
 """
 
 from __future__ import annotations
@@ -153,3 +154,50 @@ def output_scale(native: dict[str, np.ndarray]) -> float:
         if _is_float(array) and array.size:
             scale = max(scale, float(np.nanmax(np.abs(array))))
     return scale
+
+
+def check_parity(
+    native: dict[str, np.ndarray], onnx_out: dict[str, np.ndarray], tolerance: float
+) -> float:
+    """The parity error, or ParityError when it exceeds tolerance relative to the outputs."""
+    error = parity_error(native, onnx_out)
+    scale = output_scale(native)
+    if not error <= tolerance * scale:
+        per_output = ", ".join(
+            f"{name}: {parity_error({name: native[name]}, onnx_out):.3g}" for name in native
+        )
+        raise ParityError(
+            f"ONNX Runtime disagrees with the trained model: max abs error {error:.3g} > "
+            f"tolerance {tolerance:g} x scale {scale:.3g} (per output: {per_output}; "
+            "a label mismatch counts as inf)"
+        )
+    return error
+
+
+def cpu_only_domains(onnx_bytes: bytes) -> list[str]:
+    """The manifest's cpu_only_domains: ONNX Runtime's CUDA provider has no kernel for any
+    ai.onnx.ml operator, so those nodes run on the CPU provider even in a CUDA session."""
+    # Nodes only: skl2onnx declares the ai.onnx.ml opset even where no node uses it.
+    return ["ai.onnx.ml"] if uses_ml_domain(onnx_bytes, nodes_only=True) else []
+
+
+def uses_ml_domain(onnx_bytes: bytes, *, nodes_only: bool = False) -> bool:
+    """Whether a node of the model (or of a subgraph) is an ai.onnx.ml operator, or, unless
+    nodes_only, the model declares that opset."""
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    if not nodes_only and any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+        return True
+
+    def walk(graph: onnx.GraphProto) -> bool:
+        for node in graph.node:
+            if node.domain == "ai.onnx.ml":
+                return True
+            for attribute in node.attribute:
+                subgraphs = [attribute.g] if attribute.HasField("g") else []
+                if any(walk(g) for g in [*subgraphs, *attribute.graphs]):
+                    return True
+        return False
+
+    return walk(model.graph)

@@ -30,15 +30,15 @@ def compute(spec: ExplainSpec) -> dict[str, Any]:
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import get_scorer
 
-    from service.worker import pipeline
+    from service.worker import training_data
 
     dataset_dir = Path(spec.dataset_dir)
     X, y = layout.load_arrays(dataset_dir)
     if not np.all(np.isfinite(X)):
         raise InvalidArgument("the dataset's features hold NaN or infinite values")
-    y = pipeline.targets(y, spec.task)
+    y = training_data.targets(y, spec.task)
     if spec.same_split:
-        _, X, _, y = pipeline.split(X, y, spec.task, spec.test_fraction, spec.split_seed)
+        _, X, _, y = training_data.split(X, y, spec.task, spec.test_fraction, spec.split_seed)
     if len(X) > spec.max_rows:
         chosen = np.random.default_rng(spec.seed).choice(len(X), spec.max_rows, replace=False)
         chosen.sort()

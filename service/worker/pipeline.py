@@ -1,87 +1,172 @@
-"""One training or import job from start to finish, inside a worker process.
+"""One training job from start to finish, inside a worker process.
 
 load -> split -> fit -> evaluate -> export -> check -> parity -> model.onnx + manifest.json in
-out_dir. The registry publishes out_dir afterwards; nothing here knows about versions.
+out_dir. The registry publishes out_dir afterwards; nothing here knows about versions. The
+rows come from training_data.py; each later stage is one function below. Import jobs are
+importing.py.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from service.cost.nvml import Nvml
-from service.datasets import layout
-from service.errors import InvalidArgument
-from service.registry.manifest import MODEL_FILE, Manifest
-from service.training import catalog
-from service.training.spec import Emit, FittedModel, ImportSpec, TrainingSpec, feature_names
+from service.registry.manifest import Manifest, TensorSpec
+from service.training.spec import Emit, FittedModel, TrainingSpec, feature_names
 from service.worker import classical, export
-from service.worker.export import ParityError
+from service.worker.fitting import DeepFit, FitRequest
+from service.worker.gpu_energy import GpuEnergy
+from service.worker.job_output import TRAIN_LIBRARIES, library_versions, timestamp, write_model
+from service.worker.training_data import TrainingData, load_training_data
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
-#: Random rows an imported scikit-learn model is checked on (it comes without data).
-IMPORT_PARITY_ROWS = 64
-
-_TRAIN_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 
 
-class UntrustedTypesError(InvalidArgument, ValueError):
-    """A skops file names types that the caller did not list as trusted."""
+def run_training(
+    spec: TrainingSpec,
+    emit: Emit,
+    *,
+    backend: str = "auto",
+    deep_fit: DeepFit | None = None,
+) -> Manifest:
+    """Trains, evaluates, exports and checks one model; writes model.onnx + manifest.
+
+    `backend` is the DDP backend of a job with spec.world_size > 1 (distributed.BACKENDS).
+    `deep_fit` replaces deep.fit (or distributed.fit) for a deep algorithm: standalone.py
+    passes one that trains as rank 0 of a process group torchrun has already started.
+    """
+    with threadpool_limits(limits=spec.blas_threads):
+        emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
+        data = load_training_data(spec)
+        fitted = _fit(spec, data, emit, backend, deep_fit)
+        metrics = _evaluate(fitted, data, emit)
+        exported = _export_and_check(fitted.model, data, spec, emit)
+        manifest = _write_outputs(spec, data, fitted, metrics, exported)
+        emit("parity", f"done: parity error {exported.parity:.3g}", progress=1.0)
+        return manifest
 
 
-def _versions(packages: tuple[str, ...]) -> dict[str, str]:
-    found = {}
-    for package in packages:
-        # onnxruntime-gpu installs the module onnxruntime under another distribution name.
-        for distribution in (package, f"{package}-gpu"):
-            try:
-                found[package] = version(distribution)
-                break
-            except PackageNotFoundError:
-                continue
-    return found
+def fit_request(spec: TrainingSpec, data: TrainingData, emit: Emit) -> FitRequest:
+    """What fitting the job's model needs: its training rows, parameters and settings."""
+    return FitRequest(
+        algorithm=data.algorithm.name,
+        params=data.params,
+        X_train=data.X_train,
+        y_train=data.y_train,
+        task=data.task,
+        seed=spec.seed,
+        emit=emit,
+        device=spec.device,
+        image_shape=data.info.image_shape or None,
+        classes=data.classes,
+        threads=spec.blas_threads,
+    )
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+# --------------------------------------------------------------------------- fit
 
 
-def _check_parity(
-    native: dict[str, np.ndarray], onnx_out: dict[str, np.ndarray], tolerance: float
-) -> float:
-    """The parity error, or ParityError when it exceeds tolerance relative to the outputs."""
-    error = export.parity_error(native, onnx_out)
-    scale = export.output_scale(native)
-    if not error <= tolerance * scale:
-        per_output = ", ".join(
-            f"{name}: {export.parity_error({name: native[name]}, onnx_out):.3g}" for name in native
+@dataclass
+class Fitted:
+    """The fitted model and what fitting it took."""
+
+    model: FittedModel
+    #: The model's task: the autoencoder's is anomaly_detection whatever the job asked.
+    task: str
+    seconds: float
+    #: samples_processed, and on CUDA gpu_seconds and gpu_joules: the fit's cost.
+    usage: dict[str, float]
+    #: The DDP backend that trained it ("" for a single process).
+    distributed_backend: str = ""
+
+
+def _fit(
+    spec: TrainingSpec, data: TrainingData, emit: Emit, backend: str, deep_fit: DeepFit | None
+) -> Fitted:
+    algorithm = data.algorithm
+    emit(
+        "fitting",
+        f"fitting {algorithm.name} ({data.task}) on {len(data.X_train)} samples",
+        progress=0.1,
+    )
+    request = fit_request(spec, data, emit)
+    if algorithm.paradigm == "classical":
+        started = time.perf_counter()
+        model = classical.fit(request)
+        seconds = time.perf_counter() - started
+        return Fitted(model, data.task, seconds, _usage(data, model, seconds, 1, None))
+    return _fit_deep(spec, data, request, backend, deep_fit)
+
+
+def _fit_deep(
+    spec: TrainingSpec,
+    data: TrainingData,
+    request: FitRequest,
+    backend: str,
+    deep_fit: DeepFit | None,
+) -> Fitted:
+    # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
+    # every spawned worker, which is not fitting, and classical jobs never need it.
+    from service.worker import deep, distributed
+
+    fit: DeepFit = deep_fit or deep.fit
+    if deep_fit is None and spec.world_size > 1:
+        fit = functools.partial(
+            distributed.fit,
+            world_size=spec.world_size,
+            backend=backend,
+            # Inside out_dir, so the job manager's cleanup of a killed worker takes it
+            # too; distributed.fit removes it before the model is published.
+            workdir=Path(spec.out_dir) / "ddp",
         )
-        raise ParityError(
-            f"ONNX Runtime disagrees with the trained model: max abs error {error:.3g} > "
-            f"tolerance {tolerance:g} x scale {scale:.3g} (per output: {per_output}; "
-            "a label mismatch counts as inf)"
-        )
-    return error
+    gpu = GpuEnergy.open() if spec.device in ("auto", "cuda") else None
+    started = time.perf_counter()
+    model = fit(request)
+    seconds = time.perf_counter() - started
+    task = "anomaly_detection" if request.algorithm == "autoencoder" else request.task
+    chosen = distributed.resolve_backend(backend, model.device) if spec.world_size > 1 else ""
+    # NCCL ranks hold one GPU each (gloo ranks may share one: counted once).
+    gpus = spec.world_size if chosen == "nccl" else 1
+    return Fitted(model, task, seconds, _usage(data, model, seconds, gpus, gpu), chosen)
 
 
-def _publish(out_dir: Path, onnx_bytes: bytes) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MODEL_FILE).write_bytes(onnx_bytes)
-    return hashlib.sha256(onnx_bytes).hexdigest()
+def _usage(
+    data: TrainingData, model: FittedModel, seconds: float, gpus: int, gpu: GpuEnergy | None
+) -> dict[str, float]:
+    """What the fit cost: training rows seen, and on CUDA the GPU's time and energy."""
+    # Every epoch sees the training rows again (deep); one pass for classical.
+    epochs = int(data.params.get("epochs", 1)) if data.algorithm.paradigm == "deep" else 1
+    usage = {"samples_processed": float(len(data.X_train) * epochs)}
+    if model.device == "cuda":
+        # The GPU was busy for the fit; NVML's energy counter says what that cost.
+        usage["gpu_seconds"] = seconds * gpus
+        if gpu is not None:
+            usage["gpu_joules"] = gpu.joules_since_open()
+    return usage
 
 
-def _evaluate(
+# --------------------------------------------------------------------------- evaluate
+
+
+def _evaluate(fitted: Fitted, data: TrainingData, emit: Emit) -> dict[str, float]:
+    """The model's quality metrics on the held-out rows."""
+    emit("evaluating", f"evaluating on {len(data.X_test)} held-out samples", progress=0.7)
+    outputs = fitted.model.predict_outputs(data.X_test)
+    metrics = _score(
+        fitted.task, outputs, data.X_test, data.y_test, data.info.task, data.label_range
+    )
+    emit("evaluating", "evaluated", progress=0.75, metrics=metrics)
+    return metrics
+
+
+def _score(
     task: str,
     outputs: dict[str, np.ndarray],
     X_test: np.ndarray,
@@ -89,6 +174,11 @@ def _evaluate(
     dataset_task: str,
     classes: np.ndarray | None,
 ) -> dict[str, float]:
+    """The metrics of `task` for the model's outputs on the test rows.
+
+    `dataset_task` and `classes` are the dataset's: a regression on class labels is also
+    scored by its predictions rounded to the nearest class.
+    """
     from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
 
     if len(y_test) == 0:
@@ -119,495 +209,114 @@ def _evaluate(
     return metrics
 
 
-def split(
-    X: np.ndarray, y: np.ndarray, task: str, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train and test rows; Explain calls it again with the manifest's seed and fraction
-    to score the very test rows of the job, so it must stay a pure function of those."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < test_fraction < 1.0:
-        raise InvalidArgument(f"test_fraction must be in (0, 1), got {test_fraction}")
-    n_test = math.ceil(test_fraction * len(X))
-    if len(X) < 2 or n_test >= len(X):
-        raise InvalidArgument(
-            f"the dataset has {len(X)} samples: too few to hold out {test_fraction:.0%} "
-            "for testing and train on the rest"
-        )
-    stratify = None
-    if task == "classification":
-        _, counts = np.unique(y, return_counts=True)
-        # Stratifying needs two samples per class and a test set with room for every class.
-        if counts.min() >= 2 and n_test >= len(counts) and len(X) - n_test >= len(counts):
-            stratify = y
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_fraction, random_state=seed, stratify=stratify
-    )
-    return X_train, X_test, y_train, y_test
-
-
-def _subsample(
-    X: np.ndarray, y: np.ndarray, task: str, train_size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """At most train_size rows of the training split, drawn with the seed; 0 keeps all.
-
-    Classification keeps every class: one row each first, then the rest shared out in
-    proportion to the class sizes (largest remainders first). train_test_split's
-    stratification cannot promise that: it refuses classes of one row and drops small
-    classes from small draws, and a learning curve's first points are small draws.
-    """
-    if train_size <= 0 or train_size >= len(X):
-        return X, y
-    rng = np.random.default_rng(seed)
-    if task != "classification":
-        chosen = np.sort(rng.choice(len(X), size=train_size, replace=False))
-        return X[chosen], y[chosen]
-    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    if train_size < len(classes):
-        raise InvalidArgument(
-            f"train_size {train_size} is smaller than the {len(classes)} classes of the "
-            f"training split; ask for at least {len(classes)} rows so every class keeps one"
-        )
-    spare = counts - 1
-    share = (train_size - len(classes)) * spare / spare.sum()
-    quota = np.floor(share).astype(np.int64)
-    left = train_size - len(classes) - int(quota.sum())
-    # Largest fractional parts first; ties (and the order of equal parts) by class order.
-    for index in np.argsort(-(share - quota), kind="stable")[:left]:
-        quota[index] += 1
-    chosen = np.sort(
-        np.concatenate(
-            [
-                rng.permutation(np.flatnonzero(inverse == k))[: 1 + quota[k]]
-                for k in range(len(classes))
-            ]
-        )
-    )
-    return X[chosen], y[chosen]
-
-
-def targets(y: np.ndarray, task: str) -> np.ndarray:
-    if task == "classification":
-        if np.issubdtype(y.dtype, np.floating) and not np.all(np.equal(np.mod(y, 1), 0)):
-            raise InvalidArgument(
-                "classification needs integer class labels, but the dataset's targets have "
-                "fractional values; train a regression instead"
-            )
-        return y.astype(np.int64)
-    return y.astype(np.float64)
-
-
-def run_training(
-    spec: TrainingSpec,
-    emit: Emit,
-    *,
-    backend: str = "auto",
-    deep_fit: DeepFit | None = None,
-) -> Manifest:
-    """Trains, evaluates, exports and checks one model; writes model.onnx + manifest.
-
-    `backend` is the DDP backend of a job with spec.world_size > 1 (distributed.BACKENDS).
-    `deep_fit` replaces deep.fit (or distributed.fit) for a deep algorithm: standalone.py
-    passes one that trains as rank 0 of a process group torchrun has already started.
-    """
-    with threadpool_limits(limits=spec.blas_threads):
-        return _run_training(spec, emit, backend, deep_fit)
-
-
-class DeepFit(Protocol):
-    """deep.fit's signature: what trains a deep model for the pipeline."""
-
-    def __call__(
-        self,
-        algorithm: str,
-        params: dict[str, Any],
-        X_train: np.ndarray,
-        y_train: np.ndarray,
-        *,
-        task: str,
-        seed: int,
-        emit: Emit,
-        device: str = "auto",
-        image_shape: list[int] | None = None,
-        classes: np.ndarray | None = None,
-        threads: int = 1,
-    ) -> FittedModel: ...
+# --------------------------------------------------------------------------- export + parity
 
 
 @dataclass
-class TrainingData:
-    """A job's dataset, resolved algorithm and parameters, and its train/test rows."""
+class Exported:
+    """The model as checked ONNX, its signature, and how well ONNX Runtime agrees with it."""
 
-    info: layout.DatasetInfo
-    algorithm: catalog.Algorithm
-    params: dict[str, Any]
-    task: str
-    n_features: int
-    X_train: np.ndarray
-    X_test: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    classes: np.ndarray | None
-    #: The range a regression on class labels is rounded into (linear_regression on digits).
-    label_range: np.ndarray | None
+    onnx_bytes: bytes
+    seconds: float
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    #: The largest parity error found (within the job's tolerance, else ParityError).
+    parity: float
 
 
-def load_training_data(spec: TrainingSpec) -> TrainingData:
-    """Loads and splits the job's dataset: the same rows for the same spec, so every DDP
-    rank of a multi-machine job (standalone.py) can load its own copy."""
-    dataset_dir = Path(spec.dataset_dir)
-    info = layout.read_info(dataset_dir)
-    X, y = layout.load_arrays(dataset_dir)
-    if not np.all(np.isfinite(X)):
-        raise InvalidArgument("the dataset's features hold NaN or infinite values")
-    algorithm = catalog.get_algorithm(spec.algorithm)
-    params = catalog.resolve_hyperparameters(algorithm, spec.hyperparameters)
-    task = spec.task or catalog.resolve_task(algorithm, info.task)
-    if task not in algorithm.tasks:
-        raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
-    y = targets(y, task)
-    X_train, X_test, y_train, y_test = split(X, y, task, spec.test_fraction, spec.seed)
-    # After the split: the test rows are the same whatever train_size, so a learning
-    # curve's points are scored on one test set.
-    X_train, y_train = _subsample(X_train, y_train, task, spec.train_size, spec.seed)
-    return TrainingData(
-        info=info,
-        algorithm=algorithm,
-        params=params,
-        task=task,
-        n_features=X.shape[1],
-        X_train=X_train,
-        X_test=X_test,
-        y_train=y_train,
-        y_test=y_test,
-        classes=np.unique(y_train) if task == "classification" else None,
-        label_range=np.unique(y) if info.task == "classification" else None,
-    )
-
-
-def _run_training(
-    spec: TrainingSpec, emit: Emit, backend: str, deep_fit: DeepFit | None
-) -> Manifest:
-    emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
-    dataset_dir = Path(spec.dataset_dir)
-    data = load_training_data(spec)
-    info, algorithm, params, task = data.info, data.algorithm, data.params, data.task
-    X_train, X_test, y_train, y_test = data.X_train, data.X_test, data.y_train, data.y_test
-    classes, label_range, n_features = data.classes, data.label_range, data.n_features
-
-    emit("fitting", f"fitting {algorithm.name} ({task}) on {len(X_train)} samples", progress=0.1)
-    model: FittedModel
-    distributed_backend = ""
-    if algorithm.paradigm == "classical":
-        started = time.perf_counter()
-        model = classical.fit(
-            algorithm.name, params, X_train, y_train, task=task, seed=spec.seed, emit=emit
-        )
-    else:
-        # Imported here, before the clock starts: torch takes 1.5 s and ~190 MiB to import in
-        # every spawned worker, which is not fitting, and classical jobs never need it.
-        from service.worker import deep, distributed
-
-        fit: DeepFit = deep_fit or deep.fit
-        if deep_fit is None and spec.world_size > 1:
-            fit = functools.partial(
-                distributed.fit,
-                world_size=spec.world_size,
-                backend=backend,
-                # Inside out_dir, so the job manager's cleanup of a killed worker takes it
-                # too; distributed.fit removes it before the model is published.
-                workdir=Path(spec.out_dir) / "ddp",
-            )
-        gpu = _GpuEnergy.open() if spec.device in ("auto", "cuda") else None
-        started = time.perf_counter()
-        model = fit(
-            algorithm.name,
-            params,
-            X_train,
-            y_train,
-            task=task,
-            seed=spec.seed,
-            emit=emit,
-            device=spec.device,
-            image_shape=info.image_shape or None,
-            classes=classes,
-            threads=spec.blas_threads,
-        )
-        if algorithm.name == "autoencoder":
-            task = "anomaly_detection"
-        if spec.world_size > 1:
-            distributed_backend = distributed.resolve_backend(backend, model.device)
-    fit_seconds = time.perf_counter() - started
-    native_kind, importances = (
-        classical.native_importances(model.estimator, n_features)
-        if isinstance(model, classical.SklearnModel)
-        else ("", [])
-    )
-    # Training rows seen: every epoch sees them again (deep); one pass for classical.
-    epochs = int(params.get("epochs", 1)) if algorithm.paradigm == "deep" else 1
-    usage = {"samples_processed": float(len(X_train) * epochs)}
-    if model.device == "cuda":
-        # The GPU was busy for the fit; NVML's energy counter says what that cost. NCCL
-        # ranks hold one GPU each (gloo ranks may share one: counted once).
-        usage["gpu_seconds"] = fit_seconds * (
-            spec.world_size if distributed_backend == "nccl" else 1
-        )
-        if gpu is not None:
-            usage["gpu_joules"] = gpu.joules_since_open()
-
-    emit("evaluating", f"evaluating on {len(X_test)} held-out samples", progress=0.7)
-    outputs = model.predict_outputs(X_test)
-    metrics = _evaluate(task, outputs, X_test, y_test, info.task, label_range)
-    emit("evaluating", "evaluated", progress=0.75, metrics=metrics)
-
+def _export_and_check(
+    model: FittedModel, data: TrainingData, spec: TrainingSpec, emit: Emit
+) -> Exported:
+    """Exports the model to ONNX, checks the graph, and compares ONNX Runtime's outputs with
+    the native model's on held-out rows (training rows when no row is held out)."""
     emit("exporting", "exporting to ONNX", progress=0.8)
     started = time.perf_counter()
-    onnx_bytes = model.to_onnx(n_features)
+    onnx_bytes = model.to_onnx(data.n_features)
     export.check_model(onnx_bytes)
-    export_seconds = time.perf_counter() - started
-    inputs, output_specs = export.signature(onnx_bytes)
+    seconds = time.perf_counter() - started
+    inputs, outputs = export.signature(onnx_bytes)
 
     emit("parity", "comparing ONNX Runtime with the trained model", progress=0.9)
-    rows = (X_test if len(X_test) else X_train)[:PARITY_ROWS]
+    rows = (data.X_test if len(data.X_test) else data.X_train)[:PARITY_ROWS]
     native = model.predict_outputs(rows)
     onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
-    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
+    parity = export.check_parity(native, onnx_out, spec.parity_tolerance)
+    return Exported(onnx_bytes, seconds, inputs, outputs, parity)
 
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _write_outputs(
+    spec: TrainingSpec,
+    data: TrainingData,
+    fitted: Fitted,
+    metrics: dict[str, float],
+    exported: Exported,
+) -> Manifest:
+    """Writes model.onnx and its manifest into spec.out_dir; the manifest."""
     metrics.update(
-        fit_seconds=fit_seconds,
-        preprocessing_seconds=float(model.preprocessing_seconds),
-        export_seconds=export_seconds,
-        train_samples=float(len(X_train)),
-        test_samples=float(len(X_test)),
-        **usage,
+        fit_seconds=fitted.seconds,
+        preprocessing_seconds=float(fitted.model.preprocessing_seconds),
+        export_seconds=exported.seconds,
+        train_samples=float(len(data.X_train)),
+        test_samples=float(len(data.X_test)),
+        **fitted.usage,
     )
     if spec.train_size:
         metrics["train_size"] = float(spec.train_size)
-    hyperparameters = dict(params)
-    if distributed_backend:  # shown by GetModel with the parameters that made the model
-        hyperparameters.update(world_size=spec.world_size, distributed_backend=distributed_backend)
     out_dir = Path(spec.out_dir)
-    checksum = _publish(out_dir, onnx_bytes)
-    libraries = _TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
-    manifest = Manifest(
+    checksum = write_model(out_dir, exported.onnx_bytes)
+    manifest = _manifest(spec, data, fitted, metrics, exported, checksum)
+    manifest.write(out_dir)
+    return manifest
+
+
+def _manifest(
+    spec: TrainingSpec,
+    data: TrainingData,
+    fitted: Fitted,
+    metrics: dict[str, float],
+    exported: Exported,
+    checksum: str,
+) -> Manifest:
+    algorithm, model, classes = data.algorithm, fitted.model, data.classes
+    hyperparameters = dict(data.params)
+    if fitted.distributed_backend:  # shown by GetModel with the parameters that made the model
+        hyperparameters.update(
+            world_size=spec.world_size, distributed_backend=fitted.distributed_backend
+        )
+    native_kind, importances = (
+        classical.native_importances(model.estimator, data.n_features)
+        if isinstance(model, classical.SklearnModel)
+        else ("", [])
+    )
+    libraries = TRAIN_LIBRARIES + (("torch",) if algorithm.paradigm == "deep" else ())
+    return Manifest(
         name=spec.model_name,
         version="",
         paradigm=algorithm.paradigm,
         algorithm=algorithm.name,
-        task=task,
-        inputs=inputs,
-        outputs=output_specs,
-        dataset=dataset_dir.name,
-        dataset_fingerprint=info.fingerprint,
+        task=fitted.task,
+        inputs=exported.inputs,
+        outputs=exported.outputs,
+        dataset=Path(spec.dataset_dir).name,
+        dataset_fingerprint=data.info.fingerprint,
         hyperparameters=hyperparameters,
         metrics=metrics,
-        parity_max_abs_error=parity,
+        parity_max_abs_error=exported.parity,
         parameter_count=int(model.parameter_count),
-        onnx_bytes=len(onnx_bytes),
+        onnx_bytes=len(exported.onnx_bytes),
         checksum=checksum,
-        library_versions=_versions(libraries),
-        created_at=_now(),
+        library_versions=library_versions(libraries),
+        created_at=timestamp(),
         training_device=model.device,
         classes=[float(c) for c in classes] if classes is not None else [],
         train_size=spec.train_size,
         split_seed=spec.seed,
         test_fraction=spec.test_fraction,
-        feature_names=feature_names(info.feature_names, n_features),
+        feature_names=feature_names(data.info.feature_names, data.n_features),
         native_kind=native_kind,
         native_importances=importances,
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
+        cpu_only_domains=export.cpu_only_domains(exported.onnx_bytes),
     )
-    manifest.write(out_dir)
-    emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
-    return manifest
-
-
-def run_import(spec: ImportSpec, emit: Emit) -> Manifest:
-    """Checks an ONNX file, or converts a skops file, into model.onnx + manifest in out_dir."""
-    with threadpool_limits(limits=spec.blas_threads):
-        if spec.format == "onnx":
-            return _import_onnx(spec, emit)
-        if spec.format == "skops":
-            return _import_skops(spec, emit)
-    raise InvalidArgument(f"unknown import format {spec.format!r}; expected onnx or skops")
-
-
-def _cpu_only_domains(onnx_bytes: bytes) -> list[str]:
-    """The manifest's cpu_only_domains: ONNX Runtime's CUDA provider has no kernel for any
-    ai.onnx.ml operator, so those nodes run on the CPU provider even in a CUDA session."""
-    # Nodes only: skl2onnx declares the ai.onnx.ml opset even where no node uses it.
-    return ["ai.onnx.ml"] if _uses_ml_domain(onnx_bytes, nodes_only=True) else []
-
-
-def _uses_ml_domain(onnx_bytes: bytes, *, nodes_only: bool = False) -> bool:
-    import onnx
-
-    model = onnx.load_model_from_string(onnx_bytes)
-    if not nodes_only and any(o.domain == "ai.onnx.ml" for o in model.opset_import):
-        return True
-
-    def walk(graph: onnx.GraphProto) -> bool:
-        for node in graph.node:
-            if node.domain == "ai.onnx.ml":
-                return True
-            for attribute in node.attribute:
-                subgraphs = [attribute.g] if attribute.HasField("g") else []
-                if any(walk(g) for g in [*subgraphs, *attribute.graphs]):
-                    return True
-        return False
-
-    return walk(model.graph)
-
-
-def _check_paradigm(paradigm: str) -> None:
-    if paradigm not in ("", "classical", "deep"):
-        raise InvalidArgument(f"paradigm must be classical or deep, got {paradigm!r}")
-
-
-def _check_task(task: str) -> None:
-    if task and task not in catalog.TASKS:
-        raise InvalidArgument(f"unknown task {task!r}; expected one of {', '.join(catalog.TASKS)}")
-
-
-def _import_onnx(spec: ImportSpec, emit: Emit) -> Manifest:
-    _check_paradigm(spec.paradigm)
-    _check_task(spec.task)
-    emit("loading", f"reading {Path(spec.source_path).name}", progress=0.0)
-    onnx_bytes = Path(spec.source_path).read_bytes()
-    emit("exporting", "checking the ONNX model", progress=0.3)
-    export.check_model(onnx_bytes)
-    inputs, outputs = export.signature(onnx_bytes)
-    paradigm = spec.paradigm or ("classical" if _uses_ml_domain(onnx_bytes) else "deep")
-    checksum = _publish(Path(spec.out_dir), onnx_bytes)
-    manifest = Manifest(
-        name=spec.model_name,
-        version="",
-        paradigm=paradigm,
-        algorithm="imported",
-        task=spec.task,
-        inputs=inputs,
-        outputs=outputs,
-        hyperparameters={"source_format": "onnx"},
-        onnx_bytes=len(onnx_bytes),
-        checksum=checksum,
-        library_versions=_versions(("onnx", "onnxruntime")),
-        created_at=_now(),
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
-    )
-    manifest.write(Path(spec.out_dir))
-    emit("parity", "imported", progress=1.0)
-    return manifest
-
-
-def _import_skops(spec: ImportSpec, emit: Emit) -> Manifest:
-    import skops.io as sio
-    from sklearn.base import is_classifier, is_regressor
-
-    _check_paradigm(spec.paradigm)
-    _check_task(spec.task)
-    source = Path(spec.source_path)
-    emit("loading", f"reading {source.name}", progress=0.0)
-    try:
-        untrusted = sio.get_untrusted_types(file=source)
-    except Exception as exc:  # zipfile.BadZipFile, json errors, KeyError ...
-        raise InvalidArgument(f"{source.name} is not a readable skops file: {exc}") from None
-    refused = sorted(set(untrusted) - set(spec.trusted_types))
-    if refused:
-        raise UntrustedTypesError(
-            f"refusing to load {source.name}: it contains types that are not trusted by "
-            f"default: {', '.join(refused)}. If you trust the file's author, pass them as "
-            "trusted_types"
-        )
-    # skops rebuilds objects from its JSON schema and never unpickles.
-    estimator: Any = sio.load(source, trusted=untrusted)
-
-    if is_classifier(estimator):
-        task = "classification"
-    elif is_regressor(estimator):
-        task = "regression"
-    else:
-        raise InvalidArgument(
-            f"{type(estimator).__name__} is neither a classifier nor a regressor; "
-            "only those can be imported from skops"
-        )
-    if spec.task and spec.task != task:
-        raise InvalidArgument(f"the file holds a {task} model, but task {spec.task!r} was given")
-    n_features = int(getattr(estimator, "n_features_in_", 0) or 0)
-    if not n_features:
-        n_features = spec.n_features
-    elif spec.n_features and spec.n_features != n_features:
-        raise InvalidArgument(
-            f"the model was fitted on {n_features} features, but n_features={spec.n_features} "
-            "was given"
-        )
-    if n_features <= 0:
-        raise InvalidArgument(
-            f"cannot tell how many features {type(estimator).__name__} takes: it has no "
-            "n_features_in_; pass n_features"
-        )
-
-    emit("exporting", f"converting {type(estimator).__name__} to ONNX", progress=0.3)
-    started = time.perf_counter()
-    onnx_bytes = classical.sklearn_to_onnx(estimator, n_features, task)
-    export.check_model(onnx_bytes)
-    export_seconds = time.perf_counter() - started
-    inputs, outputs = export.signature(onnx_bytes)
-
-    emit("parity", "comparing ONNX Runtime with the imported model", progress=0.7)
-    rows = np.random.default_rng(0).normal(size=(IMPORT_PARITY_ROWS, n_features))
-    rows = rows.astype(np.float32)
-    native = classical.SklearnModel(estimator, task).predict_outputs(rows)
-    onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
-    parity = _check_parity(native, onnx_out, spec.parity_tolerance)
-
-    classes: list[float] = []
-    labels = getattr(estimator, "classes_", None)
-    if labels is not None and np.issubdtype(np.asarray(labels).dtype, np.number):
-        classes = [float(c) for c in labels]
-    checksum = _publish(Path(spec.out_dir), onnx_bytes)
-    final = classical.final_estimator(estimator)
-    native_kind, importances = classical.native_importances(estimator, n_features)
-    manifest = Manifest(
-        name=spec.model_name,
-        version="",
-        paradigm=spec.paradigm or "classical",
-        algorithm="imported",
-        task=task,
-        inputs=inputs,
-        outputs=outputs,
-        hyperparameters={
-            "source_format": "skops",
-            "estimator": f"{type(final).__module__}.{type(final).__qualname__}",
-        },
-        metrics={"export_seconds": export_seconds},
-        parity_max_abs_error=parity,
-        parameter_count=classical.count_parameters(estimator),
-        onnx_bytes=len(onnx_bytes),
-        checksum=checksum,
-        library_versions=_versions((*_TRAIN_LIBRARIES, "skops")),
-        created_at=_now(),
-        classes=classes,
-        feature_names=feature_names([], n_features),
-        native_kind=native_kind,
-        native_importances=importances,
-        cpu_only_domains=_cpu_only_domains(onnx_bytes),
-    )
-    manifest.write(Path(spec.out_dir))
-    emit("parity", f"done: parity error {parity:.3g}", progress=1.0)
-    return manifest
-
-
-class _GpuEnergy:
-    """NVML's energy counter of GPU 0, read at open and on demand; None without NVML."""
-
-    def __init__(self, nvml: Nvml) -> None:
-        self._nvml = nvml
-        self._start = nvml.energy_joules(0)
-
-    @classmethod
-    def open(cls) -> _GpuEnergy | None:
-        nvml = Nvml.open()
-        return cls(nvml) if nvml is not None and nvml.count else None
-
-    def joules_since_open(self) -> float:
-        return self._nvml.energy_joules(0) - self._start

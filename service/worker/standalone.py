@@ -7,7 +7,7 @@ Run the same command on every machine of a multi-node job (deploy/k8s's training
         --dataset digits --algorithm cnn --model-name digits-cnn-ddp --device cuda
 
 Every rank loads and splits the dataset itself (the same rows for the same seed) and trains
-its shard of every epoch (service/training/distributed.py); rank 0 then evaluates, exports,
+its shard of every epoch (service/worker/distributed.py); rank 0 then evaluates, exports,
 checks parity and publishes into the model registry that the PARADIGM_* settings name, as
 a server's job would. Without torchrun (no WORLD_SIZE) it trains in this one process.
 """
@@ -33,7 +33,8 @@ from service.registry.manifest import Manifest
 from service.settings import Settings
 from service.training import catalog
 from service.training.spec import TrainingSpec
-from service.worker import pipeline
+from service.worker import pipeline, training_data
+from service.worker.fitting import DeepFit
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -137,18 +138,13 @@ def run(args: argparse.Namespace) -> Manifest | None:
             with distributed.process_group(distributed.resolve_backend(backend, device), device):
                 if rank == 0:
                     return _train_and_publish(spec, settings, backend, distributed.fit_in_group)
-                data = pipeline.load_training_data(spec)
-                distributed.fit_in_group(
-                    data.algorithm.name, data.params, data.X_train, data.y_train,
-                    task=data.task, seed=spec.seed, emit=_quiet, device=spec.device,
-                    image_shape=data.info.image_shape or None, classes=data.classes,
-                    threads=spec.blas_threads,
-                )  # fmt: skip
+                data = training_data.load_training_data(spec)
+                distributed.fit_in_group(pipeline.fit_request(spec, data, _quiet))
                 return None
 
 
 def _train_and_publish(
-    spec: TrainingSpec, settings: Settings, backend: str, deep_fit: pipeline.DeepFit | None
+    spec: TrainingSpec, settings: Settings, backend: str, deep_fit: DeepFit | None
 ) -> Manifest:
     """The pipeline into a staging directory of the registry, then its atomic publish."""
     from service.registry.store import open_registry

@@ -1,0 +1,151 @@
+"""A training job's rows: its dataset loaded, checked, split into train and test rows, and
+the training rows subsampled to the job's train_size.
+
+Pure functions of the spec: every DDP rank of a multi-machine job (standalone.py) loads its
+own copy and gets the same rows, and Explain (importance.py) calls split again to score the
+very test rows of a job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.datasets import layout
+from service.errors import InvalidArgument
+from service.training import catalog
+from service.training.spec import TrainingSpec
+
+
+@dataclass
+class TrainingData:
+    """A job's dataset, resolved algorithm and parameters, and its train/test rows."""
+
+    info: layout.DatasetInfo
+    algorithm: catalog.Algorithm
+    params: dict[str, Any]
+    task: str
+    n_features: int
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    classes: np.ndarray | None
+    #: The range a regression on class labels is rounded into (linear_regression on digits).
+    label_range: np.ndarray | None
+
+
+def load_training_data(spec: TrainingSpec) -> TrainingData:
+    """Loads and splits the job's dataset: the same rows for the same spec, so every DDP
+    rank of a multi-machine job (standalone.py) can load its own copy."""
+    dataset_dir = Path(spec.dataset_dir)
+    info = layout.read_info(dataset_dir)
+    X, y = layout.load_arrays(dataset_dir)
+    if not np.all(np.isfinite(X)):
+        raise InvalidArgument("the dataset's features hold NaN or infinite values")
+    algorithm = catalog.get_algorithm(spec.algorithm)
+    params = catalog.resolve_hyperparameters(algorithm, spec.hyperparameters)
+    task = spec.task or catalog.resolve_task(algorithm, info.task)
+    if task not in algorithm.tasks:
+        raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
+    y = targets(y, task)
+    X_train, X_test, y_train, y_test = split(X, y, task, spec.test_fraction, spec.seed)
+    # After the split: the test rows are the same whatever train_size, so a learning
+    # curve's points are scored on one test set.
+    X_train, y_train = subsample(X_train, y_train, task, spec.train_size, spec.seed)
+    return TrainingData(
+        info=info,
+        algorithm=algorithm,
+        params=params,
+        task=task,
+        n_features=X.shape[1],
+        X_train=X_train,
+        X_test=X_test,
+        y_train=y_train,
+        y_test=y_test,
+        classes=np.unique(y_train) if task == "classification" else None,
+        label_range=np.unique(y) if info.task == "classification" else None,
+    )
+
+
+def split(
+    X: np.ndarray, y: np.ndarray, task: str, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test rows; Explain calls it again with the manifest's seed and fraction
+    to score the very test rows of the job, so it must stay a pure function of those."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise InvalidArgument(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = math.ceil(test_fraction * len(X))
+    if len(X) < 2 or n_test >= len(X):
+        raise InvalidArgument(
+            f"the dataset has {len(X)} samples: too few to hold out {test_fraction:.0%} "
+            "for testing and train on the rest"
+        )
+    stratify = None
+    if task == "classification":
+        _, counts = np.unique(y, return_counts=True)
+        # Stratifying needs two samples per class and a test set with room for every class.
+        if counts.min() >= 2 and n_test >= len(counts) and len(X) - n_test >= len(counts):
+            stratify = y
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_fraction, random_state=seed, stratify=stratify
+    )
+    return X_train, X_test, y_train, y_test
+
+
+def subsample(
+    X: np.ndarray, y: np.ndarray, task: str, train_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most train_size rows of the training split, drawn with the seed; 0 keeps all.
+
+    Classification keeps every class: one row each first, then the rest shared out in
+    proportion to the class sizes (largest remainders first). train_test_split's
+    stratification cannot promise that: it refuses classes of one row and drops small
+    classes from small draws, and a learning curve's first points are small draws.
+    """
+    if train_size <= 0 or train_size >= len(X):
+        return X, y
+    rng = np.random.default_rng(seed)
+    if task != "classification":
+        chosen = np.sort(rng.choice(len(X), size=train_size, replace=False))
+        return X[chosen], y[chosen]
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if train_size < len(classes):
+        raise InvalidArgument(
+            f"train_size {train_size} is smaller than the {len(classes)} classes of the "
+            f"training split; ask for at least {len(classes)} rows so every class keeps one"
+        )
+    spare = counts - 1
+    share = (train_size - len(classes)) * spare / spare.sum()
+    quota = np.floor(share).astype(np.int64)
+    left = train_size - len(classes) - int(quota.sum())
+    # Largest fractional parts first; ties (and the order of equal parts) by class order.
+    for index in np.argsort(-(share - quota), kind="stable")[:left]:
+        quota[index] += 1
+    chosen = np.sort(
+        np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(inverse == k))[: 1 + quota[k]]
+                for k in range(len(classes))
+            ]
+        )
+    )
+    return X[chosen], y[chosen]
+
+
+def targets(y: np.ndarray, task: str) -> np.ndarray:
+    """The dataset's targets as `task` learns them: int64 labels, or float64 values."""
+    if task == "classification":
+        if np.issubdtype(y.dtype, np.floating) and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise InvalidArgument(
+                "classification needs integer class labels, but the dataset's targets have "
+                "fractional values; train a regression instead"
+            )
+        return y.astype(np.int64)
+    return y.astype(np.float64)
