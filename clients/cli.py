@@ -248,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name")
         sub.add_argument("--version", default="", help="default: latest (delete: every version)")
 
-    predict = commands.add_parser("predict", help="run a model on rows from a .npy or .csv file")
+    predict = commands.add_parser(
+        "predict", help="run a model on rows from a .csv, .parquet or .npy file"
+    )
     predict.add_argument("model")
     predict.add_argument("file", type=Path)
     predict.add_argument("--version", default="")
@@ -640,8 +642,11 @@ def load_rows(path: Path) -> np.ndarray:
 
 
 def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
-    rows = load_rows(args.file)
     metadata = client.model_metadata(args.model, args.version)
+    if [spec.name for spec in metadata.inputs] != ["input"]:
+        predict_columns(client, args)
+        return
+    rows = load_rows(args.file)
     if len(metadata.inputs) != 1:
         raise ValueError(f"{args.model} takes {len(metadata.inputs)} inputs; predict sends one")
     spec = metadata.inputs[0]
@@ -665,6 +670,36 @@ def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
     table = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
     for row in table.tolist():
         print(" ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+
+
+def predict_columns(client: ParadigmClient, args: argparse.Namespace) -> None:
+    """A table model: the file's columns go as they are (words, blanks); one line per row."""
+    from clients import columns
+
+    prediction = client.predict(
+        args.model,
+        columns.read_table(args.file),
+        version=args.version,
+        outputs=[args.output] if args.output else None,
+    )
+    if prediction.left_out:
+        shown = ", ".join(repr(name) for name in prediction.left_out)
+        print(f"note: left out columns the model does not take: {shown}", file=sys.stderr)
+    outputs = prediction.outputs
+    name = args.output or next((n for n in _PRIMARY_OUTPUTS if n in outputs), next(iter(outputs)))
+    values = outputs[name]
+    if args.out is not None:
+        np.save(args.out, values, allow_pickle=False)
+        print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
+        return
+    result = prediction.result
+    print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
+    probabilities = outputs.get("probabilities") if name == "label" else None
+    for row, value in enumerate(values.reshape(len(values), -1)):
+        shown = " ".join(str(v) if not isinstance(v, float) else f"{v:.6g}" for v in value)
+        if probabilities is not None:
+            shown += f"  {float(probabilities[row].max()):.3f}"
+        print(shown)
 
 
 def cmd_import(client: ParadigmClient, args: argparse.Namespace) -> None:

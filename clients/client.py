@@ -10,9 +10,11 @@ rides on every call, streams included, through one channel interceptor.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple, TypeAlias, TypeVar, cast
@@ -204,6 +206,9 @@ def _decode_outputs(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
         if entry.contents_field is None:
             raise ValueError(f"output {out.name!r}: {out.datatype} can only arrive raw")
         values = getattr(out.contents, entry.contents_field)
+        if entry.name == "BYTES":
+            decoded[out.name] = dtypes.texts(list(values), shape)
+            continue
         decoded[out.name] = np.asarray(values, dtype=entry.dtype.newbyteorder("=")).reshape(shape)
     return decoded
 
@@ -681,3 +686,40 @@ class ParadigmClient:
             model, inputs, version=version, outputs=outputs, request_id=request_id
         )
         return InferResult(self._inference.ModelInfer(request, timeout=self.timeout))
+
+    def predict(
+        self,
+        model: str,
+        data: Any,
+        *,
+        version: str = "",
+        outputs: Sequence[str] | None = None,
+    ) -> Prediction:
+        """Runs a table model on rows: `data` is a pyarrow Table, a pandas DataFrame or a
+        dict of columns (words, numbers, None or NaN for blanks). Columns the model does not
+        take are left out (Prediction.left_out); ValueError names any it needs and lacks.
+        """
+        from clients import columns
+
+        metadata = self.model_metadata(model, version)
+        inputs = columns.column_inputs(columns.as_table(data), metadata.inputs)
+        result = self.infer(model, inputs.tensors, version=version, outputs=outputs)
+        parameters = metadata.parameters
+        classes = parameters["classes"].string_param if "classes" in parameters else ""
+        return Prediction(
+            result=result,
+            outputs=result.outputs,
+            left_out=inputs.left_out,
+            classes=json.loads(classes) if classes else [],
+        )
+
+
+@dataclass
+class Prediction:
+    """A table model's answer: outputs by name ("label" holds class names), the class order
+    of "probabilities", and the columns of the data that the model does not take."""
+
+    result: InferResult
+    outputs: dict[str, np.ndarray]
+    left_out: list[str]
+    classes: list[str]

@@ -141,6 +141,19 @@ class Preprocessor:
             features = self.transformer.transform(columns.frame())
         return np.ascontiguousarray(features, dtype=np.float32)
 
+    def input_columns(self) -> list[dict[str, Any]]:
+        """The manifest's input_columns: each input's kind and, for categorical ones, the
+        categories seen in training ("" is missing, not a category)."""
+        known: dict[str, list[str]] = {}
+        for name, step, names in self.transformer.transformers_:
+            if name == "categorical":
+                for column, categories in zip(names, step.categories_, strict=True):
+                    known[column] = sorted(str(c) for c in categories if c != "")
+        return [
+            {"name": s.name, "kind": s.kind, "categories": known.get(s.name, [])}
+            for s in self.specs
+        ]
+
     def feature_names(self) -> list[str]:
         """One name per output feature: "numeric__age", "categorical__island_Biscoe", ..."""
         return [str(name) for name in self.transformer.get_feature_names_out()]

@@ -346,6 +346,7 @@ def _manifest(
         training_device=model.device,
         classes=_class_numbers(data),
         class_names=_class_names(data),
+        input_columns=data.table.preprocessor.input_columns() if data.table is not None else [],
         train_size=spec.train_size,
         split_seed=spec.seed,
         test_fraction=spec.test_fraction,
