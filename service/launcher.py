@@ -4,6 +4,7 @@ Worker-side modules import scikit-learn, torch, skl2onnx and onnx; the serving p
 never import them (import-linter contracts in pyproject.toml). So a worker process is started
 on a target named as text, "module:function", which only the child imports, and the parent
 reads what the child reports over a one-way pipe of JSON messages (nothing is unpickled).
+`WorkerProcess` is the one lifecycle of such a worker (training, import and explain alike).
 Standard library only.
 """
 
@@ -13,9 +14,13 @@ import asyncio
 import importlib
 import json
 import logging
+import multiprocessing
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Worker-side entry points, by name (see service/worker/entry.py).
 RUN_JOB = "service.worker.entry:run"
@@ -29,6 +34,139 @@ def run_by_name(target: str, *args: Any, **kwargs: Any) -> Any:
     """Imports `target` ("module:function") and calls it: the function a spawned child runs."""
     module, _, function = target.partition(":")
     return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a worker ended: its last message (None if it sent none) and its exit code."""
+
+    final: dict[str, Any] | None
+    exitcode: int | None
+    #: Its deadline passed and it was stopped for it.
+    timed_out: bool = False
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The CPU time the worker (and its children) used, from its last message's rusage:
+        what its work costs."""
+        usage = (self.final or {}).get("usage") or {}
+        return float(usage.get("cpu_seconds", 0.0))
+
+
+class WorkerProcess:
+    """One worker process: spawned, read to the end of its pipe, stopped, reaped.
+
+    The child is started with the "spawn" method (never fork after gRPC has started) and
+    runs `target(spec, connection, **options)`. It dies with the server by itself
+    (PR_SET_PDEATHSIG, set in service/worker/entry.py). Stopping sends SIGTERM first, so
+    that the worker's own handler runs (a DDP job's kills its torchrun process group), then
+    SIGKILL after `grace` seconds; a worker with nothing to clean up (grace 0) is SIGKILLed
+    at once, and also as soon as its pipe closes rather than waited for.
+    """
+
+    def __init__(
+        self, target: str, spec: Any, *, name: str, who: str, grace: float, **options: Any
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receiver, self._sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=run_by_name,
+            args=(target, spec, self._sender),
+            kwargs=options,
+            name=name,
+            daemon=True,
+        )
+        self._who = who
+        self._grace = grace
+        self._stopping = False
+        self._closed = False
+        self._kill_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    async def run(
+        self,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        timeout: float | None = None,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> WorkerExit:
+        """Starts the worker and returns once it has exited; its events go to on_event.
+
+        Past `timeout` seconds on_timeout() is called and the worker is stopped, unless it
+        is being stopped already. If run() itself is cancelled, the worker is killed.
+        """
+        loop = asyncio.get_running_loop()
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            if self._stopping:
+                return
+            timed_out = True
+            if on_timeout is not None:
+                on_timeout()
+            self.stop()
+
+        timer = None if timeout is None else loop.call_later(timeout, expire)
+        try:
+            try:
+                self._process.start()
+            finally:
+                self._sender.close()  # our copy: the pipe reports EOF once the child's closes
+            final = await receive(self._receiver, on_event, who=self._who)
+            if self._grace > 0:
+                # It may still be cleaning up: waited for, within its deadline.
+                await loop.run_in_executor(None, self._process.join)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._receiver.close()
+            exitcode = await self._reap()
+        return WorkerExit(final, exitcode, timed_out)
+
+    def stop(self) -> None:
+        """SIGTERM now, SIGKILL after the grace (at once if the grace is 0); once."""
+        if self._stopping or not self._alive():
+            return
+        self._stopping = True
+        if self._grace <= 0:
+            self._process.kill()
+            return
+        self._process.terminate()
+        self._kill_timer = asyncio.get_running_loop().call_later(self._grace, self._kill_late)
+
+    def kill(self) -> None:
+        if self._alive():
+            self._process.kill()
+
+    def _kill_late(self) -> None:
+        if self._alive():
+            log.warning("%s: worker ignored SIGTERM; killing it", self._who)
+            self._process.kill()
+
+    def _alive(self) -> bool:
+        return not self._closed and self._process.pid is not None and self._process.exitcode is None
+
+    async def _reap(self) -> int | None:
+        """Joins the worker off the event loop and frees its descriptors.
+
+        A worker still running here is killed first: it has a grace of 0, or run() was
+        cancelled. A finished Process object holds two descriptors until closed (measured:
+        2 leaked per job, and up to a thousand finished jobs are kept).
+        """
+        if self._process.pid is None:  # it never started
+            return None
+        self.kill()
+        await asyncio.get_running_loop().run_in_executor(None, self._process.join)
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        exitcode = self._process.exitcode
+        self._closed = True
+        self._process.close()
+        return exitcode
 
 
 async def receive(

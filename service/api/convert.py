@@ -17,7 +17,8 @@ from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.registry.manifest import Manifest, TensorSpec
 from service.training.catalog import Algorithm
 from service.training.explain import Explanation
-from service.training.jobs import Job, JobEvent
+from service.training.job import Job
+from service.training.journal import JobEvent
 
 PARADIGMS = {"classical": pb.PARADIGM_CLASSICAL, "deep": pb.PARADIGM_DEEP}
 TASKS = {

@@ -21,6 +21,7 @@ from service.registry.store import ModelRegistry, validate_model_name
 from service.training import catalog, uploads
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
+from service.training.validation import ImportRequest, TrainingRequest
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 EXPORT_CHUNK_BYTES = 1 << 20
@@ -149,17 +150,19 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def StartTraining(self, request: pb.StartTrainingRequest, context: Context) -> pb.Job:
         check_strings(request)
-        job = self._jobs.start_training(
-            dataset=request.dataset,
-            algorithm=request.algorithm,
-            hyperparameters=convert.params_from_proto(request.hyperparameters),
-            model_name=request.model_name,
-            task=convert.task_name(request.task),
-            device=convert.device_name(request.device),
-            seed=request.seed if request.HasField("seed") else None,
-            test_fraction=request.test_fraction,
-            train_size=request.train_size,
-            world_size=request.world_size,
+        job = await self._jobs.start_training(
+            TrainingRequest(
+                dataset=request.dataset,
+                algorithm=request.algorithm,
+                hyperparameters=convert.params_from_proto(request.hyperparameters),
+                model_name=request.model_name,
+                task=convert.task_name(request.task),
+                device=convert.device_name(request.device),
+                seed=request.seed if request.HasField("seed") else None,
+                test_fraction=request.test_fraction,
+                train_size=request.train_size,
+                world_size=request.world_size,
+            )
         )
         return convert.job_to_proto(job)
 
@@ -252,14 +255,16 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             # Cheap checks of the file's outer structure now, so that a file that is not
             # ONNX (or skops) at all is refused at once instead of by a failed job.
             await asyncio.to_thread(uploads.check_file, spool, file_format)
-            job = self._jobs.start_import(
-                source=spool,
-                model_name=header.name,
-                file_format=file_format,
-                paradigm=paradigm,
-                task=task,
-                n_features=header.n_features,
-                trusted_types=list(header.trusted_types),
+            job = await self._jobs.start_import(
+                ImportRequest(
+                    source=spool,
+                    model_name=header.name,
+                    file_format=file_format,
+                    paradigm=paradigm,
+                    task=task,
+                    n_features=header.n_features,
+                    trusted_types=list(header.trusted_types),
+                )
             )
         except BaseException:
             spool.unlink(missing_ok=True)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from service import launcher
+from service.cost import pricing
 from service.datasets import layout
 from service.errors import (
     DeadlineExceeded,
@@ -31,14 +31,16 @@ from service.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from service.launcher import WorkerProcess
 from service.registry.manifest import Manifest
-from service.training.jobs import require_training_libraries
 from service.training.spec import SCORING, ExplainSpec, feature_names
+from service.training.validation import require_training_libraries
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
+    from pathlib import Path
 
     from service.cost.ledger import Charge, CostLedger
+    from service.datasets.layout import DatasetInfo
     from service.datasets.store import DatasetStore
     from service.registry.store import ModelRegistry
     from service.settings import Settings
@@ -94,12 +96,11 @@ class Explainer:
         self._registry = registry
         self._datasets = datasets
         self._ledger = ledger
-        self._context = multiprocessing.get_context("spawn")
         # One worker at a time: permutation importance is CPU-bound, and the cores are
         # shared with serving and training.
         self._slot = asyncio.Semaphore(1)
         self._waiting = 0
-        self._running: set[BaseProcess] = set()
+        self._running: set[WorkerProcess] = set()
         self._stopped = False
 
     async def explain(
@@ -120,19 +121,7 @@ class Explainer:
         manifest = self._registry.get(name, version)
         task, output = _scoring(manifest)
         dataset_name = dataset or manifest.dataset
-        if not dataset_name:
-            raise InvalidArgument(
-                f"model {manifest.name!r} version {manifest.version} was imported, so it has "
-                "no training dataset: name a dataset to explain it on"
-            )
-        dataset_dir = self._datasets.path(dataset_name)
-        info = layout.read_info(dataset_dir)
-        n_features = _feature_count(manifest)
-        if n_features > 0 and info.n_features != n_features:
-            raise InvalidArgument(
-                f"dataset {dataset_name!r} has {info.n_features} features, but model "
-                f"{manifest.name!r} takes {n_features}"
-            )
+        dataset_dir, info = self._dataset(manifest, dataset_name)
         # The training job's test rows only if this is the very data it was split from.
         same_split = (
             dataset_name == manifest.dataset
@@ -159,42 +148,41 @@ class Explainer:
             blas_threads=self._settings.worker_blas_threads,
         )
         result, cpu_seconds = await self._run_in_worker(spec, started + budget)
-        names = manifest.feature_names or feature_names(info.feature_names, info.n_features)
-        native = manifest.native_importances
-        features = [
-            FeatureScore(
-                feature=names[i] if i < len(names) else f"x{i}",
-                importance_mean=float(mean),
-                importance_std=float(std),
-                native=float(native[i]) if i < len(native) else None,
-            )
-            for i, (mean, std) in enumerate(zip(result["mean"], result["std"], strict=True))
-        ]
-        # Stable: equal importances keep the input order.
-        features.sort(key=lambda f: -f.importance_mean)
-        charges = self._ledger.price_training(cpu_seconds)
-        self._ledger.record_training(
-            charges, paradigm=manifest.paradigm, model=manifest.name, version=manifest.version,
-            algorithm=manifest.algorithm, phase="explain",
-        )  # fmt: skip
+        charge = pricing.charge_explanation(self._ledger, manifest, cpu_seconds)
         return Explanation(
             manifest=manifest,
             dataset=dataset_name,
             rows=int(result["rows"]),
             metric=str(result["metric"]),
             baseline_score=float(result["baseline"]),
-            features=features,
-            native_kind=manifest.native_kind if native else "",
+            features=_feature_scores(result, manifest, info),
+            native_kind=manifest.native_kind if manifest.native_importances else "",
             seconds=time.perf_counter() - started,
-            charge=charges["cpu"],
+            charge=charge,
         )
+
+    def _dataset(self, manifest: Manifest, name: str) -> tuple[Path, DatasetInfo]:
+        """The directory and info of the dataset to explain a model on, if it fits it."""
+        if not name:
+            raise InvalidArgument(
+                f"model {manifest.name!r} version {manifest.version} was imported, so it has "
+                "no training dataset: name a dataset to explain it on"
+            )
+        dataset_dir = self._datasets.path(name)
+        info = layout.read_info(dataset_dir)
+        n_features = _feature_count(manifest)
+        if n_features > 0 and info.n_features != n_features:
+            raise InvalidArgument(
+                f"dataset {name!r} has {info.n_features} features, but model "
+                f"{manifest.name!r} takes {n_features}"
+            )
+        return dataset_dir, info
 
     async def stop(self) -> None:
         """Ends running workers; their callers get UNAVAILABLE."""
         self._stopped = True
-        for process in list(self._running):
-            if process.pid is not None and process.exitcode is None:
-                process.kill()
+        for worker in list(self._running):
+            worker.kill()
 
     async def _run_in_worker(
         self, spec: ExplainSpec, deadline: float
@@ -222,52 +210,57 @@ class Explainer:
             self._slot.release()
 
     async def _spawn(self, spec: ExplainSpec, deadline: float) -> tuple[dict[str, Any], float]:
-        loop = asyncio.get_running_loop()
-        receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=launcher.run_by_name,
-            args=(launcher.RUN_EXPLAIN, spec, sender),
+        worker = WorkerProcess(
+            launcher.RUN_EXPLAIN,
+            spec,
             name="paradigm-explain",
-            daemon=True,
+            who="the explain worker",
+            grace=0.0,  # nothing to clean up: it writes nothing
         )
-        self._running.add(process)
-        exitcode = None
+        self._running.add(worker)
         try:
-            try:
-                process.start()
-            finally:
-                sender.close()  # our copy: the pipe reports EOF once the child's closes
-            remaining = max(0.0, deadline - time.perf_counter())
-            try:
-                final = await asyncio.wait_for(
-                    launcher.receive(receiver, who="the explain worker"), remaining
-                )
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"the explanation did not finish within the deadline ({spec.n_repeats} "
-                    "repeats per feature; ask for fewer repeats or rows)"
-                ) from None
+            ended = await worker.run(timeout=max(0.0, deadline - time.perf_counter()))
         finally:
-            receiver.close()
-            self._running.discard(process)
-            if process.pid is not None:  # it started
-                if process.exitcode is None:
-                    process.kill()  # nothing to clean up: it writes nothing
-                await loop.run_in_executor(None, process.join)
-                exitcode = process.exitcode
-                process.close()
+            self._running.discard(worker)
+        final = ended.final
+        if ended.timed_out:
+            raise DeadlineExceeded(
+                f"the explanation did not finish within the deadline ({spec.n_repeats} "
+                "repeats per feature; ask for fewer repeats or rows)"
+            )
         if self._stopped and (final is None or final.get("type") != "done"):
             raise Unavailable("the server shut down while the explanation ran")
         if final is None:
-            raise Unavailable(f"the explain worker exited with code {exitcode} before answering")
-        cpu_seconds = float((final.get("usage") or {}).get("cpu_seconds", 0.0))
+            raise Unavailable(
+                f"the explain worker exited with code {ended.exitcode} before answering"
+            )
         if final.get("type") != "done":
             message = str(final.get("message") or "the explain worker failed")
             error = _ERRORS.get(str(final.get("status") or ""))
             if error is None:  # a bug: INTERNAL with a request id, the trace in the log
                 raise RuntimeError(f"explain worker failed: {message}")
             raise error(message)
-        return final["result"], cpu_seconds
+        return final["result"], ended.cpu_seconds
+
+
+def _feature_scores(
+    result: dict[str, Any], manifest: Manifest, info: DatasetInfo
+) -> list[FeatureScore]:
+    """The worker's importances by feature, most important first (stable: equal importances
+    keep the input order)."""
+    names = manifest.feature_names or feature_names(info.feature_names, info.n_features)
+    native = manifest.native_importances
+    features = [
+        FeatureScore(
+            feature=names[i] if i < len(names) else f"x{i}",
+            importance_mean=float(mean),
+            importance_std=float(std),
+            native=float(native[i]) if i < len(native) else None,
+        )
+        for i, (mean, std) in enumerate(zip(result["mean"], result["std"], strict=True))
+    ]
+    features.sort(key=lambda f: -f.importance_mean)
+    return features
 
 
 def _check_limits(n_repeats: int, max_rows: int, seed: int) -> tuple[int, int]:

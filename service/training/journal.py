@@ -2,18 +2,24 @@
 
 <data_dir>/jobs.sqlite3, in WAL mode. Each recorded event is one small transaction that
 adds the event and rewrites its job's row. Commits that change a job's state are fsynced
-(synchronous=FULL); progress events are not (NORMAL), because an fsync per epoch would
-stall the event loop that also serves inference. A killed server loses nothing either way
-(WAL commits survive the process); a power cut loses at most the progress recorded since
-the job's last state change, never the state itself, and never corrupts the file.
+(synchronous=FULL); progress events are not (NORMAL): an fsync per epoch is a cost for no
+safety that matters. The serving process writes through `JournalWriter`: one thread, in
+the order the writes were asked for, so neither the fsyncs nor SQLite's lock stall the
+event loop that also serves inference. A committed write survives a killed server (WAL)
+and a power cut, except progress recorded since the job's last state change; the file is
+never corrupted. A killed server also loses the writes still waiting for the thread, a
+moment's worth: the job manager answers a new job, and shows a watcher an event, only once
+it is written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,28 +155,18 @@ class JobJournal:
 
         Raises sqlite3.Error; storage_error() says what to tell a caller.
         """
-        row = (
-            job.id, job.kind, job.model_name, job.dataset, job.algorithm, job.paradigm,
-            job.task, _dumps(job.hyperparameters), job.state, job.error, job.model_version,
-            job.progress, _dumps(job.metrics), job.device, _time(job.created_at),
-            _time(job.started_at), _time(job.finished_at), job.world_size,
-        )  # fmt: skip
+        self.write(_Rows.of(job, event), durable=durable)
+
+    def write(self, rows: _Rows, *, durable: bool) -> None:
         with self._lock:
             synchronous = "FULL" if durable else "NORMAL"
             if synchronous != self._synchronous:
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 self._synchronous = synchronous
             with self._db:
-                self._db.execute(_UPSERT_JOB, row)
-                if event is not None:
-                    self._db.execute(
-                        _INSERT_EVENT,
-                        (
-                            job.id, event.sequence, _time(event.time), event.state,
-                            event.stage, event.message, event.epoch, event.epochs,
-                            _dumps(event.metrics), event.progress,
-                        ),
-                    )  # fmt: skip
+                self._db.execute(_UPSERT_JOB, rows.job)
+                if rows.event is not None:
+                    self._db.execute(_INSERT_EVENT, rows.event)
 
     def load(self, factory: Callable[..., _T]) -> list[_T]:
         """Every job, oldest first, built by factory(**fields); events are not loaded."""
@@ -210,6 +206,82 @@ class JobJournal:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM events WHERE job_id = ?", ids)
             self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A job's row and one event's, as they are at the moment they are recorded."""
+
+    job: tuple[Any, ...]
+    event: tuple[Any, ...] | None
+
+    @classmethod
+    def of(cls, job: JobRecord, event: JobEvent | None) -> _Rows:
+        row = (
+            job.id, job.kind, job.model_name, job.dataset, job.algorithm, job.paradigm,
+            job.task, _dumps(job.hyperparameters), job.state, job.error, job.model_version,
+            job.progress, _dumps(job.metrics), job.device, _time(job.created_at),
+            _time(job.started_at), _time(job.finished_at), job.world_size,
+        )  # fmt: skip
+        if event is None:
+            return cls(row, None)
+        return cls(
+            row,
+            (
+                job.id, event.sequence, _time(event.time), event.state, event.stage,
+                event.message, event.epoch, event.epochs, _dumps(event.metrics), event.progress,
+            ),
+        )  # fmt: skip
+
+
+class JournalWriter:
+    """A JobJournal written off the event loop: by one thread, in the order asked.
+
+    A write is snapshotted when it is asked for (the job goes on changing) and runs later;
+    its future says how it went. One thread keeps the order, so a job's events are written
+    in sequence, a state after the progress before it, a deletion after the job's writes.
+    """
+
+    def __init__(self, journal: JobJournal) -> None:
+        self._journal = journal
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-journal")
+        self._closed = False
+
+    def save(self, job: JobRecord, event: JobEvent | None, *, durable: bool) -> Future[None]:
+        if self._closed:
+            return _failed(sqlite3.ProgrammingError("the job journal is closed"))
+        return self._thread.submit(self._journal.write, _Rows.of(job, event), durable=durable)
+
+    def delete(self, job_ids: Iterable[str]) -> Future[None]:
+        if self._closed:
+            return _failed(sqlite3.ProgrammingError("the job journal is closed"))
+        return self._thread.submit(self._journal.delete, list(job_ids))
+
+    def load(self, factory: Callable[..., _T]) -> list[_T]:
+        """Every job (see JobJournal.load); read at start, before anything is written."""
+        return self._journal.load(factory)
+
+    def events_now(self, job_id: str) -> list[JobEvent]:
+        """A job's events, read on the caller's thread: only at start, as for load()."""
+        return self._journal.events(job_id)
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """A job's events, read after every write asked for so far."""
+        return await asyncio.wrap_future(self._thread.submit(self._journal.events, job_id))
+
+    async def close(self) -> None:
+        """Finishes every write asked for, then closes the journal."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._thread.submit(self._journal.close))
+        self._thread.shutdown(wait=False)
+
+
+def _failed(error: BaseException) -> Future[None]:
+    future: Future[None] = Future()
+    future.set_exception(error)
+    return future
 
 
 def _migrate(db: sqlite3.Connection) -> None:
