@@ -303,8 +303,14 @@ def test_damaged_and_nested_parquet_are_refused(client: ParadigmClient, tmp_path
 
 
 def test_image_networks_refuse_a_table(client: ParadigmClient, churn: pb.Dataset) -> None:
-    job = client.wait_for_job(client.start_training("churn", "cnn").id)
-    assert job.state == pb.JOB_STATE_FAILED and "is a table of columns" in job.error
+    for algorithm in ("cnn", "lstm"):
+        with pytest.raises(ParadigmClientError) as error:
+            client.start_training("churn", algorithm)
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "is a table of columns" in error.value.details
+    with pytest.raises(ParadigmClientError) as error:
+        client.start_training("churn", "linear_regression")
+    assert "labels are class names" in error.value.details
 
 
 def test_builtin_penguins_is_a_mixed_table(client: ParadigmClient) -> None:

@@ -77,6 +77,8 @@ def training_spec(
     """The job a valid request asks for (the output directory is set when it starts)."""
     params = catalog.resolve_hyperparameters(algorithm, request.hyperparameters)
     task = catalog.resolve_task(algorithm, info.task, request.task)
+    if info.is_table:
+        _check_table(algorithm, task, info)
     if algorithm.name == "cnn" and not info.image_shape:
         raise InvalidArgument(
             f"cnn needs an image dataset (rows with an image_shape, like digits); "
@@ -158,6 +160,29 @@ def _missing(module: str) -> bool:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):
         return True
+
+
+def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> None:
+    """What a table of columns cannot be trained as, refused before anything is queued."""
+    if algorithm.name in ("cnn", "lstm"):
+        raise InvalidArgument(
+            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
+            "columns: train mlp or autoencoder (or a classical algorithm) on it"
+        )
+    named = any(not _is_number(c["value"]) for c in info.classes)
+    if named and task == "regression":
+        raise InvalidArgument(
+            f"{algorithm.name} does regression, and {info.name}'s labels are class names "
+            f"({', '.join(c['value'] for c in info.classes[:3])}, ...): train a classifier"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_train_size(train_size: int, task: str, n_classes: int) -> None:

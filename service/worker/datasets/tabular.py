@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -44,8 +45,11 @@ NULL_VALUES = ["", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "null", "NULL", "No
 TRUE_WORDS = ("true", "yes", "y", "t", "1")
 FALSE_WORDS = ("false", "no", "n", "f", "0")
 #: A column whose every value differs is an id or a name, not something to learn from, but
-#: only with enough rows to tell: in five rows every value may differ by chance.
+#: only with enough rows to tell: in five rows every value may differ by chance. Whole
+#: numbers that all differ may as well be a measurement (sizes 1..60), so those count as an
+#: id only when the name says so.
 MIN_ROWS_FOR_ID = 20
+ID_NAME = re.compile(r"(^|[^a-z])(id|key|index|number|no)$|^(id|key|index)([^a-z]|$)", re.I)
 #: Strings this long on average, or of this many words, are free text, not categories.
 TEXT_MEAN_CHARS = 40
 TEXT_MEAN_WORDS = 5
@@ -91,6 +95,7 @@ def ingest(
             f"column kinds given for {_listed(unknown)}, which the file does not have "
             f"(its columns: {_listed(table.column_names)})"
         )
+    source.check_rows(table)
     table, warnings = _drop_unlabelled(table, label_column, source)
     label, task, classes = _label(table.column(label_column), task, label_column, source)
 
@@ -148,11 +153,12 @@ class Source:
         return f"CSV line {index + 2}" if self.format == "csv" else f"row {index + 1}"
 
     def read(self) -> pa.Table:
-        table = self._read_csv() if self.format == "csv" else self._read_parquet()
+        return self._read_csv() if self.format == "csv" else self._read_parquet()
+
+    def check_rows(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             what = "CSV has a header but" if self.format == "csv" else "the Parquet file has"
             raise InvalidArgument(f"{what} no data rows")
-        return table
 
     def _read_csv(self) -> pa.Table:
         convert = pa_csv.ConvertOptions(
@@ -326,7 +332,7 @@ def _infer_kind(array: pa.ChunkedArray, name: str) -> tuple[ColumnKind, str]:
     distinct = pc.count_distinct(array).as_py()
     every_value_differs = distinct == len(array) >= MIN_ROWS_FOR_ID
     if pa.types.is_integer(array.type):
-        if every_value_differs:
+        if every_value_differs and ID_NAME.search(name.strip()):
             return "ignored", (
                 f"column {name!r} is ignored: every value differs, like an id (give it a kind "
                 "to use it)"
