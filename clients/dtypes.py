@@ -114,7 +114,11 @@ def from_raw(raw: bytes, datatype: str, shape: tuple[int, ...] | list[int]) -> n
     if entry.name == "BYTES":
         items, offset = [], 0
         while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise ValueError("truncated BYTES tensor: a length prefix is cut short")
             (length,) = _LENGTH.unpack_from(raw, offset)
+            if offset + 4 + length > len(raw):
+                raise ValueError("truncated BYTES tensor: an element runs past the end")
             items.append(raw[offset + 4 : offset + 4 + length])
             offset += 4 + length
         if len(items) != count:
