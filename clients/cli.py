@@ -234,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="deep models: train in this many DDP processes (0: one)",
     )
+    train.add_argument(
+        "--column-inputs",
+        action="store_true",
+        help="a table of numbers only: one input per column instead of one 'input' matrix",
+    )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
@@ -452,6 +457,7 @@ def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         train_size=args.train_size,
         world_size=args.world_size,
+        column_inputs=args.column_inputs,
     )
     print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
     if args.no_wait:

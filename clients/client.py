@@ -476,6 +476,7 @@ class ParadigmClient:
         test_fraction: float = 0.0,
         train_size: int = 0,
         world_size: int = 0,
+        column_inputs: bool = False,
     ) -> pb.Job:
         """Queues a training job and returns it at once (state QUEUED).
 
@@ -483,6 +484,8 @@ class ParadigmClient:
         classification; the test rows stay the same), for learning curves; 0 means all.
         world_size: deep models only, train in this many DDP processes (torchrun, up to
         the server's max_world_size); 0 or 1 means one process.
+        column_inputs: a table of numbers only is served one input per column, not as one
+        "input" matrix (tables with words always are).
         """
         request = pb.StartTrainingRequest(
             dataset=dataset,
@@ -494,6 +497,7 @@ class ParadigmClient:
             test_fraction=test_fraction,
             train_size=train_size,
             world_size=world_size,
+            column_inputs=column_inputs,
         )
         if seed is not None:
             request.seed = seed

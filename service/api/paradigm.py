@@ -162,6 +162,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 test_fraction=request.test_fraction,
                 train_size=request.train_size,
                 world_size=request.world_size,
+                column_inputs=request.column_inputs,
             )
         )
         return convert.job_to_proto(job)

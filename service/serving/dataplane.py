@@ -69,25 +69,12 @@ class ModelDescription:
     parameters: dict[str, str]
 
 
-def _as_text(name: str, data: np.ndarray) -> np.ndarray:
-    """BYTES elements as str, which ONNX Runtime's string tensors take; not UTF-8 is refused."""
-    flat = data.reshape(-1)
-    text = np.empty(len(flat), dtype=object)
-    for index, item in enumerate(flat):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode()
-            except UnicodeDecodeError:
-                raise InvalidArgument(
-                    f"input {name!r}: element {index} is not UTF-8 text"
-                ) from None
-        text[index] = item
-    return text.reshape(data.shape)
-
-
 def _unknown_categories(data: np.ndarray, known: frozenset[str]) -> int:
-    """Values never seen in training; "" is a missing value, not an unknown one."""
-    return sum(1 for value in data.reshape(-1) if value and value not in known)
+    """Values never seen in training; "" is a missing value, not an unknown one. The set of
+    distinct values is made in C; rows are counted one by one only when some are unknown."""
+    values = data.reshape(-1).tolist()
+    unknown = set(values) - known - {""}
+    return sum(1 for value in values if value in unknown) if unknown else 0
 
 
 def _run_in_context(
@@ -343,12 +330,10 @@ class DataPlane:
                     raise InvalidArgument(
                         f"input {name!r} holds NaN or infinity; values must be finite"
                     )
-            elif rule.text:
-                data = _as_text(name, data)
-                if rule.categories is not None:
-                    unseen = _unknown_categories(data, rule.categories)
-                    if unseen:
-                        model.series.unknown_categories[name].inc(unseen)
+            elif rule.categories is not None:  # BYTES arrive as str (api/codec.py)
+                unseen = _unknown_categories(data, rule.categories)
+                if unseen:
+                    model.series.unknown_categories[name].inc(unseen)
             feeds[name] = data
         return feeds, rows or 1  # a model without a batch dimension predicts one row
 

@@ -44,8 +44,6 @@ class InputRule:
     floating: bool
     #: NaN is a missing value the model imputes (a table model's numeric column).
     missing_allowed: bool = False
-    #: BYTES: decoded to text (UTF-8) before the model runs.
-    text: bool = False
     #: A categorical column's training categories: others are counted as unknown.
     categories: frozenset[str] | None = None
 
@@ -64,7 +62,6 @@ class InputRule:
             batched=batched,
             floating=spec.datatype in FLOAT_DATATYPES,
             missing_allowed=kind == "numeric",
-            text=spec.datatype == "BYTES",
             categories=frozenset(column["categories"]) if kind == "categorical" else None,
         )
 

@@ -43,6 +43,7 @@ class TrainingRequest:
     test_fraction: float = 0.0
     train_size: int = 0
     world_size: int = 0
+    column_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def training_spec(
         test_fraction=fraction,
         train_size=request.train_size,
         world_size=_check_world_size(request.world_size, algorithm, settings.max_world_size),
+        column_inputs=_check_column_inputs(request.column_inputs, info),
         blas_threads=settings.worker_blas_threads,
         parity_tolerance=settings.parity_tolerance,
     )
@@ -160,6 +162,15 @@ def _missing(module: str) -> bool:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):
         return True
+
+
+def _check_column_inputs(column_inputs: bool, info: DatasetInfo) -> bool:
+    if column_inputs and not info.is_table:
+        raise InvalidArgument(
+            f"column_inputs needs a table dataset (a CSV or Parquet upload); {info.name} holds "
+            "arrays, served as one input"
+        )
+    return column_inputs
 
 
 def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> None:

@@ -51,6 +51,10 @@ class Columns:
 
         return pd.DataFrame(self.values)
 
+    def matrix(self) -> np.ndarray:
+        """Numbers-only tables: the columns side by side, float32 [rows, columns]."""
+        return np.column_stack([self.values[s.name] for s in self.specs]).astype(np.float32)
+
     def feeds(self) -> dict[str, np.ndarray]:
         """ONNX Runtime inputs: [rows, 1] per column, booleans as bool."""
         feeds = {}
@@ -103,14 +107,21 @@ def read_columns(table: pa.Table, columns: list[ColumnInfo]) -> Columns:
 
 
 class Preprocessor:
-    """The fitted column preprocessing (a scikit-learn ColumnTransformer)."""
+    """The fitted column preprocessing: a scikit-learn ColumnTransformer over one input per
+    column, or, for a table of numbers only (`matrix`), a median imputer over the one input
+    "input" [rows, columns] that array datasets have too."""
 
-    def __init__(self, specs: list[ColumnInfo]) -> None:
+    def __init__(self, specs: list[ColumnInfo], *, matrix: bool = False) -> None:
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.preprocessing import OneHotEncoder
 
         self.specs = specs
+        self.matrix = matrix
+        self.seconds = 0.0
+        if matrix:
+            self.transformer: Any = SimpleImputer(strategy="median", keep_empty_features=True)
+            return
         by_kind = {
             kind: [s.name for s in specs if s.kind == kind]
             for kind in ("numeric", "categorical", "boolean")
@@ -126,24 +137,32 @@ class Preprocessor:
             frequent = SimpleImputer(strategy="most_frequent", keep_empty_features=True)
             parts.append(("boolean", frequent, by_kind["boolean"]))
         self.transformer = ColumnTransformer(parts, sparse_threshold=0.0)
-        self.seconds = 0.0
+
+    def _rows(self, columns: Columns) -> Any:
+        return columns.matrix() if self.matrix else columns.frame()
 
     def fit(self, columns: Columns) -> Preprocessor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # all-missing columns, kept as 0
-            self.transformer.fit(columns.frame())
+            self.transformer.fit(self._rows(columns))
         return self
 
     def transform(self, columns: Columns) -> np.ndarray:
         with warnings.catch_warnings():
             # Categories never seen in training encode as zeros, as documented.
             warnings.simplefilter("ignore", UserWarning)
-            features = self.transformer.transform(columns.frame())
+            features = self.transformer.transform(self._rows(columns))
         return np.ascontiguousarray(features, dtype=np.float32)
+
+    def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
+        """What the exported graph takes for these rows."""
+        return {"input": columns.matrix()} if self.matrix else columns.feeds()
 
     def input_columns(self) -> list[dict[str, Any]]:
         """The manifest's input_columns: each input's kind and, for categorical ones, the
         categories seen in training ("" is missing, not a category)."""
+        if self.matrix:
+            return [{"name": "input", "kind": "numeric", "categories": []}]
         known: dict[str, list[str]] = {}
         for name, step, names in self.transformer.transformers_:
             if name == "categorical":
@@ -156,22 +175,19 @@ class Preprocessor:
 
     def feature_names(self) -> list[str]:
         """One name per output feature: "numeric__age", "categorical__island_Biscoe", ..."""
+        if self.matrix:
+            return [s.name for s in self.specs]
         return [str(name) for name in self.transformer.get_feature_names_out()]
 
     def to_onnx(self) -> onnx.ModelProto:
         """The preprocessing graph: one input per column (named after it), output FEATURES."""
         from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+        from skl2onnx.common.data_types import FloatTensorType
 
-        types = [
-            (
-                spec.name,
-                StringTensorType([None, 1])
-                if spec.kind == "categorical"
-                else FloatTensorType([None, 1]),
-            )
-            for spec in self.specs
-        ]
+        if self.matrix:
+            types: list[tuple[str, Any]] = [("input", FloatTensorType([None, len(self.specs)]))]
+        else:
+            types = self._column_types()
         try:
             model = convert_sklearn(
                 self.transformer,
@@ -192,6 +208,19 @@ class Preprocessor:
         rename(graph, graph.output[0].name, FEATURES)
         _booleans_as_bool(graph, [s.name for s in self.specs if s.kind == "boolean"])
         return model
+
+    def _column_types(self) -> list[tuple[str, Any]]:
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+        return [
+            (
+                spec.name,
+                StringTensorType([None, 1])
+                if spec.kind == "categorical"
+                else FloatTensorType([None, 1]),
+            )
+            for spec in self.specs
+        ]
 
 
 def _booleans_as_bool(graph: onnx.GraphProto, names: list[str]) -> None:

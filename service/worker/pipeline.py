@@ -272,7 +272,8 @@ def _table_parity_outputs(
     native = model.predict_outputs(table.preprocessor.transform(rows))
     if table.class_values is not None and "label" in native:
         native["label"] = table.class_values[native["label"]]
-    onnx_out = export.run_onnx(onnx_bytes, rows.feeds(), threads=spec.blas_threads)
+    feeds = table.preprocessor.feeds(rows)
+    onnx_out = export.run_onnx(onnx_bytes, feeds, threads=spec.blas_threads)
     return native, onnx_out
 
 

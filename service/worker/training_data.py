@@ -93,7 +93,10 @@ def _table_training_data(
     train_rows, test_rows, y_train, y_test = split(rows, y, task, spec.test_fraction, spec.seed)
     train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
     started = time.perf_counter()
-    preprocessor = table_columns.Preprocessor(raw.specs).fit(raw.take(train_rows))
+    # A table of numbers keeps the one "input" of array datasets unless asked otherwise.
+    matrix = not spec.column_inputs and all(s.kind == "numeric" for s in raw.specs)
+    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix)
+    preprocessor.fit(raw.take(train_rows))
     X_train = preprocessor.transform(raw.take(train_rows))
     X_test = preprocessor.transform(raw.take(test_rows))
     seconds = time.perf_counter() - started

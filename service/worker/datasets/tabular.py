@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping

@@ -316,7 +316,7 @@ class ListAlgorithmsResponse(_message.Message):
     def __init__(self, algorithms: _Optional[_Iterable[_Union[Algorithm, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size")
+    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size", "column_inputs")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +334,7 @@ class StartTrainingRequest(_message.Message):
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_INPUTS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     algorithm: str
     hyperparameters: _containers.MessageMap[str, ParamValue]
@@ -344,7 +345,8 @@ class StartTrainingRequest(_message.Message):
     test_fraction: float
     train_size: int
     world_size: int
-    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+    column_inputs: bool
+    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ..., column_inputs: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "dataset", "algorithm", "paradigm", "model_name", "model_version", "error", "progress", "metrics", "hyperparameters", "created_at", "started_at", "finished_at", "device", "task", "world_size")
