@@ -131,6 +131,17 @@ def test_column_kinds_given_at_upload_and_parquet(client: ParadigmClient, tmp_pa
     shown = client.get_dataset("churn-given")
     assert [c.name for c in shown.columns] == [c.name for c in dataset.columns]
 
+    # A given boolean column is served as BOOL; the given numeric id as FP32.
+    job = client.wait_for_job(
+        client.start_training("churn-given", "decision_tree", model_name="churn-given-tree").id
+    )
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    inputs = {t.name: t.datatype for t in client.model_metadata("churn-given-tree").inputs}
+    assert inputs["member"] == "BOOL" and inputs["id"] == "FP32" and "notes" not in inputs
+    rows = churn_table(rows=4, seed=5).to_pydict()
+    rows["member"] = [True, False, True, False]
+    assert client.predict("churn-given-tree", rows).outputs["label"].shape == (4,)
+
 
 def test_both_paradigms_share_one_signature_and_answer_class_names(
     client: ParadigmClient, churn_models: dict[str, pb.Job]
