@@ -332,3 +332,25 @@ def test_builtin_penguins_is_a_mixed_table(client: ParadigmClient) -> None:
     assert kinds["bill_length_mm"] == pb.COLUMN_KIND_NUMERIC
     assert {c.value for c in penguins.classes} == {"Adelie", "Chinstrap", "Gentoo"}
     assert sum(c.missing for c in penguins.columns) > 0
+
+
+def test_numbers_only_table_keeps_one_input(client: ParadigmClient, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 3)).round(3)
+    x[::17, 1] = np.nan  # blanks: imputed inside the graph, so NaN is allowed when served
+    table = pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": (x[:, 0] > 0).astype(int)})
+    client.upload_dataset("numbers", write_csv(table, tmp_path / "numbers.csv"), label_column="y")
+    job = client.wait_for_job(client.start_training("numbers", "logistic_regression").id)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    [single] = client.model_metadata(job.model_name).inputs
+    assert (single.name, single.datatype, list(single.shape)) == ("input", "FP32", [-1, 3])
+    rows = np.array([[0.5, np.nan, 1.0], [-1.0, 0.2, 0.0]], dtype=np.float32)
+    assert client.infer(job.model_name, rows).as_numpy("label").tolist() == [1, 0]
+    columns = client.start_training("numbers", "logistic_regression", column_inputs=True)
+    job = client.wait_for_job(columns.id)
+    assert [t.name for t in client.model_metadata(job.model_name).inputs] == ["a", "b", "c"]
+    for version in ("1", "2"):  # one input, then one per column: neither is explained yet
+        with pytest.raises(ParadigmClientError) as error:
+            client.explain(job.model_name, version=version)
+        assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is a table" in error.value.details or "one FP32 input" in error.value.details

@@ -95,9 +95,8 @@ def read_columns(table: pa.Table, columns: list[ColumnInfo]) -> Columns:
     for spec in specs:
         array = table.column(spec.name)
         if spec.kind == "categorical":
-            values[spec.name] = np.array(
-                ["" if v is None else v for v in array.to_pylist()], dtype=object
-            )
+            text = array.fill_null("").to_numpy(zero_copy_only=False)
+            values[spec.name] = np.asarray(text, dtype=object)
         elif spec.kind == "boolean":
             values[spec.name] = array.cast(pa.float32()).to_numpy(zero_copy_only=False)
         else:
