@@ -9,7 +9,7 @@ DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-tables bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ install: $(VENV)/.installed ## Create .venv and install everything (idempotent)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,postgres,s3,test,dev,bench]"
+	$(PY) -m pip install -q -e ".[train,postgres,s3,test,dev,bench,pandas]"
 	touch $@
 
 proto: install ## Regenerate service/gen from protos/
@@ -34,6 +34,9 @@ demo: install ## Start a server, train the guide's models, serve them, print the
 
 bench: install ## Benchmark our server against its limits (JSON, markdown, plots in docs/benchmarks/)
 	$(PY) -m clients.bench.run
+
+bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-column serving, penguins scores
+	$(PY) -m clients.bench.tables
 
 bench-peers: install ## The same benchmark with Seldon MLServer and perf_analyzer beside us
 	bash clients/bench/peers/run.sh

@@ -29,6 +29,7 @@ from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
 DEFAULT_TARGET = "127.0.0.1:8001"
 TASKS = ("classification", "regression", "anomaly_detection")
+COLUMN_KINDS = ("numeric", "categorical", "boolean", "text", "ignored")
 _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Outputs worth printing by default, best first; anything else falls back to the first one.
 _PRIMARY_OUTPUTS = ("label", "prediction", "score")
@@ -142,6 +143,19 @@ def parse_param(text: str) -> tuple[str, str]:
     return key, value.strip()
 
 
+def parse_column_kinds(text: str) -> dict[str, str]:
+    """`age=numeric,zip=categorical` from --column-kind."""
+    kinds = {}
+    for item in text.split(","):
+        column, sep, kind = item.rpartition("=")
+        if not sep or not column.strip() or kind.strip() not in COLUMN_KINDS:
+            raise argparse.ArgumentTypeError(
+                f"expected COLUMN=KIND with KIND one of {', '.join(COLUMN_KINDS)}, got {item!r}"
+            )
+        kinds[column.strip()] = kind.strip()
+    return kinds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paradigm", description="Train, serve and compare classical and deep models."
@@ -163,12 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="list datasets, or upload one")
     datasets_sub = datasets.add_subparsers(dest="action", metavar="ACTION")
-    upload = datasets_sub.add_parser("upload", help="upload a .npz (X, y) or .csv file")
+    upload = datasets_sub.add_parser("upload", help="upload a .npz (X, y), .csv or .parquet file")
     upload.add_argument("name")
     upload.add_argument("file", type=Path)
-    upload.add_argument("--label-column", default="", help="CSV: the label column's name")
+    upload.add_argument(
+        "--label-column", default="", help="CSV and Parquet: the label column's name"
+    )
     upload.add_argument("--task", choices=TASKS)
     upload.add_argument("--description", default="")
+    upload.add_argument(
+        "--column-kind",
+        type=parse_column_kinds,
+        action="append",
+        default=[],
+        metavar="COLUMN=KIND[,...]",
+        help="override an inferred kind: numeric, categorical, boolean, text or ignored",
+    )
+    show = datasets_sub.add_parser(
+        "show", help="a dataset's columns, kinds, missing values and classes"
+    )
+    show.add_argument("name")
     generate = datasets_sub.add_parser(
         "generate", help="generate a scale dataset (digits up-sampled, shifted, rotated)"
     )
@@ -206,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="deep models: train in this many DDP processes (0: one)",
     )
+    train.add_argument(
+        "--column-inputs",
+        action="store_true",
+        help="a table of numbers only: one input per column instead of one 'input' matrix",
+    )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
@@ -220,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name")
         sub.add_argument("--version", default="", help="default: latest (delete: every version)")
 
-    predict = commands.add_parser("predict", help="run a model on rows from a .npy or .csv file")
+    predict = commands.add_parser(
+        "predict", help="run a model on rows from a .csv, .parquet or .npy file"
+    )
     predict.add_argument("model")
     predict.add_argument("file", type=Path)
     predict.add_argument("--version", default="")
@@ -285,11 +320,17 @@ def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
             label_column=args.label_column,
             task=args.task,
             description=args.description,
+            column_kinds={k: v for given in args.column_kind for k, v in given.items()},
         )
         print(
             f"uploaded {ds.name}: {ds.n_samples} samples, {ds.n_features} features, "
             f"task {_task(ds.task)}, fingerprint {ds.fingerprint[:12]}"
         )
+        for warning in ds.warnings:
+            print(f"note: {warning}")
+        return
+    if args.action == "show":
+        print(describe_dataset(client.get_dataset(args.name)))
         return
     if args.action == "generate":
         ds = client.generate_dataset(
@@ -318,6 +359,52 @@ def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
     ]
     headers = ("name", "task", "samples", "features", "classes", "builtin", "fingerprint")
     print(format_table(headers, rows))
+
+
+def describe_dataset(ds: pb.Dataset) -> str:
+    """What `paradigm datasets show` prints: the dataset, its columns and its classes."""
+    lines = [
+        f"{ds.name}: {ds.n_samples} rows, task {_task(ds.task)}, {ds.n_features} model inputs"
+        + (f", label {ds.label_column!r}" if ds.label_column else "")
+    ]
+    if ds.description:
+        lines.append(ds.description)
+    if ds.columns:
+        rows = [
+            (
+                c.name,
+                pb.ColumnKind.Name(c.kind).removeprefix("COLUMN_KIND_").lower()
+                + ("" if not c.given else " (given)"),
+                c.dtype,
+                f"{100 * c.missing / max(ds.n_samples, 1):.1f}",
+                c.distinct,
+                _column_values(c),
+            )
+            for c in ds.columns
+        ]
+        headers = ("column", "kind", "type", "missing %", "distinct", "values")
+        lines += ["", format_table(headers, rows)]
+    elif ds.image_shape:
+        lines.append(f"images {list(ds.image_shape)}, {ds.n_features} pixels per row")
+    else:
+        lines.append(f"{ds.n_features} numeric features: {', '.join(ds.feature_names[:20])}")
+    if ds.classes:
+        classes = [
+            (c.value, c.count, f"{100 * c.count / max(ds.n_samples, 1):.1f}") for c in ds.classes
+        ]
+        lines += ["", format_table(("class", "rows", "%"), classes)]
+    lines += [f"note: {warning}" for warning in ds.warnings]
+    return "\n".join(lines)
+
+
+def _column_values(column: pb.Column) -> str:
+    if column.top:
+        shown = ", ".join(f"{v.value} ({v.count})" for v in column.top[:5])
+        more = column.distinct - min(len(column.top), 5)
+        return shown + (f", +{more} more" if more > 0 else "")
+    if column.kind == pb.COLUMN_KIND_NUMERIC:
+        return f"{column.min:g} .. {column.max:g}"
+    return ""
 
 
 def cmd_algorithms(client: ParadigmClient, args: argparse.Namespace) -> None:
@@ -370,6 +457,7 @@ def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         train_size=args.train_size,
         world_size=args.world_size,
+        column_inputs=args.column_inputs,
     )
     print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
     if args.no_wait:
@@ -560,8 +648,11 @@ def load_rows(path: Path) -> np.ndarray:
 
 
 def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
-    rows = load_rows(args.file)
     metadata = client.model_metadata(args.model, args.version)
+    if [spec.name for spec in metadata.inputs] != ["input"]:
+        predict_columns(client, args)
+        return
+    rows = load_rows(args.file)
     if len(metadata.inputs) != 1:
         raise ValueError(f"{args.model} takes {len(metadata.inputs)} inputs; predict sends one")
     spec = metadata.inputs[0]
@@ -585,6 +676,36 @@ def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
     table = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
     for row in table.tolist():
         print(" ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+
+
+def predict_columns(client: ParadigmClient, args: argparse.Namespace) -> None:
+    """A table model: the file's columns go as they are (words, blanks); one line per row."""
+    from clients import columns
+
+    prediction = client.predict(
+        args.model,
+        columns.read_table(args.file),
+        version=args.version,
+        outputs=[args.output] if args.output else None,
+    )
+    if prediction.left_out:
+        shown = ", ".join(repr(name) for name in prediction.left_out)
+        print(f"note: left out columns the model does not take: {shown}", file=sys.stderr)
+    outputs = prediction.outputs
+    name = args.output or next((n for n in _PRIMARY_OUTPUTS if n in outputs), next(iter(outputs)))
+    values = outputs[name]
+    if args.out is not None:
+        np.save(args.out, values, allow_pickle=False)
+        print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
+        return
+    result = prediction.result
+    print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
+    probabilities = outputs.get("probabilities") if name == "label" else None
+    for row, value in enumerate(values.reshape(len(values), -1)):
+        shown = " ".join(str(v) if not isinstance(v, float) else f"{v:.6g}" for v in value)
+        if probabilities is not None:
+            shown += f"  {float(probabilities[row].max()):.3f}"
+        print(shown)
 
 
 def cmd_import(client: ParadigmClient, args: argparse.Namespace) -> None:

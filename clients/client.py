@@ -10,9 +10,11 @@ rides on every call, streams included, through one channel interceptor.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple, TypeAlias, TypeVar, cast
@@ -204,6 +206,9 @@ def _decode_outputs(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
         if entry.contents_field is None:
             raise ValueError(f"output {out.name!r}: {out.datatype} can only arrive raw")
         values = getattr(out.contents, entry.contents_field)
+        if entry.name == "BYTES":
+            decoded[out.name] = dtypes.texts(list(values), shape)
+            continue
         decoded[out.name] = np.asarray(values, dtype=entry.dtype.newbyteorder("=")).reshape(shape)
     return decoded
 
@@ -400,9 +405,11 @@ class ParadigmClient:
         label_column: str = "",
         task: EnumArg = None,
         description: str = "",
+        column_kinds: Mapping[str, str] | None = None,
         chunk_size: int = MiB,
     ) -> pb.Dataset:
-        """Streams a .npz (X, y) or .csv file; the format comes from the suffix unless given."""
+        """Streams a .npz (X, y), .csv or .parquet file; the format comes from the suffix
+        unless given. `column_kinds` overrides inferred kinds: {"zip": "categorical"}."""
         path = Path(path)
         header = pb.UploadDatasetHeader(
             name=name,
@@ -410,6 +417,10 @@ class ParadigmClient:
             label_column=label_column,
             task=enum_value(pb.Task, "TASK_", task),
             description=description,
+            column_kinds={
+                column: enum_value(pb.ColumnKind, "COLUMN_KIND_", kind)
+                for column, kind in (column_kinds or {}).items()
+            },
         )
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
@@ -465,6 +476,7 @@ class ParadigmClient:
         test_fraction: float = 0.0,
         train_size: int = 0,
         world_size: int = 0,
+        column_inputs: bool = False,
     ) -> pb.Job:
         """Queues a training job and returns it at once (state QUEUED).
 
@@ -472,6 +484,8 @@ class ParadigmClient:
         classification; the test rows stay the same), for learning curves; 0 means all.
         world_size: deep models only, train in this many DDP processes (torchrun, up to
         the server's max_world_size); 0 or 1 means one process.
+        column_inputs: a table of numbers only is served one input per column, not as one
+        "input" matrix (tables with words always are).
         """
         request = pb.StartTrainingRequest(
             dataset=dataset,
@@ -483,6 +497,7 @@ class ParadigmClient:
             test_fraction=test_fraction,
             train_size=train_size,
             world_size=world_size,
+            column_inputs=column_inputs,
         )
         if seed is not None:
             request.seed = seed
@@ -675,3 +690,40 @@ class ParadigmClient:
             model, inputs, version=version, outputs=outputs, request_id=request_id
         )
         return InferResult(self._inference.ModelInfer(request, timeout=self.timeout))
+
+    def predict(
+        self,
+        model: str,
+        data: Any,
+        *,
+        version: str = "",
+        outputs: Sequence[str] | None = None,
+    ) -> Prediction:
+        """Runs a table model on rows: `data` is a pyarrow Table, a pandas DataFrame or a
+        dict of columns (words, numbers, None or NaN for blanks). Columns the model does not
+        take are left out (Prediction.left_out); ValueError names any it needs and lacks.
+        """
+        from clients import columns
+
+        metadata = self.model_metadata(model, version)
+        inputs = columns.column_inputs(columns.as_table(data), metadata.inputs)
+        result = self.infer(model, inputs.tensors, version=version, outputs=outputs)
+        parameters = metadata.parameters
+        classes = parameters["classes"].string_param if "classes" in parameters else ""
+        return Prediction(
+            result=result,
+            outputs=result.outputs,
+            left_out=inputs.left_out,
+            classes=json.loads(classes) if classes else [],
+        )
+
+
+@dataclass
+class Prediction:
+    """A table model's answer: outputs by name ("label" holds class names), the class order
+    of "probabilities", and the columns of the data that the model does not take."""
+
+    result: InferResult
+    outputs: dict[str, np.ndarray]
+    left_out: list[str]
+    classes: list[str]

@@ -1,17 +1,22 @@
 """The one table between numpy dtypes and Open Inference Protocol v2 datatype strings.
 
 Raw tensor contents on the wire are little-endian and row-major whatever the host, so every
-wire dtype here is spelled with an explicit byte order. BYTES (length-prefixed strings) is
-left out on purpose: no Paradigm model takes or returns it.
+wire dtype here is spelled with an explicit byte order. BYTES elements travel as a 4-byte
+little-endian length and the bytes: numpy holds them as object arrays (str or bytes in,
+str out, decoded as UTF-8).
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,16 @@ DATATYPES: Final[tuple[Datatype, ...]] = (
     Datatype("FP16", np.dtype("<f2"), None),
     Datatype("FP32", np.dtype("<f4"), "fp32_contents"),
     Datatype("FP64", np.dtype("<f8"), "fp64_contents"),
+    Datatype("BYTES", np.dtype(object), "bytes_contents"),
 )
 
 _BY_NAME: Final[dict[str, Datatype]] = {d.name: d for d in DATATYPES}
 # Keyed by (kind, itemsize) so that a big-endian or native-order array finds its entry too.
 _BY_KIND: Final[dict[tuple[str, int], Datatype]] = {
-    (d.dtype.kind, d.dtype.itemsize): d for d in DATATYPES
+    (d.dtype.kind, d.dtype.itemsize): d for d in DATATYPES if d.name != "BYTES"
 }
+#: numpy kinds that are text: object (str or bytes items), unicode and bytes strings.
+_TEXT_KINDS = "OUS"
 
 
 def lookup(datatype: str) -> Datatype:
@@ -60,6 +68,8 @@ def lookup(datatype: str) -> Datatype:
 def datatype_of(dtype: npt.DTypeLike) -> str:
     """The datatype string for a numpy dtype (any byte order)."""
     dt = np.dtype(dtype)
+    if dt.kind in _TEXT_KINDS:
+        return "BYTES"
     entry = _BY_KIND.get((dt.kind, dt.itemsize))
     if entry is None:
         raise ValueError(
@@ -77,14 +87,43 @@ def dtype_of(datatype: str) -> np.dtype[np.generic]:
 def to_raw(array: npt.ArrayLike) -> bytes:
     """Little-endian, row-major bytes of an array, as raw_input_contents carries them."""
     arr = np.asarray(array)
-    wire = _BY_NAME[datatype_of(arr.dtype)].dtype
+    datatype = datatype_of(arr.dtype)
+    if datatype == "BYTES":
+        return b"".join(_length_prefixed(item) for item in arr.reshape(-1))
+    wire = _BY_NAME[datatype].dtype
     return np.ascontiguousarray(arr, dtype=wire).tobytes()
+
+
+def _length_prefixed(item: object) -> bytes:
+    data = item if isinstance(item, bytes) else str(item).encode()
+    return _LENGTH.pack(len(data)) + data
+
+
+def texts(items: Sequence[bytes | str], shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """BYTES elements as an object array of str (UTF-8), or of bytes where not text."""
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):
+        array[index] = _text(item)
+    return array.reshape(tuple(shape))
 
 
 def from_raw(raw: bytes, datatype: str, shape: tuple[int, ...] | list[int]) -> np.ndarray:
     """Decodes raw contents into an array of that shape (native byte order, read-only)."""
     entry = lookup(datatype)
     count = int(np.prod(shape, dtype=np.int64))
+    if entry.name == "BYTES":
+        items, offset = [], 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise ValueError("truncated BYTES tensor: a length prefix is cut short")
+            (length,) = _LENGTH.unpack_from(raw, offset)
+            if offset + 4 + length > len(raw):
+                raise ValueError("truncated BYTES tensor: an element runs past the end")
+            items.append(raw[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        if len(items) != count:
+            raise ValueError(f"BYTES tensor of shape {list(shape)} holds {len(items)} elements")
+        return texts(items, shape)
     if len(raw) != count * entry.dtype.itemsize:
         raise ValueError(
             f"{datatype} tensor of shape {list(shape)} needs "
@@ -94,3 +133,12 @@ def from_raw(raw: bytes, datatype: str, shape: tuple[int, ...] | list[int]) -> n
     native = entry.dtype.newbyteorder("=")
     # Only a big-endian host pays for a copy here.
     return arr if arr.dtype == native else arr.astype(native)
+
+
+def _text(item: bytes | str) -> bytes | str:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            return item
+    return item

@@ -27,6 +27,7 @@ RUN_JOB = "service.worker.entry:run"
 RUN_EXPLAIN = "service.worker.entry:run_explain"
 MATERIALIZE_BUILTIN = "service.worker.datasets.builtin:materialize_builtin"
 GENERATE_SCALE = "service.worker.datasets.scale:generate"
+INGEST_TABLE = "service.worker.datasets.tabular:ingest"
 
 
 def run_by_name(target: str, *args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -96,6 +96,13 @@ class Metrics:
             "Rows per model run.",
             SERVING_LABELS,
             buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.unknown_categories = Counter(
+            "paradigm_unknown_categories_total",
+            "Values of a table model's categorical input never seen in training (each "
+            "encodes as all zeros): an early sign that the data has drifted.",
+            (*SERVING_LABELS, "column"),
             registry=registry,
         )
         self.models_loaded = Gauge(
@@ -258,6 +265,14 @@ class ServingSeries:
         self.cost = metrics.cost.labels(*cost_labels)
         self.energy_source = energy_source
         self.energy = metrics.energy.labels(*cost_labels, energy_source) if energy_source else None
+        self.unknown_categories: dict[str, Any] = {}
+
+    def watch_categories(self, columns: list[str]) -> None:
+        """Unknown-category counters for a table model's categorical inputs, at zero."""
+        self.unknown_categories = {
+            column: self._metrics.unknown_categories.labels(*self.labels, column)
+            for column in columns
+        }
 
     def failed(self, code: str) -> None:
         self._codes.add(code)
@@ -280,6 +295,8 @@ class ServingSeries:
             metric.remove("serve", *labels)
         if self.energy_source:
             metrics.energy.remove("serve", *labels, self.energy_source)
+        for column in self.unknown_categories:
+            metrics.unknown_categories.remove(*labels, column)
 
 
 class GpuCollector:

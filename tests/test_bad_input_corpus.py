@@ -185,11 +185,14 @@ def upload(
     chunk: int = 1024,
     before: tuple[pb.UploadDatasetRequest, ...] = (),
     after: tuple[pb.UploadDatasetRequest, ...] = (),
+    kinds: dict[str, Any] | None = None,
 ) -> Callable[[Api], object]:
     # Each case its own name: one that wrongly succeeds must not turn the next into
     # ALREADY_EXISTS.
     name = name or f"bad-upload-{next(_serial)}"
-    header = pb.UploadDatasetHeader(name=name, format=fmt, label_column=label, task=task)
+    header = pb.UploadDatasetHeader(
+        name=name, format=fmt, label_column=label, task=task, column_kinds=kinds or {}
+    )
 
     def requests() -> Iterator[pb.UploadDatasetRequest]:
         yield from before
@@ -201,8 +204,20 @@ def upload(
     return lambda api: api.datasets.UploadDataset(requests())
 
 
-def csv(text: str, label: str = "y", task: int = pb.TASK_UNSPECIFIED) -> Callable[[Api], object]:
-    return upload(text.encode(), fmt=pb.DATASET_FORMAT_CSV, label=label, task=task)
+def csv(
+    text: str,
+    label: str = "y",
+    task: int = pb.TASK_UNSPECIFIED,
+    kinds: dict[str, str | int] | None = None,
+) -> Callable[[Api], object]:
+    """A CSV upload; kinds by name ("numeric") or as a raw ColumnKind number."""
+    numbers = {
+        column: kind
+        if isinstance(kind, int)
+        else pb.ColumnKind.Value(f"COLUMN_KIND_{kind.upper()}")
+        for column, kind in (kinds or {}).items()
+    }
+    return upload(text.encode(), fmt=pb.DATASET_FORMAT_CSV, label=label, task=task, kinds=numbers)
 
 
 def import_model(
@@ -403,7 +418,7 @@ CASES = [
          INVALID, "only the first message may be a header"),
     Case("upload-empty-file", upload(None), INVALID, "upload is empty"),
     Case("upload-format-unspecified", upload(GOOD_NPZ, fmt=pb.DATASET_FORMAT_UNSPECIFIED),
-         INVALID, "DATASET_FORMAT_NPZ or DATASET_FORMAT_CSV"),
+         INVALID, "DATASET_FORMAT_NPZ, DATASET_FORMAT_CSV or DATASET_FORMAT_PARQUET"),
     Case("upload-task-unknown", upload(GOOD_NPZ, task=9), INVALID, "Task"),
     Case("upload-name-traversal", upload(GOOD_NPZ, "../evil"), INVALID, "dataset name '../evil'"),
     Case("upload-name-slash", upload(GOOD_NPZ, "a/b"), INVALID, "is not valid"),
@@ -413,21 +428,32 @@ CASES = [
          "header.name is 10000 characters long"),
     Case("upload-name-65", upload(GOOD_NPZ, "a" * 65), INVALID, "use 1-64 lowercase letters"),
     Case("upload-name-taken", upload(GOOD_NPZ, "iris"), EXISTS, "'iris' already exists"),
-    Case("csv-text-in-numbers", csv("a,b,y\n1,2,0\n3,x,1\n"), INVALID,
-         "line 3, column 'b': 'x' is not a number"),
+    Case("csv-word-in-numeric-column", csv("a,b,y\n1,2,0\n3,x,1\n", kinds={"b": "numeric"}),
+         INVALID, "column 'b' cannot be numeric: CSV line 3 holds 'x'"),
+    Case("csv-kind-unknown", csv("a,y\n1,0\n2,1\n", kinds={"a": 9}), INVALID,
+         "9 is not a ColumnKind"),
+    Case("csv-kind-unspecified", csv("a,y\n1,0\n2,1\n", kinds={"a": 0}), INVALID,
+         "0 is not a ColumnKind"),
+    Case("csv-kind-for-missing-column", csv("a,y\n1,0\n2,1\n", kinds={"b": "text"}),
+         INVALID, "column kinds given for 'b', which the file does not have"),
+    Case("csv-kind-for-label", csv("a,y\n1,0\n2,1\n", kinds={"y": "text"}), INVALID,
+         "is the label"),
+    Case("csv-label-all-blank", csv("a,y\n1,\n2,NA\n"), INVALID, "blank in every row"),
+    Case("parquet-damaged", upload(b"PAR1 not really", fmt=pb.DATASET_FORMAT_PARQUET,
+                                   label="y"), INVALID, "not a readable Parquet file"),
     Case("csv-ragged", csv("a,b,y\n1,2,0\n1,2\n"), INVALID, "line 3 has 2 fields"),
     Case("csv-no-label-column", csv("a,b,y\n1,2,0\n", label=""), INVALID, "need label_column"),
     Case("csv-zero-rows", csv("a,b,y\n"), INVALID, "no data rows"),
-    Case("csv-huge-field", csv("a,y\n" + "1" * 200_000 + ",0\n"), INVALID, "line 2"),
+    Case("csv-huge-field", csv("a,y\n" + "1" * 200_000 + ",0\n2,1\n"), INVALID, "line 2"),
     Case("csv-nul", csv("a,y\n1\0,0\n2,1\n"), INVALID, "line 2"),
     Case("csv-not-utf8", upload(b"a,y\n\xff\xfe,1\n", fmt=pb.DATASET_FORMAT_CSV, label="y"),
          INVALID, "UTF-8"),
     Case("csv-label-beyond-int64", csv("a,y\n1,1e300\n2,0\n", task=pb.TASK_CLASSIFICATION),
-         INVALID, "whole-number class labels (at most 2**53 in size); y has 1e+300"),
+         INVALID, "whole-number class labels (at most 2**53 in size) or class names; y has 1e+300"),
     Case("csv-label-fraction", csv("a,y\n1,0.5\n2,0\n", task=pb.TASK_CLASSIFICATION),
          INVALID, "y has 0.5"),
     Case("csv-beyond-float32", csv("a,y\n1e300,0\n2,1\n"), INVALID,
-         "line 2, column 'a': '1e300' is beyond float32's range"),
+         "line 2, column 'a': 1e+300 is beyond float32's range"),
     Case("npz-beyond-float32", upload(npz(X=np.full((2, 2), 1e300), y=np.arange(2))),
          INVALID, "beyond float32's range"),
     Case("upload-description-too-long",

@@ -53,10 +53,10 @@ def test_csv_upload_with_named_label(client: ParadigmClient, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("name", "content", "label", "fragment"),
     [
-        ("bad-number", "a,b,y\n1,2,0\n3,x,1\n", "y", "line 3, column 'b': 'x' is not a number"),
+        ("infinity", "a,b,y\n1,2,0\n3,inf,1\n", "y", "line 3, column 'b': inf is beyond"),
         ("bad-label", "a,b,y\n1,2,0\n", "target", "label column 'target' not in the header"),
         ("ragged", "a,b,y\n1,2,0\n1,2\n", "y", "line 3 has 2 fields"),
-        ("nan-value", "a,b,y\n1,nan,0\n", "y", "'nan' is not allowed"),
+        ("blank-labels", "a,b,y\n1,2,\n3,4,NA\n", "y", "blank in every row"),
         ("no-rows", "a,b,y\n", "y", "no data rows"),
     ],
 )

@@ -226,6 +226,53 @@ def training_requests(draw: st.DrawFn) -> pb.StartTrainingRequest:
 # -- properties ---------------------------------------------------------------------------
 
 
+PENGUIN_COLUMNS = {
+    "island": "BYTES", "bill_length_mm": "FP32", "bill_depth_mm": "FP32",
+    "flipper_length_mm": "FP32", "body_mass_g": "FP32", "sex": "BYTES", "year": "FP32",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def penguins_model(client: Any) -> str:
+    """A table model (one input per column, words as BYTES) on the built-in penguins."""
+    job = client.start_training("penguins", "logistic_regression", model_name="fuzz-penguins")
+    client.wait_for_job(job.id)
+    return "fuzz-penguins"
+
+
+@st.composite
+def column_requests(draw: st.DrawFn) -> ipb.ModelInferRequest:
+    """Per-column requests: mostly the right names and datatypes with odd values (NaN,
+    infinity, bytes that are not UTF-8, unequal lengths), sometimes anything."""
+    request = ipb.ModelInferRequest(model_name="fuzz-penguins")
+    rows = draw(st.integers(0, 3))
+    for name, datatype in PENGUIN_COLUMNS.items():
+        if draw(st.integers(0, 9)) == 0:
+            continue  # a missing column
+        datatype = draw(st.sampled_from([datatype] * 6 + ["FP64", "BOOL", "BYTES", "INT64"]))
+        count = rows if draw(st.integers(0, 7)) else draw(st.integers(0, 4))
+        shape = [count, 1] if draw(st.integers(0, 7)) else draw(st.lists(dims, max_size=3))
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        if datatype == "BYTES":
+            items = draw(st.lists(st.binary(max_size=6) | st.sampled_from([b"", b"Dream", b"\xff"]),
+                                  min_size=count, max_size=count))  # fmt: skip
+            tensor.contents.bytes_contents.extend(items)
+        elif datatype in ("FP32", "FP64"):
+            values = draw(st.lists(st.floats(width=32), min_size=count, max_size=count))
+            getattr(tensor.contents, f"{datatype.lower()}_contents").extend(values)
+        elif datatype == "BOOL":
+            tensor.contents.bool_contents.extend([True] * count)
+        else:
+            tensor.contents.int64_contents.extend([1] * count)
+    return request
+
+
+@fuzz(150)
+@given(request=column_requests())
+def test_table_model_infer(penguins_model: str, serving: Stubs, request: Any) -> None:
+    answered(serving.infer.ModelInfer, request)
+
+
 @fuzz(1500)
 @given(request=infer_requests())
 def test_model_infer(serving: Stubs, before: np.ndarray, request: ipb.ModelInferRequest) -> None:

@@ -47,6 +47,15 @@ THRESHOLD = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*-?[0-9.]+(?:e[-+]?[0-9]+)?\s*$
 METRIC_NAME = re.compile(r"\b(?:paradigm|process|python)_[a-z0-9_]+\b|\bup\b")
 # name -> features of the models the test trains (default names: <dataset>-<algorithm>).
 MODELS = {"iris-logistic_regression": 4, "digits-mlp": 64}
+#: A table model (one input per column) on the built-in penguins: its traffic carries an
+#: island it never saw, so the unknown-category series and their alert signal move.
+TABLE_MODEL = "penguins-logistic_regression"
+TABLE_ROWS = {
+    "island": ["Biscoe", "Atlantis", ""], "bill_length_mm": [45.0, 39.0, None],
+    "bill_depth_mm": [15.0, 18.0, 17.0], "flipper_length_mm": [215.0, 190.0, 200.0],
+    "body_mass_g": [5000.0, 3700.0, 4000.0], "sex": ["male", "female", ""],
+    "year": [2008.0, 2008.0, 2009.0],
+}  # fmt: skip
 # Samples of each serving counter in a 1m window before querying: with fewer, a rate() can
 # rest on two samples taken between the same two calls, and be 0.
 SCRAPES_PER_WINDOW = 4
@@ -166,14 +175,17 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _train(client: ParadigmClient, tmp_path: Path) -> None:
-    """Trains a classical and a deep model, and fails a third job."""
+    """Trains a classical and a deep model and a table model, and fails a fourth job."""
     lr = client.start_training("iris", "logistic_regression", seed=0)
     # A deep model, so that epoch metrics exist; two epochs keep it short.
     mlp = client.start_training("digits", "mlp", hyperparameters={"epochs": 2}, seed=0)
     # Valid on its face, it fails inside the worker: iris has fewer rows than neighbours.
     doomed = client.start_training("iris", "knn", hyperparameters={"n_neighbors": 1000})
+    # A table model (one input per column): the unknown-category series and their panel.
+    table = client.start_training("penguins", "logistic_regression", seed=0)
     client.wait_for_job(lr.id)
     client.wait_for_job(mlp.id)
+    client.wait_for_job(table.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
         client.wait_for_job(doomed.id)
 
@@ -182,8 +194,9 @@ class Traffic(threading.Thread):
     """ModelInfer rounds on every model, about one a second, until stopped.
 
     Each round is 60 calls at batch 1, 15 at batches of 8 to 128 rows and one refused call
-    (NaN) per model. Rounds go on while the tests query, so the 1m rate() windows of the
-    rules and panels never run dry, however long the tests before them took.
+    (NaN) per model, and 10 calls of 3 rows to the table model (one with an unknown island).
+    Rounds go on while the tests query, so the 1m rate() windows of the rules and panels
+    never run dry, however long the tests before them took.
     """
 
     def __init__(self, target: str) -> None:
@@ -202,6 +215,8 @@ class Traffic(threading.Thread):
                         for rows in [1] * 60 + [8, 32, 128] * 5:
                             client.infer(name, rng.normal(size=(rows, features)).astype("f4"))
                         self._refused(client, name, features)
+                    for _ in range(10):
+                        client.predict(TABLE_MODEL, TABLE_ROWS)
                     self.rounds += 1
                     self._stopping.wait(1.0)
         except BaseException as error:  # reported by wait_for_rounds() and stop()

@@ -3,6 +3,8 @@
 tritonclient's generated `inference` protobufs and ours cannot share one process (same
 symbols in protobuf's pool), so the test runs this script and reads its JSON answer.
 Usage: python -m tests.triton_probe HOST:PORT MODEL ROWS.npy
+       python -m tests.triton_probe --columns HOST:PORT MODEL   (a table model: two rows,
+       one tensor per column as its metadata says, words as BYTES)
 """
 
 from __future__ import annotations
@@ -15,7 +17,28 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 
+def columns(url: str, model: str) -> None:
+    """Two rows of every input a table model takes, sent raw; prints labels and datatypes."""
+    client = triton.InferenceServerClient(url=url)
+    metadata = client.get_model_metadata(model, as_json=True)
+    samples = {"FP32": [[31.0], [float("nan")]], "BYTES": [[b"Oslo"], [b""]]}
+    tensors = []
+    for spec in metadata["inputs"]:
+        datatype = spec["datatype"]
+        values = np.array(samples[datatype], dtype=np.float32 if datatype == "FP32" else object)
+        tensor = triton.InferInput(spec["name"], [2, 1], datatype)
+        tensor.set_data_from_numpy(values)
+        tensors.append(tensor)
+    result = client.infer(model, tensors)
+    labels = [v.decode() for v in result.as_numpy("label").reshape(-1)]
+    datatypes = {spec["name"]: spec["datatype"] for spec in metadata["inputs"]}
+    print(json.dumps({"labels": labels, "input_datatypes": datatypes}))
+
+
 def main() -> None:
+    if sys.argv[1] == "--columns":
+        columns(*sys.argv[2:4])
+        return
     url, model, rows_path = sys.argv[1:4]
     rows = np.load(rows_path)
     client = triton.InferenceServerClient(url=url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -177,6 +178,15 @@ class Runner:
             "n_train": n - math.ceil(fraction * n),
             "builtin": dataset.builtin,
             "generate_seconds": generated,
+            # Tables: how many columns of each kind models take, and how much is missing.
+            "column_kinds": dict(
+                Counter(
+                    enum_name(pb.ColumnKind, "COLUMN_KIND_", c.kind)
+                    for c in dataset.columns
+                    if c.kind not in (pb.COLUMN_KIND_IGNORED, pb.COLUMN_KIND_TEXT)
+                )
+            ),
+            "missing_cells": sum(int(c.missing) for c in dataset.columns),
         }
 
     def sizes(self, dataset_plan: DatasetPlan) -> list[int]:

@@ -90,8 +90,16 @@ class Plan:
         return asdict(self)
 
 
+#: The built-in mixed table (categories, blanks, named species): one-hot classical against
+#: the MLP on the same columns.
+DATASET_PENGUINS = DatasetPlan(
+    "penguins", ("logistic_regression", "random_forest", "mlp"), (30, 60, 120, FULL)
+)
+
+
 def default_plan() -> Plan:
-    """`make compare`: digits (8x8 images) and breast_cancer (tabular), 3 seeds."""
+    """`make compare`: digits (8x8 images), breast_cancer (numeric table) and penguins (a
+    table with words and blanks), 3 seeds."""
     return Plan(
         name="default",
         datasets=(
@@ -105,6 +113,7 @@ def default_plan() -> Plan:
                 ("logistic_regression", "random_forest", "mlp"),
                 (50, 100, 200, FULL),
             ),
+            DATASET_PENGUINS,
         ),
         seeds=(0, 1, 2),
         tuning=TuningPlan("digits", ("logistic_regression", "mlp"), trials=6),
@@ -147,6 +156,7 @@ def full_plan() -> Plan:
                 (50, 100, 200, FULL),
             ),
             DatasetPlan("diabetes", ("ridge", "random_forest", "mlp"), (50, 100, 200, FULL)),
+            DATASET_PENGUINS,
         ),
         seeds=(0, 1, 2, 3, 4),
         tuning=TuningPlan("digits", ("svm", "random_forest", "mlp", "cnn"), trials=12),

@@ -177,7 +177,7 @@ def _from_typed(
         )
     if tensor.datatype == "BYTES":
         array = np.empty(count, dtype=object)
-        array[:] = list(values)
+        array[:] = _texts(tensor.name, list(values))
         return array.reshape(shape)
     try:
         return np.asarray(values, dtype=datatype.dtype).reshape(shape)
@@ -199,26 +199,51 @@ def _to_typed(
 
 
 def _deserialize_bytes(name: str, raw: bytes, count: int) -> np.ndarray:
-    items: list[bytes] = []
+    """Length-prefixed elements as str: ONNX Runtime's string tensors take text, so text is
+    what BYTES carries here, and an element that is not UTF-8 is refused at the door."""
+    items: list[str] = []
+    append, unpack, end = items.append, _LENGTH.unpack_from, len(raw)
     offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
+    while offset < end:
+        if offset + 4 > end:
             raise InvalidArgument(f"input {name!r}: truncated BYTES length prefix")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > len(raw):
+        (length,) = unpack(raw, offset)
+        start = offset + 4
+        offset = start + length
+        if offset > end:
             raise InvalidArgument(f"input {name!r}: BYTES element overruns the raw content")
-        items.append(raw[offset : offset + length])
-        offset += length
-        if len(items) > count:  # stop early: a 64 MiB message holds 16 M empty elements
+        if len(items) == count:  # stop early: a 64 MiB message holds 16 M empty elements
             raise InvalidArgument(
                 f"input {name!r}: more than {count} BYTES elements, shape needs {count}"
             )
+        try:
+            append(raw[start:offset].decode())
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f"input {name!r}: element {len(items)} is not UTF-8 text"
+            ) from None
     if len(items) != count:
         raise InvalidArgument(f"input {name!r}: {len(items)} BYTES elements, shape needs {count}")
     array = np.empty(count, dtype=object)
     array[:] = items
     return array
+
+
+def _texts(name: str, values: list[bytes]) -> list[str]:
+    """Typed bytes_contents as str (see _deserialize_bytes)."""
+    try:
+        return [value.decode() for value in values]
+    except UnicodeDecodeError:
+        index = next(i for i, v in enumerate(values) if not _is_utf8(v))
+        raise InvalidArgument(f"input {name!r}: element {index} is not UTF-8 text") from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _serialize_bytes(data: np.ndarray) -> bytes:

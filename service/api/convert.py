@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from service.cost.ledger import Charge
 from service.cost.report import training_charge
 from service.datasets.layout import DatasetInfo
+from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.registry.manifest import Manifest, TensorSpec
@@ -39,6 +40,14 @@ DEVICES: dict[int, str] = {
     pb.DEVICE_CUDA: "cuda",
 }
 JOB_KINDS = {"train": pb.JOB_KIND_TRAIN, "import": pb.JOB_KIND_IMPORT}
+COLUMN_KINDS = {
+    "numeric": pb.COLUMN_KIND_NUMERIC,
+    "categorical": pb.COLUMN_KIND_CATEGORICAL,
+    "boolean": pb.COLUMN_KIND_BOOLEAN,
+    "text": pb.COLUMN_KIND_TEXT,
+    "ignored": pb.COLUMN_KIND_IGNORED,
+}
+_COLUMN_KIND_NAMES: dict[int, str] = {v: k for k, v in COLUMN_KINDS.items()}
 HYPERPARAMETER_TYPES = {
     "int": pb.Hyperparameter.TYPE_INT,
     "float": pb.Hyperparameter.TYPE_FLOAT,
@@ -56,6 +65,19 @@ def _name(names: dict[int, str], value: int, enum: str) -> str:
     if value not in names:
         raise InvalidArgument(f"{value} is not a known {enum} value")
     return names[value]
+
+
+def column_kinds(given: Mapping[str, int]) -> dict[str, str]:
+    """UploadDatasetHeader.column_kinds as kind names; unspecified is refused."""
+    kinds = {}
+    for column, kind in given.items():
+        if kind not in _COLUMN_KIND_NAMES:
+            raise InvalidArgument(
+                f"column_kinds[{column[:64]!r}]: {kind} is not a ColumnKind (numeric, "
+                "categorical, boolean, text or ignored)"
+            )
+        kinds[column] = _COLUMN_KIND_NAMES[kind]
+    return kinds
 
 
 def task_name(task: int) -> str:
@@ -118,6 +140,24 @@ def dataset_to_proto(info: DatasetInfo) -> pb.Dataset:
         builtin=info.builtin,
         description=info.description,
         created_at=timestamp(info.created_at),
+        columns=[_column_to_proto(ColumnInfo.from_dict(column)) for column in info.columns],
+        label_column=info.label_column,
+        classes=[pb.ValueCount(value=c["value"], count=c["count"]) for c in info.classes],
+        warnings=info.warnings,
+    )
+
+
+def _column_to_proto(column: ColumnInfo) -> pb.Column:
+    return pb.Column(
+        name=column.name,
+        kind=COLUMN_KINDS[column.kind],
+        dtype=column.dtype,
+        missing=column.missing,
+        distinct=column.distinct,
+        top=[pb.ValueCount(value=v.value, count=v.count) for v in column.top],
+        given=column.given,
+        min=column.minimum,
+        max=column.maximum,
     )
 
 

@@ -25,7 +25,11 @@ from service.training.validation import ImportRequest, TrainingRequest
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 EXPORT_CHUNK_BYTES = 1 << 20
-DATASET_FORMATS = {pb.DATASET_FORMAT_NPZ: "npz", pb.DATASET_FORMAT_CSV: "csv"}
+DATASET_FORMATS = {
+    pb.DATASET_FORMAT_NPZ: "npz",
+    pb.DATASET_FORMAT_CSV: "csv",
+    pb.DATASET_FORMAT_PARQUET: "parquet",
+}
 MODEL_FORMATS = {pb.MODEL_FORMAT_ONNX: "onnx", pb.MODEL_FORMAT_SKOPS: "skops"}
 
 
@@ -69,21 +73,38 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         header, chunks = await _split_upload(request_iterator, "UploadDataset")
         assert isinstance(header, pb.UploadDatasetHeader)
         if header.format not in DATASET_FORMATS:
-            raise InvalidArgument("header.format must be DATASET_FORMAT_NPZ or DATASET_FORMAT_CSV")
+            raise InvalidArgument(
+                "header.format must be DATASET_FORMAT_NPZ, DATASET_FORMAT_CSV or "
+                "DATASET_FORMAT_PARQUET"
+            )
         self._store.check_new_name(header.name)
         task = convert.task_name(header.task)
+        file_format = DATASET_FORMATS[header.format]
+        kinds = convert.column_kinds(header.column_kinds)
+        if kinds and file_format == "npz":
+            raise InvalidArgument("column_kinds are for CSV and Parquet uploads, not npz arrays")
         spool = self._store.new_spool()
         try:
             await self._store.receive(chunks, spool)
-            info = await asyncio.to_thread(
-                self._store.store_upload,
-                spool,
-                name=header.name,
-                file_format=DATASET_FORMATS[header.format],
-                label_column=header.label_column,
-                task=task,
-                description=header.description,
-            )
+            if file_format == "npz":
+                info = await asyncio.to_thread(
+                    self._store.store_upload,
+                    spool,
+                    name=header.name,
+                    file_format=file_format,
+                    task=task,
+                    description=header.description,
+                )
+            else:
+                info = await self._store.ingest_table(
+                    spool,
+                    name=header.name,
+                    file_format=file_format,
+                    label_column=header.label_column,
+                    column_kinds=kinds,
+                    task=task,
+                    description=header.description,
+                )
         finally:
             spool.unlink(missing_ok=True)
         return convert.dataset_to_proto(info)
@@ -141,6 +162,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 test_fraction=request.test_fraction,
                 train_size=request.train_size,
                 world_size=request.world_size,
+                column_inputs=request.column_inputs,
             )
         )
         return convert.job_to_proto(job)

@@ -1,8 +1,10 @@
-"""How a dataset lies on disk: <root>/<name>/data.npz (X, y) + dataset.json.
+"""How a dataset lies on disk: <root>/<name>/dataset.json beside its data, either
+data.npz (arrays X, y: built-in, generated and .npz uploads) or data.parquet (a table: CSV
+and Parquet uploads, each column with a kind, missing values kept; service/datasets/schema.py).
 
 numpy and the standard library only, so both the serving process (uploads, listing) and the
 training workers (loading) use it. Arrays are stored without pickling and loaded with
-allow_pickle=False.
+allow_pickle=False; tables are read with pyarrow, in workers only.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 DATA_FILE = "data.npz"
+TABLE_FILE = "data.parquet"
 INFO_FILE = "dataset.json"
 # \Z, not $: "$" also matches before a final newline, and "iris\n" is no dataset name.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -30,7 +34,11 @@ TASKS = ("classification", "regression", "anomaly_detection")
 
 @dataclass
 class DatasetInfo:
-    """What is known of a stored dataset; X is float32 (n_samples, n_features)."""
+    """What is known of a stored dataset.
+
+    Arrays: X is float32 (n_samples, n_features). Tables: n_features counts the columns a
+    model takes (`columns` has them all, with kinds; schema.ColumnInfo as dicts).
+    """
 
     name: str
     task: str
@@ -44,6 +52,17 @@ class DatasetInfo:
     builtin: bool = False
     description: str = ""
     created_at: str = ""
+    #: "arrays" (DATA_FILE) or "table" (TABLE_FILE).
+    storage: str = "arrays"
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    label_column: str = ""
+    #: Classification: [{"value": class name, "count": rows}] in the models' class order.
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_table(self) -> bool:
+        return self.storage == "table"
 
 
 def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
@@ -117,6 +136,15 @@ def write_dataset(
     return info
 
 
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_info(directory: Path) -> DatasetInfo:
     return DatasetInfo(**json.loads((directory / INFO_FILE).read_text()))
 
@@ -129,4 +157,4 @@ def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # The datasets scikit-learn ships that every server offers; written by datasets/builtin.py
 # in a worker process, since the serving process does not import scikit-learn.
-BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes", "penguins")

@@ -7,9 +7,7 @@ scikit-learn); built-in datasets are written by a worker process (worker/dataset
 from __future__ import annotations
 
 import asyncio
-import csv
 import functools
-import io
 import logging
 import math
 import multiprocessing
@@ -18,7 +16,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -125,6 +123,41 @@ class DatasetStore:
                 raise AlreadyExists(f"dataset {name!r} already exists; delete it first") from None
             raise
 
+    async def ingest_table(
+        self,
+        spool: Path,
+        *,
+        name: str,
+        file_format: str,
+        label_column: str,
+        column_kinds: dict[str, str],
+        task: str = "",
+        description: str = "",
+    ) -> DatasetInfo:
+        """Parses a spooled CSV or Parquet upload in a worker process (pyarrow: the serving
+        process never holds the table) and stores it as a table dataset."""
+        self.check_new_name(name)
+        ingest = functools.partial(
+            launcher.run_by_name,
+            launcher.INGEST_TABLE,
+            str(spool),
+            str(self.root),
+            name,
+            file_format=file_format,
+            label_column=label_column,
+            column_kinds=column_kinds,
+            task=task,
+            description=description,
+        )
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            await asyncio.get_running_loop().run_in_executor(pool, ingest)
+        info = await asyncio.to_thread(self.get, name)
+        log.info(
+            "stored table dataset %s: %d rows, %d columns", name, info.n_samples, len(info.columns)
+        )
+        return info
+
     def check_new_name(self, name: str) -> None:
         if not NAME_PATTERN.match(name):
             raise InvalidArgument(
@@ -145,23 +178,16 @@ class DatasetStore:
         *,
         name: str,
         file_format: str,
-        label_column: str = "",
         task: str = "",
         description: str = "",
     ) -> DatasetInfo:
-        """Parses and checks a spooled upload, then stores it. Blocking: run off the loop."""
+        """Parses and checks a spooled .npz upload, then stores it. Blocking: run off the loop."""
         self.check_new_name(name)
         if task and task not in TASKS:
             raise InvalidArgument(f"task {task!r} is not one of {list(TASKS)}")
-        if file_format == "npz":
-            X, y, image_shape, feature_names = _parse_npz(
-                spool, UNPACK_RATIO * self.max_upload_bytes
-            )
-        elif file_format == "csv":
-            X, y, feature_names = _parse_csv(spool, label_column)
-            image_shape = []
-        else:
-            raise InvalidArgument(f"format {file_format!r} is not one of ['npz', 'csv']")
+        if file_format != "npz":
+            raise InvalidArgument(f"format {file_format!r} is not npz; tables go to ingest_table")
+        X, y, image_shape, feature_names = _parse_npz(spool, UNPACK_RATIO * self.max_upload_bytes)
         if task == "classification" and not integral_labels(y):
             raise InvalidArgument(
                 "classification needs whole-number class labels (at most 2**53 in size); "
@@ -306,73 +332,3 @@ def _parse_npz(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list
     _check_finite(X, "X")
     _check_finite(y, "y")
     return X, y, image_shape, []
-
-
-def _parse_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    if not label_column:
-        raise InvalidArgument("CSV uploads need label_column: the name of the label column")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidArgument("CSV must be UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    try:
-        return _read_csv(reader, label_column)
-    except csv.Error as exc:
-        raise InvalidArgument(f"CSV line {reader.line_num}: {exc}") from None
-
-
-def _read_csv(
-    reader: Iterator[list[str]], label_column: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    header = next(reader, None)
-    if not header:
-        raise InvalidArgument("CSV is empty: expected a header row with column names")
-    header = [column.strip() for column in header]
-    if label_column not in header:
-        shown = ", ".join(_shown(column) for column in header[:LISTED_NAMES])
-        more = f" and {len(header) - LISTED_NAMES} more" if len(header) > LISTED_NAMES else ""
-        raise InvalidArgument(
-            f"label column {_shown(label_column)} not in the header [{shown}{more}]"
-        )
-    label_index = header.index(label_column)
-    feature_names = [c for i, c in enumerate(header) if i != label_index]
-    if not feature_names:
-        raise InvalidArgument("CSV needs at least one feature column besides the label")
-    rows: list[list[float]] = []
-    for line_number, row in enumerate(reader, start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise InvalidArgument(
-                f"CSV line {line_number} has {len(row)} fields; the header has {len(header)}"
-            )
-        values = []
-        for column, cell in zip(header, row, strict=True):
-            try:
-                value = float(cell)
-            except ValueError:
-                raise InvalidArgument(
-                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is not "
-                    "a number"
-                ) from None
-            if not math.isfinite(value):
-                raise InvalidArgument(
-                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is not "
-                    "allowed"
-                )
-            if abs(value) > FLOAT32_MAX and column != label_column:
-                raise InvalidArgument(
-                    f"CSV line {line_number}, column {_shown(column)}: {_shown(cell)} is beyond "
-                    "float32's range (about ±3.4e38): features are stored as float32"
-                )
-            values.append(value)
-        rows.append(values)
-    if not rows:
-        raise InvalidArgument("CSV has a header but no data rows")
-    table = np.asarray(rows, dtype=np.float64)
-    y = table[:, label_index]
-    X = np.delete(table, label_index, axis=1).astype(np.float32)
-    if integral_labels(y):
-        y = y.astype(np.int64)
-    return X, y, feature_names

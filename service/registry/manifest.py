@@ -56,6 +56,13 @@ class Manifest:
     created_at: str = ""
     training_device: str = ""
     classes: list[float] = field(default_factory=list)
+    #: The classes as the model's "label" answers them, in the order of "probabilities":
+    #: names for named classes, the numbers as text otherwise; [] for other tasks.
+    class_names: list[str] = field(default_factory=list)
+    #: Table models: one entry per input column, {"name", "kind", "categories"}: numeric
+    #: inputs impute NaN, categorical ones know the categories seen in training (others
+    #: encode as zeros and are counted), boolean ones take BOOL. [] for array models.
+    input_columns: list[dict[str, Any]] = field(default_factory=list)
     #: What training cost: cpu_seconds, gpu_seconds, joules, dollars, energy_source.
     training_cost: dict[str, Any] = field(default_factory=dict)
     #: The job that published it: after a crash between publish and the job journal's

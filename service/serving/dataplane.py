@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -66,6 +67,14 @@ class ModelDescription:
     #: Free-form facts ModelMetadata carries: device, providers, cpu_only_domains,
     #: paradigm, algorithm, version.
     parameters: dict[str, str]
+
+
+def _unknown_categories(data: np.ndarray, known: frozenset[str]) -> int:
+    """Values never seen in training; "" is a missing value, not an unknown one. The set of
+    distinct values is made in C; rows are counted one by one only when some are unknown."""
+    values = data.reshape(-1).tolist()
+    unknown = set(values) - known - {""}
+    return sum(1 for value in values if value in unknown) if unknown else 0
 
 
 def _run_in_context(
@@ -183,6 +192,12 @@ class DataPlane:
                 "paradigm": model.paradigm,
                 "algorithm": model.manifest.algorithm,
                 "version": model.version,
+                # The classes "label" answers, in the order of "probabilities" (JSON).
+                **(
+                    {"classes": json.dumps(model.manifest.class_names)}
+                    if model.manifest.class_names
+                    else {}
+                ),
             },
         )
 
@@ -265,7 +280,7 @@ class DataPlane:
                 f"missing input {missing[0]!r}; model {model.name!r} expects: {described}"
             )
         feeds: dict[str, np.ndarray] = {}
-        rows = 0
+        rows, previous = 0, ""
         for rule in model.input_rules:
             name = rule.name
             tensor = given[name]
@@ -288,7 +303,12 @@ class DataPlane:
                 )
             if rule.batched:
                 batch = shape[0]
-                rows = max(rows, batch)
+                if rows and batch != rows:
+                    raise InvalidArgument(
+                        f"input {name!r} has {batch} rows but {previous!r} has {rows}; every "
+                        "input (column) needs one value per row"
+                    )
+                rows, previous = batch, name
                 if batch == 0:
                     # Measured: ONNX Runtime 1.31 aborts the whole process on an LSTM given
                     # an empty batch, so no empty batch ever reaches a session.
@@ -298,11 +318,23 @@ class DataPlane:
                         f"input {name!r} has a batch of {batch} rows; the most is "
                         f"{self._max_batch_size}"
                     )
-            if rule.floating and not np.isfinite(tensor.data).all():
-                raise InvalidArgument(
-                    f"input {name!r} holds NaN or infinity; values must be finite"
-                )
-            feeds[name] = tensor.data
+            data = tensor.data
+            if rule.floating:
+                if rule.missing_allowed:
+                    if np.isinf(data).any():
+                        raise InvalidArgument(
+                            f"input {name!r} holds infinity; values must be finite (NaN "
+                            "marks a missing value)"
+                        )
+                elif not np.isfinite(data).all():
+                    raise InvalidArgument(
+                        f"input {name!r} holds NaN or infinity; values must be finite"
+                    )
+            elif rule.categories is not None:  # BYTES arrive as str (api/codec.py)
+                unseen = _unknown_categories(data, rule.categories)
+                if unseen:
+                    model.series.unknown_categories[name].inc(unseen)
+            feeds[name] = data
         return feeds, rows or 1  # a model without a batch dimension predicts one row
 
     def _check_outputs(self, model: LoadedModel, wanted: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from service.datatypes import FLOAT_DATATYPES
 from service.errors import NotFound
@@ -39,12 +40,19 @@ class InputRule:
     #: fixed (the usual case); None otherwise (checked dim by dim).
     tail: tuple[int, ...] | None
     batched: bool
+    #: Floating point: checked for infinity, and for NaN unless the model imputes it.
     floating: bool
+    #: NaN is a missing value the model imputes (a table model's numeric column).
+    missing_allowed: bool = False
+    #: A categorical column's training categories: others are counted as unknown.
+    categories: frozenset[str] | None = None
 
     @classmethod
-    def of(cls, spec: TensorSpec) -> InputRule:
+    def of(cls, spec: TensorSpec, column: dict[str, Any] | None = None) -> InputRule:
         batched = bool(spec.shape) and spec.shape[0] == -1
         tail = spec.shape[1:] if batched and -1 not in spec.shape[1:] else None
+        column = column or {}
+        kind = column.get("kind", "")
         return cls(
             name=spec.name,
             datatype=spec.datatype,
@@ -53,6 +61,8 @@ class InputRule:
             tail=tail,
             batched=batched,
             floating=spec.datatype in FLOAT_DATATYPES,
+            missing_allowed=kind == "numeric",
+            categories=frozenset(column["categories"]) if kind == "categorical" else None,
         )
 
 
@@ -224,14 +234,19 @@ class LoadedModels:
                 "%s version %s: nodes of %s run on the CPU provider in its CUDA session",
                 manifest.name, manifest.version, domains,
             )  # fmt: skip
+        columns = {column["name"]: column for column in manifest.input_columns}
+        series = ServingSeries(self._metrics, labels, self._energy_source(runtime.device))
+        series.watch_categories([c["name"] for c in columns.values() if c["kind"] == "categorical"])
         return LoadedModel(
             manifest=manifest,
             runtime=runtime,
             inputs={spec.name: spec for spec in runtime.inputs},
             output_names=[spec.name for spec in runtime.outputs],
             output_types={spec.name: spec.datatype for spec in runtime.outputs},
-            series=ServingSeries(self._metrics, labels, self._energy_source(runtime.device)),
-            input_rules=tuple(InputRule.of(spec) for spec in runtime.inputs),
+            series=series,
+            input_rules=tuple(
+                InputRule.of(spec, columns.get(spec.name)) for spec in runtime.inputs
+            ),
             cpu_only_domains=domains,
         )
 

@@ -55,6 +55,8 @@ class TrainingSpec:
     train_size: int = 0
     #: Deep models: DDP processes launched by torchrun (service/training/distributed.py).
     world_size: int = 1
+    #: Table datasets of numbers only: one input per column instead of one "input".
+    column_inputs: bool = False
     blas_threads: int = 1
     parity_tolerance: float = 1e-3
 

@@ -43,6 +43,7 @@ class TrainingRequest:
     test_fraction: float = 0.0
     train_size: int = 0
     world_size: int = 0
+    column_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def training_spec(
     """The job a valid request asks for (the output directory is set when it starts)."""
     params = catalog.resolve_hyperparameters(algorithm, request.hyperparameters)
     task = catalog.resolve_task(algorithm, info.task, request.task)
+    if info.is_table:
+        _check_table(algorithm, task, info)
     if algorithm.name == "cnn" and not info.image_shape:
         raise InvalidArgument(
             f"cnn needs an image dataset (rows with an image_shape, like digits); "
@@ -102,6 +105,7 @@ def training_spec(
         test_fraction=fraction,
         train_size=request.train_size,
         world_size=_check_world_size(request.world_size, algorithm, settings.max_world_size),
+        column_inputs=_check_column_inputs(request.column_inputs, info),
         blas_threads=settings.worker_blas_threads,
         parity_tolerance=settings.parity_tolerance,
     )
@@ -158,6 +162,38 @@ def _missing(module: str) -> bool:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):
         return True
+
+
+def _check_column_inputs(column_inputs: bool, info: DatasetInfo) -> bool:
+    if column_inputs and not info.is_table:
+        raise InvalidArgument(
+            f"column_inputs needs a table dataset (a CSV or Parquet upload); {info.name} holds "
+            "arrays, served as one input"
+        )
+    return column_inputs
+
+
+def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> None:
+    """What a table of columns cannot be trained as, refused before anything is queued."""
+    if algorithm.name in ("cnn", "lstm"):
+        raise InvalidArgument(
+            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
+            "columns: train mlp or autoencoder (or a classical algorithm) on it"
+        )
+    named = any(not _is_number(c["value"]) for c in info.classes)
+    if named and task == "regression":
+        raise InvalidArgument(
+            f"{algorithm.name} does regression, and {info.name}'s labels are class names "
+            f"({', '.join(c['value'] for c in info.classes[:3])}, ...): train a classifier"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_train_size(train_size: int, task: str, n_classes: int) -> None:

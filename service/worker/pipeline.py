@@ -23,7 +23,7 @@ from service.worker import classical, export
 from service.worker.fitting import DeepFit, FitRequest
 from service.worker.gpu_energy import GpuEnergy
 from service.worker.job_output import TRAIN_LIBRARIES, library_versions, timestamp, write_model
-from service.worker.training_data import TrainingData, load_training_data
+from service.worker.training_data import TableInputs, TrainingData, load_training_data
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
@@ -232,16 +232,49 @@ def _export_and_check(
     emit("exporting", "exporting to ONNX", progress=0.8)
     started = time.perf_counter()
     onnx_bytes = model.to_onnx(data.n_features)
+    if data.table is not None:
+        onnx_bytes = _with_table_front(onnx_bytes, data.table)
     export.check_model(onnx_bytes)
     seconds = time.perf_counter() - started
     inputs, outputs = export.signature(onnx_bytes)
 
     emit("parity", "comparing ONNX Runtime with the trained model", progress=0.9)
-    rows = (data.X_test if len(data.X_test) else data.X_train)[:PARITY_ROWS]
-    native = model.predict_outputs(rows)
-    onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
+    if data.table is not None:
+        native, onnx_out = _table_parity_outputs(model, data.table, onnx_bytes, spec)
+    else:
+        rows = (data.X_test if len(data.X_test) else data.X_train)[:PARITY_ROWS]
+        native = model.predict_outputs(rows)
+        onnx_out = export.run_onnx(onnx_bytes, {"input": rows}, threads=spec.blas_threads)
     parity = export.check_parity(native, onnx_out, spec.parity_tolerance)
     return Exported(onnx_bytes, seconds, inputs, outputs, parity)
+
+
+def _with_table_front(onnx_bytes: bytes, table: TableInputs) -> bytes:
+    """One graph from raw columns to answer: the column preprocessing joined in front of the
+    model's graph, and class indices turned into the classes themselves."""
+    import onnx
+
+    from service.worker import columns
+
+    model = columns.join(table.preprocessor.to_onnx(), onnx.load_from_string(onnx_bytes), "input")
+    if table.class_values is not None:
+        model = columns.with_class_labels(model, table.class_values)
+    return bytes(model.SerializeToString())
+
+
+def _table_parity_outputs(
+    model: FittedModel, table: TableInputs, onnx_bytes: bytes, spec: TrainingSpec
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Native and ONNX outputs on held-out raw rows plus rows with every value missing and
+    with categories never seen in training: what the served graph will meet."""
+    rows = table.parity_rows.take(np.arange(min(PARITY_ROWS, len(table.parity_rows))))
+    rows = rows.with_edge_rows()
+    native = model.predict_outputs(table.preprocessor.transform(rows))
+    if table.class_values is not None and "label" in native:
+        native["label"] = table.class_values[native["label"]]
+    feeds = table.preprocessor.feeds(rows)
+    onnx_out = export.run_onnx(onnx_bytes, feeds, threads=spec.blas_threads)
+    return native, onnx_out
 
 
 # --------------------------------------------------------------------------- manifest
@@ -257,7 +290,8 @@ def _write_outputs(
     """Writes model.onnx and its manifest into spec.out_dir; the manifest."""
     metrics.update(
         fit_seconds=fitted.seconds,
-        preprocessing_seconds=float(fitted.model.preprocessing_seconds),
+        preprocessing_seconds=float(fitted.model.preprocessing_seconds)
+        + (data.table.seconds if data.table is not None else 0.0),
         export_seconds=exported.seconds,
         train_samples=float(len(data.X_train)),
         test_samples=float(len(data.X_test)),
@@ -280,7 +314,7 @@ def _manifest(
     exported: Exported,
     checksum: str,
 ) -> Manifest:
-    algorithm, model, classes = data.algorithm, fitted.model, data.classes
+    algorithm, model = data.algorithm, fitted.model
     hyperparameters = dict(data.params)
     if fitted.distributed_backend:  # shown by GetModel with the parameters that made the model
         hyperparameters.update(
@@ -311,12 +345,40 @@ def _manifest(
         library_versions=library_versions(libraries),
         created_at=timestamp(),
         training_device=model.device,
-        classes=[float(c) for c in classes] if classes is not None else [],
+        classes=_class_numbers(data),
+        class_names=_class_names(data),
+        input_columns=data.table.preprocessor.input_columns() if data.table is not None else [],
         train_size=spec.train_size,
         split_seed=spec.seed,
         test_fraction=spec.test_fraction,
-        feature_names=feature_names(data.info.feature_names, data.n_features),
+        feature_names=_feature_names(data),
         native_kind=native_kind,
         native_importances=importances,
         cpu_only_domains=export.cpu_only_domains(exported.onnx_bytes),
     )
+
+
+def _class_numbers(data: TrainingData) -> list[float]:
+    """The classes as numbers (arrays, and tables with numbered classes); [] for names."""
+    if data.table is not None:
+        values = data.table.class_values
+        if values is None or values.dtype.kind in "OUS":
+            return []
+        return [float(v) for v in values]
+    return [float(c) for c in data.classes] if data.classes is not None else []
+
+
+def _class_names(data: TrainingData) -> list[str]:
+    """The classes as the model answers them, in the order of its probabilities."""
+    if data.table is not None and data.table.class_values is not None:
+        return [str(v) for v in data.table.class_values[data.classes]]
+    if data.classes is not None:
+        return [str(int(c)) if float(c).is_integer() else str(c) for c in data.classes]
+    return []
+
+
+def _feature_names(data: TrainingData) -> list[str]:
+    """The model's features: a table's after preprocessing ("island_Biscoe", ...)."""
+    if data.table is not None:
+        return [str(n) for n in data.table.preprocessor.feature_names()]
+    return feature_names(data.info.feature_names, data.n_features)

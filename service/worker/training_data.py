@@ -9,6 +9,7 @@ very test rows of a job.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from service.datasets import layout
+from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
 from service.training import catalog
 from service.training.spec import TrainingSpec
@@ -37,6 +39,82 @@ class TrainingData:
     classes: np.ndarray | None
     #: The range a regression on class labels is rounded into (linear_regression on digits).
     label_range: np.ndarray | None
+    #: Table datasets: the raw columns and their fitted preprocessing (X_* are its output).
+    table: TableInputs | None = None
+
+
+@dataclass
+class TableInputs:
+    """What a table dataset's model needs beyond the feature matrix.
+
+    Models fit on the preprocessed matrix with class indices as labels; the exported graph
+    takes the raw columns (preprocessing joined in front) and answers the classes themselves.
+    """
+
+    preprocessor: Any  # columns.Preprocessor (imports scikit-learn and onnx)
+    #: The raw test rows (training rows where none are held out), for parity.
+    parity_rows: Any  # columns.Columns
+    #: Classification: the classes (names or numbers) that the label indices stand for.
+    class_values: np.ndarray | None
+    seconds: float
+
+
+def _table_training_data(
+    spec: TrainingSpec,
+    info: layout.DatasetInfo,
+    algorithm: catalog.Algorithm,
+    params: dict[str, Any],
+    task: str,
+) -> TrainingData:
+    from service.worker import columns as table_columns
+    from service.worker.datasets import tabular
+
+    if algorithm.name in ("cnn", "lstm"):
+        raise InvalidArgument(
+            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
+            "columns: train mlp or autoencoder (or a classical algorithm) on it"
+        )
+    table = tabular.load_table(Path(spec.dataset_dir))
+    raw = table_columns.read_columns(table, [ColumnInfo.from_dict(c) for c in info.columns])
+    label = table.column(info.label_column).to_numpy(zero_copy_only=False)
+    class_values = None
+    if task == "classification":
+        class_values, y = np.unique(label, return_inverse=True)
+        y = y.astype(np.int64)
+    elif task == "anomaly_detection":  # learns the rows themselves: the labels stay unused
+        y = np.zeros(len(label), dtype=np.float64)
+    elif label.dtype.kind in "OUS":
+        raise InvalidArgument(
+            f"{info.name}'s labels are class names: {algorithm.name} cannot do {task} on them"
+        )
+    else:
+        y = label.astype(np.float64)
+    rows = np.arange(len(y))
+    train_rows, test_rows, y_train, y_test = split(rows, y, task, spec.test_fraction, spec.seed)
+    train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
+    started = time.perf_counter()
+    # A table of numbers keeps the one "input" of array datasets unless asked otherwise.
+    matrix = not spec.column_inputs and all(s.kind == "numeric" for s in raw.specs)
+    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix)
+    preprocessor.fit(raw.take(train_rows))
+    X_train = preprocessor.transform(raw.take(train_rows))
+    X_test = preprocessor.transform(raw.take(test_rows))
+    seconds = time.perf_counter() - started
+    parity_rows = raw.take(test_rows if len(test_rows) else train_rows)
+    return TrainingData(
+        info=info,
+        algorithm=algorithm,
+        params=params,
+        task=task,
+        n_features=X_train.shape[1],
+        X_train=X_train,
+        X_test=X_test,
+        y_train=y_train,
+        y_test=y_test,
+        classes=np.unique(y_train) if task == "classification" else None,
+        label_range=None,
+        table=TableInputs(preprocessor, parity_rows, class_values, seconds),
+    )
 
 
 def load_training_data(spec: TrainingSpec) -> TrainingData:
@@ -44,14 +122,16 @@ def load_training_data(spec: TrainingSpec) -> TrainingData:
     rank of a multi-machine job (standalone.py) can load its own copy."""
     dataset_dir = Path(spec.dataset_dir)
     info = layout.read_info(dataset_dir)
-    X, y = layout.load_arrays(dataset_dir)
-    if not np.all(np.isfinite(X)):
-        raise InvalidArgument("the dataset's features hold NaN or infinite values")
     algorithm = catalog.get_algorithm(spec.algorithm)
     params = catalog.resolve_hyperparameters(algorithm, spec.hyperparameters)
     task = spec.task or catalog.resolve_task(algorithm, info.task)
     if task not in algorithm.tasks:
         raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
+    if info.is_table:
+        return _table_training_data(spec, info, algorithm, params, task)
+    X, y = layout.load_arrays(dataset_dir)
+    if not np.all(np.isfinite(X)):
+        raise InvalidArgument("the dataset's features hold NaN or infinite values")
     y = targets(y, task)
     X_train, X_test, y_train, y_test = split(X, y, task, spec.test_fraction, spec.seed)
     # After the split: the test rows are the same whatever train_size, so a learning

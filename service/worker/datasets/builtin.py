@@ -1,20 +1,32 @@
-"""The small datasets scikit-learn ships, written into the dataset store on first start.
+"""The small datasets scikit-learn ships, and the Palmer penguins table that the
+palmerpenguins wheel ships, written into the dataset store on first start.
 
-They come from the scikit-learn wheel itself, so this works without network access. Imports
-scikit-learn lazily: call it from a worker or at start-up, not on the serving path.
+They come from the wheels themselves, so this works without network access. Runs in a
+worker process at start-up, never on the serving path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.datasets import layout
+from service.errors import AlreadyExists
 
 #: The names, kept in layout so that the serving process knows them without this module.
 BUILTIN = layout.BUILTIN_DATASETS
+PENGUINS = "penguins"
+PENGUINS_DESCRIPTION = (
+    "Palmer penguins (Gorman, Williams and Fraser, 2014): species of 344 penguins from "
+    "island, bill, flipper, body mass, sex and year; words and missing values included."
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,9 @@ def materialize_builtin(root: Path) -> list[layout.DatasetInfo]:
         if (directory / layout.INFO_FILE).exists():
             infos.append(layout.read_info(directory))
             continue
+        if name == PENGUINS:
+            infos.extend(_penguins(root))
+            continue
         source = _SOURCES[name]
         loader: Callable[..., Any] = getattr(sklearn.datasets, source.loader)
         bunch = loader()
@@ -92,3 +107,33 @@ def materialize_builtin(root: Path) -> list[layout.DatasetInfo]:
             info = layout.read_info(directory)
         infos.append(info)
     return infos
+
+
+def penguins_csv() -> Path | None:
+    """The CSV inside the palmerpenguins wheel, found without importing it (it needs pandas)."""
+    spec = importlib.util.find_spec("palmerpenguins")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "penguins.csv"
+    return path if path.is_file() else None
+
+
+def _penguins(root: Path) -> list[layout.DatasetInfo]:
+    from service.worker.datasets import tabular
+
+    source = penguins_csv()
+    if source is None:
+        log.warning("palmerpenguins is not installed: no built-in penguins dataset")
+        return []
+    # Another server on the same root may have written it first.
+    with contextlib.suppress(AlreadyExists):
+        tabular.ingest(
+            str(source),
+            str(root),
+            PENGUINS,
+            file_format="csv",
+            label_column="species",
+            description=PENGUINS_DESCRIPTION,
+            builtin=True,
+        )
+    return [layout.read_info(root / PENGUINS)]

@@ -50,6 +50,16 @@ class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATASET_FORMAT_UNSPECIFIED: _ClassVar[DatasetFormat]
     DATASET_FORMAT_NPZ: _ClassVar[DatasetFormat]
     DATASET_FORMAT_CSV: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_PARQUET: _ClassVar[DatasetFormat]
+
+class ColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLUMN_KIND_UNSPECIFIED: _ClassVar[ColumnKind]
+    COLUMN_KIND_NUMERIC: _ClassVar[ColumnKind]
+    COLUMN_KIND_CATEGORICAL: _ClassVar[ColumnKind]
+    COLUMN_KIND_BOOLEAN: _ClassVar[ColumnKind]
+    COLUMN_KIND_TEXT: _ClassVar[ColumnKind]
+    COLUMN_KIND_IGNORED: _ClassVar[ColumnKind]
 
 class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,6 +89,13 @@ JOB_KIND_IMPORT: JobKind
 DATASET_FORMAT_UNSPECIFIED: DatasetFormat
 DATASET_FORMAT_NPZ: DatasetFormat
 DATASET_FORMAT_CSV: DatasetFormat
+DATASET_FORMAT_PARQUET: DatasetFormat
+COLUMN_KIND_UNSPECIFIED: ColumnKind
+COLUMN_KIND_NUMERIC: ColumnKind
+COLUMN_KIND_CATEGORICAL: ColumnKind
+COLUMN_KIND_BOOLEAN: ColumnKind
+COLUMN_KIND_TEXT: ColumnKind
+COLUMN_KIND_IGNORED: ColumnKind
 MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_SKOPS: ModelFormat
@@ -106,7 +123,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "task", "n_samples", "n_features", "n_classes", "image_shape", "feature_names", "fingerprint", "size_bytes", "builtin", "description", "created_at")
+    __slots__ = ("name", "task", "n_samples", "n_features", "n_classes", "image_shape", "feature_names", "fingerprint", "size_bytes", "builtin", "description", "created_at", "columns", "label_column", "classes", "warnings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +136,10 @@ class Dataset(_message.Message):
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: Task
     n_samples: int
@@ -131,7 +152,41 @@ class Dataset(_message.Message):
     builtin: bool
     description: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., n_samples: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., builtin: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    label_column: str
+    classes: _containers.RepeatedCompositeFieldContainer[ValueCount]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., n_samples: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., builtin: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., label_column: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ValueCount, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("name", "kind", "dtype", "missing", "distinct", "top", "given", "min", "max")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    GIVEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ColumnKind
+    dtype: str
+    missing: int
+    distinct: int
+    top: _containers.RepeatedCompositeFieldContainer[ValueCount]
+    given: bool
+    min: float
+    max: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., dtype: _Optional[str] = ..., missing: _Optional[int] = ..., distinct: _Optional[int] = ..., top: _Optional[_Iterable[_Union[ValueCount, _Mapping]]] = ..., given: _Optional[bool] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class ValueCount(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
@@ -150,18 +205,27 @@ class GetDatasetRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class UploadDatasetHeader(_message.Message):
-    __slots__ = ("name", "format", "label_column", "task", "description")
+    __slots__ = ("name", "format", "label_column", "task", "description", "column_kinds")
+    class ColumnKindsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ColumnKind
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ColumnKind, str]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_KINDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     format: DatasetFormat
     label_column: str
     task: Task
     description: str
-    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., label_column: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    column_kinds: _containers.ScalarMap[str, ColumnKind]
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., label_column: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., description: _Optional[str] = ..., column_kinds: _Optional[_Mapping[str, ColumnKind]] = ...) -> None: ...
 
 class UploadDatasetRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -252,7 +316,7 @@ class ListAlgorithmsResponse(_message.Message):
     def __init__(self, algorithms: _Optional[_Iterable[_Union[Algorithm, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size")
+    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size", "column_inputs")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +334,7 @@ class StartTrainingRequest(_message.Message):
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_INPUTS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     algorithm: str
     hyperparameters: _containers.MessageMap[str, ParamValue]
@@ -280,7 +345,8 @@ class StartTrainingRequest(_message.Message):
     test_fraction: float
     train_size: int
     world_size: int
-    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+    column_inputs: bool
+    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ..., column_inputs: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "dataset", "algorithm", "paradigm", "model_name", "model_version", "error", "progress", "metrics", "hyperparameters", "created_at", "started_at", "finished_at", "device", "task", "world_size")
