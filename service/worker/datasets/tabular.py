@@ -53,6 +53,8 @@ ID_NAME = re.compile(r"(^|[^a-z])(id|key|index|number|no)$|^(id|key|index)([^a-z
 #: Strings this long on average, or of this many words, are free text, not categories.
 TEXT_MEAN_CHARS = 40
 TEXT_MEAN_WORDS = 5
+#: Values looked at to tell free text from categories, and ids from repeats.
+TEXT_SAMPLE = 10_000
 #: The classes a classification label may have; more is a regression or an id.
 MAX_CLASSES = 1000
 #: Models take numbers as float32.
@@ -329,10 +331,8 @@ def _infer_kind(array: pa.ChunkedArray, name: str) -> tuple[ColumnKind, str]:
         return "ignored", f"column {name!r} is blank in every row: ignored"
     if pa.types.is_boolean(array.type):
         return "boolean", ""
-    distinct = pc.count_distinct(array).as_py()
-    every_value_differs = distinct == len(array) >= MIN_ROWS_FOR_ID
     if pa.types.is_integer(array.type):
-        if every_value_differs and ID_NAME.search(name.strip()):
+        if ID_NAME.search(name.strip()) and _every_value_differs(array):
             return "ignored", (
                 f"column {name!r} is ignored: every value differs, like an id (give it a kind "
                 "to use it)"
@@ -341,22 +341,33 @@ def _infer_kind(array: pa.ChunkedArray, name: str) -> tuple[ColumnKind, str]:
     if pa.types.is_floating(array.type):
         return "numeric", ""
     if pa.types.is_string(array.type):
-        lengths = pc.utf8_length(array)
-        mean_chars = pc.mean(lengths).as_py() or 0.0
-        words = pc.list_value_length(pc.utf8_split_whitespace(array))
+        # Free text shows in any few thousand values; splitting a million costs seconds.
+        sample = array.drop_null().slice(0, TEXT_SAMPLE)
+        mean_chars = pc.mean(pc.utf8_length(sample)).as_py() or 0.0
+        words = pc.list_value_length(pc.utf8_split_whitespace(sample))
         mean_words = pc.mean(words).as_py() or 0.0
         if mean_chars >= TEXT_MEAN_CHARS or mean_words >= TEXT_MEAN_WORDS:
             return "text", (
                 f"column {name!r} is free text: models do not use text columns yet, so it is "
                 "left out of training"
             )
-        if every_value_differs:
+        if _every_value_differs(array):
             return "ignored", (
                 f"column {name!r} is ignored: every value differs, like a name or an id (give "
                 "it a kind to use it)"
             )
         return "categorical", ""
     return "ignored", f"column {name!r} has type {array.type}, which no kind takes: ignored"
+
+
+def _every_value_differs(array: pa.ChunkedArray) -> bool:
+    """No blank and no repeat, with rows enough to tell: a sample answers most columns."""
+    if len(array) < MIN_ROWS_FOR_ID or array.null_count:
+        return False
+    sample = array.slice(0, TEXT_SAMPLE)
+    if pc.count_distinct(sample).as_py() < len(sample):
+        return False
+    return bool(pc.count_distinct(array).as_py() == len(array))
 
 
 def _convert(array: pa.ChunkedArray, kind: str, name: str, source: Source) -> pa.ChunkedArray:
@@ -435,14 +446,16 @@ def _describe(array: pa.ChunkedArray, name: str, kind: ColumnKind, *, given: boo
         kind=kind,
         dtype=_dtype(array.type),
         missing=array.null_count,
-        distinct=pc.count_distinct(array).as_py() if not pa.types.is_null(array.type) else 0,
         given=given,
     )
     if kind in ("categorical", "boolean"):
         counts = pc.value_counts(array.drop_null()).to_pylist()
+        info.distinct = len(counts)
         counts.sort(key=lambda item: (-item["counts"], str(item["values"])))
         info.top = [ValueCount(_text(c["values"]), int(c["counts"])) for c in counts[:TOP_VALUES]]
-    elif kind == "numeric" and info.missing < len(array):
+    elif not pa.types.is_null(array.type):
+        info.distinct = pc.count_distinct(array).as_py()
+    if kind == "numeric" and info.missing < len(array):
         extremes = pc.min_max(array).as_py()
         info.minimum, info.maximum = float(extremes["min"]), float(extremes["max"])
     return info
