@@ -37,6 +37,8 @@ SHEET_SAMPLES = 8
 SHEET_CLASSES = 20
 SHEET_CELL = 64
 SHEET_LABEL_WIDTH = 140
+#: Light grey, so that pictures on white still show where each one ends.
+SHEET_BACKGROUND = (224, 224, 224)
 LISTED = 5
 # What reading a damaged archive raises: bad structure, CRC or deflate errors, short data.
 _UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, tarfile.TarError, RuntimeError)
@@ -253,7 +255,7 @@ def contact_sheet(images: np.ndarray, y: np.ndarray, class_names: list[str]) -> 
     sheet = Image.new(
         "RGB",
         (SHEET_LABEL_WIDTH + SHEET_SAMPLES * (cell + 2), len(shown) * (cell + 2) + 2),
-        "white",
+        SHEET_BACKGROUND,
     )
     draw = ImageDraw.Draw(sheet)
     for row, class_name in enumerate(shown):
