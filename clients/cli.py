@@ -177,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="list datasets, or upload one")
     datasets_sub = datasets.add_subparsers(dest="action", metavar="ACTION")
-    upload = datasets_sub.add_parser("upload", help="upload a .npz (X, y), .csv or .parquet file")
+    upload = datasets_sub.add_parser(
+        "upload",
+        help="upload a .npz (X, y), .csv or .parquet file, or a .zip/.tar(.gz) of class "
+        "folders of images",
+    )
     upload.add_argument("name")
     upload.add_argument("file", type=Path)
     upload.add_argument(
@@ -193,10 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COLUMN=KIND[,...]",
         help="override an inferred kind: numeric, categorical, boolean, text or ignored",
     )
+    upload.add_argument(
+        "--image-size", type=int, default=0, help="images: side to resize to (default 32)"
+    )
+    upload.add_argument(
+        "--grayscale", action="store_true", help="images: keep one grey channel, not RGB"
+    )
     show = datasets_sub.add_parser(
-        "show", help="a dataset's columns, kinds, missing values and classes"
+        "show",
+        help="a dataset's columns, kinds, missing values and classes (images: also writes a "
+        "contact sheet PNG)",
     )
     show.add_argument("name")
+    show.add_argument(
+        "--contact-sheet",
+        type=Path,
+        metavar="PNG",
+        help="image datasets: where to write the contact sheet (default NAME-contact-sheet.png)",
+    )
     generate = datasets_sub.add_parser(
         "generate", help="generate a scale dataset (digits up-sampled, shifted, rotated)"
     )
@@ -239,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a table of numbers only: one input per column instead of one 'input' matrix",
     )
+    train.add_argument(
+        "--image-features",
+        choices=("pixels", "hog"),
+        default="",
+        help="image datasets, classical algorithms: learn from the pixels (default) or from "
+        "histograms of oriented gradients computed inside the model",
+    )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
@@ -254,10 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--version", default="", help="default: latest (delete: every version)")
 
     predict = commands.add_parser(
-        "predict", help="run a model on rows from a .csv, .parquet or .npy file"
+        "predict",
+        help="run a model on rows from a .csv, .parquet or .npy file, or on image files "
+        "and folders of them (image models)",
     )
     predict.add_argument("model")
-    predict.add_argument("file", type=Path)
+    predict.add_argument("files", type=Path, nargs="+", metavar="FILE")
     predict.add_argument("--version", default="")
     predict.add_argument("--output", help="output to print or save (default: label/prediction)")
     predict.add_argument("--out", type=Path, help="save the output to this .npy file")
@@ -321,16 +348,24 @@ def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
             task=args.task,
             description=args.description,
             column_kinds={k: v for given in args.column_kind for k, v in given.items()},
+            image_size=args.image_size,
+            grayscale=args.grayscale,
         )
+        shape = f" of {list(ds.image_shape)} images" if len(ds.image_shape) == 3 else ""
         print(
-            f"uploaded {ds.name}: {ds.n_samples} samples, {ds.n_features} features, "
+            f"uploaded {ds.name}: {ds.n_samples} samples{shape}, {ds.n_features} features, "
             f"task {_task(ds.task)}, fingerprint {ds.fingerprint[:12]}"
         )
         for warning in ds.warnings:
             print(f"note: {warning}")
         return
     if args.action == "show":
-        print(describe_dataset(client.get_dataset(args.name)))
+        ds = client.get_dataset(args.name, contact_sheet=True)
+        print(describe_dataset(ds))
+        if ds.contact_sheet:
+            sheet = args.contact_sheet or Path(f"{ds.name}-contact-sheet.png")
+            sheet.write_bytes(ds.contact_sheet)
+            print(f"contact sheet: {sheet}")
         return
     if args.action == "generate":
         ds = client.generate_dataset(
@@ -458,6 +493,7 @@ def cmd_train(client: ParadigmClient, args: argparse.Namespace) -> None:
         train_size=args.train_size,
         world_size=args.world_size,
         column_inputs=args.column_inputs,
+        image_features=args.image_features,
     )
     print(f"job {job.id} queued: {job.algorithm} on {job.dataset} -> {job.model_name}")
     if args.no_wait:
@@ -648,7 +684,15 @@ def load_rows(path: Path) -> np.ndarray:
 
 
 def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
+    from clients.images import image_input
+
     metadata = client.model_metadata(args.model, args.version)
+    if image_input(metadata.inputs) is not None:
+        predict_images(client, args)
+        return
+    if len(args.files) != 1:
+        raise ValueError(f"{args.model} takes rows from one file; several are for image models")
+    args.file = args.files[0]
     if [spec.name for spec in metadata.inputs] != ["input"]:
         predict_columns(client, args)
         return
@@ -676,6 +720,32 @@ def cmd_predict(client: ParadigmClient, args: argparse.Namespace) -> None:
     table = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
     for row in table.tolist():
         print(" ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+
+
+def predict_images(client: ParadigmClient, args: argparse.Namespace) -> None:
+    """An image model: each file decoded and resized here; one line per file: the file,
+    the class and its probability."""
+    prediction = client.predict_images(args.model, args.files, version=args.version)
+    outputs = prediction.outputs
+    name = args.output or next((n for n in _PRIMARY_OUTPUTS if n in outputs), next(iter(outputs)))
+    values = outputs[name]
+    if args.out is not None:
+        np.save(args.out, values, allow_pickle=False)
+        print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
+        return
+    result = prediction.result
+    print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
+    probabilities = outputs.get("probabilities") if name == "label" else None
+    for row, path in enumerate(prediction.files):
+        value = values[row]
+        shown = (
+            str(value)
+            if np.ndim(value) == 0
+            else " ".join(f"{v:.6g}" for v in np.ravel(value).tolist())
+        )
+        if probabilities is not None:
+            shown += f"  {float(probabilities[row].max()):.3f}"
+        print(f"{path}  {shown}")
 
 
 def predict_columns(client: ParadigmClient, args: argparse.Namespace) -> None:

@@ -392,8 +392,11 @@ class ParadigmClient:
         return list(response.datasets)
 
     @_rpc_errors()
-    def get_dataset(self, name: str) -> pb.Dataset:
-        return self._datasets.GetDataset(pb.GetDatasetRequest(name=name), timeout=self.timeout)
+    def get_dataset(self, name: str, *, contact_sheet: bool = False) -> pb.Dataset:
+        """A dataset; `contact_sheet` also fetches an image dataset's contact sheet PNG
+        (Dataset.contact_sheet: a grid of samples, one row per class)."""
+        request = pb.GetDatasetRequest(name=name, contact_sheet=contact_sheet)
+        return self._datasets.GetDataset(request, timeout=self.timeout)
 
     @_rpc_errors()
     def upload_dataset(
@@ -406,14 +409,25 @@ class ParadigmClient:
         task: EnumArg = None,
         description: str = "",
         column_kinds: Mapping[str, str] | None = None,
+        image_size: int = 0,
+        grayscale: bool = False,
         chunk_size: int = MiB,
     ) -> pb.Dataset:
-        """Streams a .npz (X, y), .csv or .parquet file; the format comes from the suffix
-        unless given. `column_kinds` overrides inferred kinds: {"zip": "categorical"}."""
+        """Streams a .npz (X, y), .csv or .parquet file, or an image archive (.zip, .tar,
+        .tar.gz of class folders); the format comes from the suffix unless given.
+        `column_kinds` overrides inferred kinds: {"zip": "categorical"}. Image archives:
+        `image_size` is the side images are resized to (0: the server's 32), `grayscale`
+        keeps one channel."""
+        from clients.images import is_archive
+
         path = Path(path)
+        if format is None and is_archive(path):
+            format = "images"
         header = pb.UploadDatasetHeader(
             name=name,
             format=_format_by_suffix(path, pb.DatasetFormat, "DATASET_FORMAT_", format),
+            image_size=image_size,
+            grayscale=grayscale,
             label_column=label_column,
             task=enum_value(pb.Task, "TASK_", task),
             description=description,
@@ -477,6 +491,7 @@ class ParadigmClient:
         train_size: int = 0,
         world_size: int = 0,
         column_inputs: bool = False,
+        image_features: str = "",
     ) -> pb.Job:
         """Queues a training job and returns it at once (state QUEUED).
 
@@ -486,6 +501,8 @@ class ParadigmClient:
         the server's max_world_size); 0 or 1 means one process.
         column_inputs: a table of numbers only is served one input per column, not as one
         "input" matrix (tables with words always are).
+        image_features: image datasets, classical algorithms: "pixels" (default) or "hog"
+        (histograms of oriented gradients, computed inside the served graph).
         """
         request = pb.StartTrainingRequest(
             dataset=dataset,
@@ -498,6 +515,7 @@ class ParadigmClient:
             train_size=train_size,
             world_size=world_size,
             column_inputs=column_inputs,
+            image_features=image_features,
         )
         if seed is not None:
             request.seed = seed
@@ -716,6 +734,32 @@ class ParadigmClient:
             left_out=inputs.left_out,
             classes=json.loads(classes) if classes else [],
         )
+
+    def predict_images(
+        self, model: str, paths: Sequence[str | Path], *, version: str = ""
+    ) -> ImagePrediction:
+        """Runs an image model on image files (folders stand for the images inside them):
+        each is decoded and resized here as the server did at upload, and sent as UINT8."""
+        from clients import images
+
+        metadata = self.model_metadata(model, version)
+        shape = images.image_input(metadata.inputs)
+        if shape is None:
+            raise ValueError(f"{model} does not take images (one UINT8 [n, H, W, C] input)")
+        files = images.image_files(paths)
+        pixels = images.load_images(files, shape)
+        result = self.infer(model, {metadata.inputs[0].name: pixels}, version=version)
+        return ImagePrediction(files=files, result=result, outputs=result.outputs)
+
+
+@dataclass
+class ImagePrediction:
+    """An image model's answer, one row per file: outputs["label"] holds class names and
+    outputs["probabilities"] their probabilities, in the order of `files`."""
+
+    files: list[Path]
+    result: InferResult
+    outputs: dict[str, np.ndarray]
 
 
 @dataclass

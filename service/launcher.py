@@ -28,6 +28,7 @@ RUN_EXPLAIN = "service.worker.entry:run_explain"
 MATERIALIZE_BUILTIN = "service.worker.datasets.builtin:materialize_builtin"
 GENERATE_SCALE = "service.worker.datasets.scale:generate"
 INGEST_TABLE = "service.worker.datasets.tabular:ingest"
+INGEST_IMAGES = "service.worker.datasets.images:ingest"
 
 
 def run_by_name(target: str, *args: Any, **kwargs: Any) -> Any:

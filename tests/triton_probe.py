@@ -5,6 +5,8 @@ symbols in protobuf's pool), so the test runs this script and reads its JSON ans
 Usage: python -m tests.triton_probe HOST:PORT MODEL ROWS.npy
        python -m tests.triton_probe --columns HOST:PORT MODEL   (a table model: two rows,
        one tensor per column as its metadata says, words as BYTES)
+       python -m tests.triton_probe --images HOST:PORT MODEL IMAGES.npy   (an image model:
+       uint8 pixels sent as UINT8)
 """
 
 from __future__ import annotations
@@ -35,9 +37,24 @@ def columns(url: str, model: str) -> None:
     print(json.dumps({"labels": labels, "input_datatypes": datatypes}))
 
 
+def images(url: str, model: str, images_path: str) -> None:
+    """Raw pixels to an image model; prints the class names and the input's signature."""
+    pixels = np.load(images_path)
+    client = triton.InferenceServerClient(url=url)
+    metadata = client.get_model_metadata(model, as_json=True)
+    tensor = triton.InferInput("input", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    result = client.infer(model, [tensor])
+    labels = [v.decode() for v in result.as_numpy("label").reshape(-1)]
+    print(json.dumps({"labels": labels, "inputs": metadata["inputs"]}))
+
+
 def main() -> None:
     if sys.argv[1] == "--columns":
         columns(*sys.argv[2:4])
+        return
+    if sys.argv[1] == "--images":
+        images(*sys.argv[2:5])
         return
     url, model, rows_path = sys.argv[1:4]
     rows = np.load(rows_path)

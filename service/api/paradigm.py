@@ -13,6 +13,7 @@ import grpc.aio
 
 from service.api import convert
 from service.api.codec import check_strings
+from service.datasets.layout import DEFAULT_IMAGE_SIZE
 from service.datasets.store import DatasetStore, spool_stream
 from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
@@ -29,6 +30,7 @@ DATASET_FORMATS = {
     pb.DATASET_FORMAT_NPZ: "npz",
     pb.DATASET_FORMAT_CSV: "csv",
     pb.DATASET_FORMAT_PARQUET: "parquet",
+    pb.DATASET_FORMAT_IMAGES: "images",
 }
 MODEL_FORMATS = {pb.MODEL_FORMAT_ONNX: "onnx", pb.MODEL_FORMAT_SKOPS: "skops"}
 
@@ -65,7 +67,10 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
 
     async def GetDataset(self, request: pb.GetDatasetRequest, context: Context) -> pb.Dataset:
         check_strings(request)
-        return convert.dataset_to_proto(self._store.get(request.name))
+        dataset = convert.dataset_to_proto(self._store.get(request.name))
+        if request.contact_sheet:
+            dataset.contact_sheet = await asyncio.to_thread(self._store.contact_sheet, request.name)
+        return dataset
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Context
@@ -74,15 +79,26 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         assert isinstance(header, pb.UploadDatasetHeader)
         if header.format not in DATASET_FORMATS:
             raise InvalidArgument(
-                "header.format must be DATASET_FORMAT_NPZ, DATASET_FORMAT_CSV or "
-                "DATASET_FORMAT_PARQUET"
+                "header.format must be DATASET_FORMAT_NPZ, DATASET_FORMAT_CSV, "
+                "DATASET_FORMAT_PARQUET or DATASET_FORMAT_IMAGES"
             )
         self._store.check_new_name(header.name)
         task = convert.task_name(header.task)
         file_format = DATASET_FORMATS[header.format]
         kinds = convert.column_kinds(header.column_kinds)
-        if kinds and file_format == "npz":
-            raise InvalidArgument("column_kinds are for CSV and Parquet uploads, not npz arrays")
+        if kinds and file_format in ("npz", "images"):
+            raise InvalidArgument(
+                f"column_kinds are for CSV and Parquet uploads, not {file_format} uploads"
+            )
+        if (header.image_size or header.grayscale) and file_format != "images":
+            raise InvalidArgument(
+                "image_size and grayscale are for image archives (DATASET_FORMAT_IMAGES)"
+            )
+        if file_format == "images" and task not in ("", "classification"):
+            raise InvalidArgument(
+                f"image archives are classification datasets (their folders are the classes), "
+                f"not {task}"
+            )
         spool = self._store.new_spool()
         try:
             await self._store.receive(chunks, spool)
@@ -93,6 +109,14 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
                     name=header.name,
                     file_format=file_format,
                     task=task,
+                    description=header.description,
+                )
+            elif file_format == "images":
+                info = await self._store.ingest_images(
+                    spool,
+                    name=header.name,
+                    image_size=header.image_size or DEFAULT_IMAGE_SIZE,
+                    grayscale=header.grayscale,
                     description=header.description,
                 )
             else:
@@ -163,6 +187,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 train_size=request.train_size,
                 world_size=request.world_size,
                 column_inputs=request.column_inputs,
+                image_features=request.image_features,
             )
         )
         return convert.job_to_proto(job)

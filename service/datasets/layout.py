@@ -1,6 +1,8 @@
 """How a dataset lies on disk: <root>/<name>/dataset.json beside its data, either
-data.npz (arrays X, y: built-in, generated and .npz uploads) or data.parquet (a table: CSV
-and Parquet uploads, each column with a kind, missing values kept; service/datasets/schema.py).
+data.npz (arrays X, y: built-in, generated and .npz uploads), data.parquet (a table: CSV
+and Parquet uploads, each column with a kind, missing values kept; service/datasets/schema.py)
+or, for image uploads, data.npz with X uint8 [n, height, width, channels] and y the class
+indices, beside contact_sheet.png.
 
 numpy and the standard library only, so both the serving process (uploads, listing) and the
 training workers (loading) use it. Arrays are stored without pickling and loaded with
@@ -24,12 +26,16 @@ import numpy as np
 
 DATA_FILE = "data.npz"
 TABLE_FILE = "data.parquet"
+CONTACT_SHEET_FILE = "contact_sheet.png"
 INFO_FILE = "dataset.json"
 # \Z, not $: "$" also matches before a final newline, and "iris\n" is no dataset name.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 #: Labels beyond this are not class labels: float64 holds integers exactly only up to here.
 MAX_CLASS_LABEL = 2**53
 TASKS = ("classification", "regression", "anomaly_detection")
+#: Image uploads: the sides images may be resized to, and the one used unless one is given.
+IMAGE_SIZES = (8, 128)
+DEFAULT_IMAGE_SIZE = 32
 
 
 @dataclass
@@ -37,7 +43,9 @@ class DatasetInfo:
     """What is known of a stored dataset.
 
     Arrays: X is float32 (n_samples, n_features). Tables: n_features counts the columns a
-    model takes (`columns` has them all, with kinds; schema.ColumnInfo as dicts).
+    model takes (`columns` has them all, with kinds; schema.ColumnInfo as dicts). Images: X
+    is uint8 (n_samples, *image_shape) with image_shape [height, width, channels], y the
+    index of each row's class in `classes`.
     """
 
     name: str
@@ -52,7 +60,7 @@ class DatasetInfo:
     builtin: bool = False
     description: str = ""
     created_at: str = ""
-    #: "arrays" (DATA_FILE) or "table" (TABLE_FILE).
+    #: "arrays" (DATA_FILE), "table" (TABLE_FILE) or "images" (DATA_FILE, uint8 pixels).
     storage: str = "arrays"
     columns: list[dict[str, Any]] = field(default_factory=list)
     label_column: str = ""
@@ -63,6 +71,10 @@ class DatasetInfo:
     @property
     def is_table(self) -> bool:
         return self.storage == "table"
+
+    @property
+    def is_images(self) -> bool:
+        return self.storage == "images"
 
 
 def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
@@ -136,6 +148,52 @@ def write_dataset(
     return info
 
 
+def write_images(
+    root: Path,
+    name: str,
+    images: np.ndarray,
+    y: np.ndarray,
+    *,
+    class_names: list[str],
+    contact_sheet: bytes,
+    description: str = "",
+    warnings: list[str] | None = None,
+) -> DatasetInfo:
+    """Stores decoded images (uint8 [n, height, width, channels]) and their class indices
+    under root/name atomically, with the contact sheet beside them."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    y = np.ascontiguousarray(y, dtype=np.int64).reshape(-1)
+    counts = np.bincount(y, minlength=len(class_names))
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        np.savez(staging / DATA_FILE, X=images, y=y)
+        (staging / CONTACT_SHEET_FILE).write_bytes(contact_sheet)
+        info = DatasetInfo(
+            name=name,
+            task="classification",
+            n_samples=int(images.shape[0]),
+            n_features=int(np.prod(images.shape[1:])),
+            n_classes=len(class_names),
+            image_shape=[int(n) for n in images.shape[1:]],
+            fingerprint=fingerprint(images, y),
+            size_bytes=(staging / DATA_FILE).stat().st_size,
+            description=description,
+            created_at=datetime.now(UTC).isoformat(),
+            storage="images",
+            classes=[
+                {"value": c, "count": int(n)} for c, n in zip(class_names, counts, strict=True)
+            ],
+            warnings=list(warnings or []),
+        )
+        (staging / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
+        os.replace(staging, root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info
+
+
 def file_fingerprint(path: Path) -> str:
     """sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
@@ -150,7 +208,8 @@ def read_info(directory: Path) -> DatasetInfo:
 
 
 def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Returns X (float32, 2-D) and y (int64 or float64) without unpickling anything."""
+    """Returns X (float32, 2-D; uint8 images for an image upload) and y (int64 or float64)
+    without unpickling anything."""
     with np.load(directory / DATA_FILE, allow_pickle=False) as data:
         return data["X"], data["y"]
 

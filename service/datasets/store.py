@@ -1,7 +1,8 @@
 """Datasets as the serving process sees them: listing, streamed uploads, deletion.
 
-Uploads are parsed with numpy and the csv module only (the serving process never imports
-scikit-learn); built-in datasets are written by a worker process (worker/datasets/builtin.py).
+.npz uploads are parsed with numpy only (the serving process never imports scikit-learn);
+tables and image archives are parsed in a worker process (worker/datasets/tabular.py,
+images.py), as are the built-in datasets (worker/datasets/builtin.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from service import launcher
+from service.datasets import layout
 from service.datasets.layout import (
+    CONTACT_SHEET_FILE,
     INFO_FILE,
     NAME_PATTERN,
     TASKS,
@@ -79,6 +82,11 @@ class DatasetStore:
 
     def get(self, name: str) -> DatasetInfo:
         return read_info(self.path(name))
+
+    def contact_sheet(self, name: str) -> bytes:
+        """An image dataset's contact sheet PNG; b"" for other datasets."""
+        path = self.path(name) / CONTACT_SHEET_FILE
+        return path.read_bytes() if path.is_file() else b""
 
     def delete(self, name: str) -> None:
         info = self.get(name)
@@ -155,6 +163,45 @@ class DatasetStore:
         info = await asyncio.to_thread(self.get, name)
         log.info(
             "stored table dataset %s: %d rows, %d columns", name, info.n_samples, len(info.columns)
+        )
+        return info
+
+    async def ingest_images(
+        self,
+        spool: Path,
+        *,
+        name: str,
+        image_size: int,
+        grayscale: bool,
+        description: str = "",
+    ) -> DatasetInfo:
+        """Decodes a spooled image archive in a worker process (Pillow: the serving process
+        never decodes an image) and stores it as an image dataset."""
+        self.check_new_name(name)
+        low, high = layout.IMAGE_SIZES
+        if not low <= image_size <= high:
+            raise InvalidArgument(f"image_size {image_size} must be between {low} and {high}")
+        ingest = functools.partial(
+            launcher.run_by_name,
+            launcher.INGEST_IMAGES,
+            str(spool),
+            str(self.root),
+            name,
+            image_size=image_size,
+            grayscale=grayscale,
+            max_total_bytes=UNPACK_RATIO * self.max_upload_bytes,
+            description=description,
+        )
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            await asyncio.get_running_loop().run_in_executor(pool, ingest)
+        info = await asyncio.to_thread(self.get, name)
+        log.info(
+            "stored image dataset %s: %d images of %s, %d classes",
+            name,
+            info.n_samples,
+            info.image_shape,
+            info.n_classes,
         )
         return info
 

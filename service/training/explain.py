@@ -170,10 +170,12 @@ class Explainer:
             )
         dataset_dir = self._datasets.path(name)
         info = layout.read_info(dataset_dir)
-        if info.is_table:
+        if info.is_table or info.is_images:
+            kind = "a table" if info.is_table else "an image upload"
             raise FailedPrecondition(
-                f"dataset {name!r} is a table: explain permutes the features of array datasets "
-                "(npz uploads, built-in and generated ones); table models are not explained yet"
+                f"dataset {name!r} is {kind}: explain permutes the features of array datasets "
+                "(npz uploads, built-in and generated ones); table and image models are not "
+                "explained yet"
             )
         n_features = _feature_count(manifest)
         if n_features > 0 and info.n_features != n_features:

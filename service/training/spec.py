@@ -57,6 +57,9 @@ class TrainingSpec:
     world_size: int = 1
     #: Table datasets of numbers only: one input per column instead of one "input".
     column_inputs: bool = False
+    #: Image datasets: "pixels" or "hog" (classical only), what the model learns from;
+    #: "" for every other dataset.
+    image_features: str = ""
     blas_threads: int = 1
     parity_tolerance: float = 1e-3
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 DEVICES = ("auto", "cpu", "cuda")
+IMAGE_FEATURES = ("pixels", "hog")
 
 # What the worker processes import: the serving process itself imports none of them.
 _TRAINING_LIBRARIES = {"classical": ("sklearn", "skl2onnx", "onnx"), "deep": ("torch", "onnx")}
@@ -44,6 +45,7 @@ class TrainingRequest:
     train_size: int = 0
     world_size: int = 0
     column_inputs: bool = False
+    image_features: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def training_spec(
     task = catalog.resolve_task(algorithm, info.task, request.task)
     if info.is_table:
         _check_table(algorithm, task, info)
+    image_features = _check_image_features(request.image_features, algorithm, task, info)
     if algorithm.name == "cnn" and not info.image_shape:
         raise InvalidArgument(
             f"cnn needs an image dataset (rows with an image_shape, like digits); "
@@ -106,6 +109,7 @@ def training_spec(
         train_size=request.train_size,
         world_size=_check_world_size(request.world_size, algorithm, settings.max_world_size),
         column_inputs=_check_column_inputs(request.column_inputs, info),
+        image_features=image_features,
         blas_threads=settings.worker_blas_threads,
         parity_tolerance=settings.parity_tolerance,
     )
@@ -171,6 +175,34 @@ def _check_column_inputs(column_inputs: bool, info: DatasetInfo) -> bool:
             "arrays, served as one input"
         )
     return column_inputs
+
+
+def _check_image_features(
+    given: str, algorithm: catalog.Algorithm, task: str, info: DatasetInfo
+) -> str:
+    """What an image model learns from: "pixels" unless asked; "" for other datasets."""
+    if not info.is_images:
+        if given:
+            raise InvalidArgument(
+                f"image_features needs an image dataset (an image archive upload); "
+                f"{info.name} is not one"
+            )
+        return ""
+    if task == "regression":
+        raise InvalidArgument(
+            f"{algorithm.name} does regression, and {info.name}'s labels are class names "
+            f"(its folders: {', '.join(c['value'] for c in info.classes[:3])}, ...): train a "
+            "classifier"
+        )
+    features = given or "pixels"
+    if features not in IMAGE_FEATURES:
+        raise InvalidArgument(f"image_features {given!r} is not one of {list(IMAGE_FEATURES)}")
+    if features != "pixels" and algorithm.paradigm != "classical":
+        raise InvalidArgument(
+            f"image_features {features!r} is for classical algorithms; {algorithm.name} learns "
+            "its own features from the pixels"
+        )
+    return features
 
 
 def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> None:

@@ -116,8 +116,10 @@ def check_inputs(request: FitRequest) -> FitRequest:
     n_features = X_train.shape[1]
     if image_shape and math.prod(image_shape) != n_features:
         raise ValueError(f"image_shape {image_shape} does not hold {n_features} features")
-    if image_shape and len(image_shape) != 2:
-        raise ValueError(f"image_shape must be [height, width], got {image_shape}")
+    if image_shape and len(image_shape) not in (2, 3):
+        raise ValueError(
+            f"image_shape must be [height, width] or [height, width, channels], got {image_shape}"
+        )
     if not np.all(np.isfinite(X_train)):
         raise ValueError("X_train holds NaN or infinite values")
     return replace(request, task=task, X_train=X_train)
@@ -126,9 +128,10 @@ def check_inputs(request: FitRequest) -> FitRequest:
 def fit(request: FitRequest) -> DeepModel:
     """Trains request.algorithm with validated, complete params and returns the fitted model.
 
-    X_train is float32 (n, n_features), images flattened; `image_shape` ([H, W]) says how
-    to unflatten them. `classes` are the sorted labels (classification). The autoencoder
-    ignores y and always answers the anomaly_detection outputs. Emits one "epoch" event
+    X_train is float32 (n, n_features), images flattened; `image_shape` ([H, W], or
+    [H, W, C] for image uploads, flattened in that order) says how to unflatten them.
+    `classes` are the sorted labels (classification). The autoencoder ignores y and always
+    answers the anomaly_detection outputs. Emits one "epoch" event
     per epoch. Same seed, same data, same device -> same weights (on CPU, bit for bit).
     `threads` is torch's intra-op thread count for this model (training, prediction,
     export); the caller's setting is restored afterwards.

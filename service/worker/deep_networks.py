@@ -63,7 +63,7 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        image_shape: tuple[int, int],
+        image_shape: tuple[int, ...],
         n_out: int,
         filters_1: int,
         filters_2: int,
@@ -71,14 +71,17 @@ class CNN(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        height, width = image_shape
+        height, width = image_shape[:2]
+        # Rows of an image upload are flattened (height, width, channels); others are grey.
+        channels = image_shape[2] if len(image_shape) > 2 else 1
         if height < 4 or width < 4:
             raise ValueError(
                 f"cnn needs images of at least 4x4 (two 2x2 poolings), got {height}x{width}"
             )
         self.image_shape = (height, width)
+        self.channels = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, filters_1, kernel_size, padding="same"),
+            nn.Conv2d(channels, filters_1, kernel_size, padding="same"),
             nn.Tanh(),
             nn.MaxPool2d(2),
             nn.Conv2d(filters_1, filters_2, kernel_size, padding="same"),
@@ -91,7 +94,10 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = self.image_shape
-        return self.head(self.features(x.reshape(-1, 1, height, width)))
+        if self.channels == 1:
+            return self.head(self.features(x.reshape(-1, 1, height, width)))
+        pixels = x.reshape(-1, height, width, self.channels).permute(0, 3, 1, 2)
+        return self.head(self.features(pixels))
 
 
 class LSTM(nn.Module):
@@ -248,7 +254,7 @@ def build_body(
     if algorithm == "cnn":
         assert image_shape
         return CNN(
-            (int(image_shape[0]), int(image_shape[1])),
+            tuple(int(n) for n in image_shape),
             n_out,
             int(params["filters_1"]),
             int(params["filters_2"]),
@@ -256,8 +262,11 @@ def build_body(
             float(params["dropout"]),
         )
     if algorithm == "lstm":
+        # An image's rows are the steps: width x channels features each.
         seq_len, step = (
-            (int(image_shape[0]), int(image_shape[1])) if image_shape else (n_features, 1)
+            (int(image_shape[0]), n_features // int(image_shape[0]))
+            if image_shape
+            else (n_features, 1)
         )
         return LSTM(
             seq_len,

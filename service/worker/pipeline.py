@@ -23,7 +23,7 @@ from service.worker import classical, export
 from service.worker.fitting import DeepFit, FitRequest
 from service.worker.gpu_energy import GpuEnergy
 from service.worker.job_output import TRAIN_LIBRARIES, library_versions, timestamp, write_model
-from service.worker.training_data import TableInputs, TrainingData, load_training_data
+from service.worker.training_data import RawInputs, TrainingData, load_training_data
 
 #: Held-out rows compared between the native model and ONNX Runtime.
 PARITY_ROWS = 256
@@ -232,15 +232,15 @@ def _export_and_check(
     emit("exporting", "exporting to ONNX", progress=0.8)
     started = time.perf_counter()
     onnx_bytes = model.to_onnx(data.n_features)
-    if data.table is not None:
-        onnx_bytes = _with_table_front(onnx_bytes, data.table)
+    if data.raw is not None:
+        onnx_bytes = _with_front(onnx_bytes, data.raw)
     export.check_model(onnx_bytes)
     seconds = time.perf_counter() - started
     inputs, outputs = export.signature(onnx_bytes)
 
     emit("parity", "comparing ONNX Runtime with the trained model", progress=0.9)
-    if data.table is not None:
-        native, onnx_out = _table_parity_outputs(model, data.table, onnx_bytes, spec)
+    if data.raw is not None:
+        native, onnx_out = _raw_parity_outputs(model, data.raw, onnx_bytes, spec)
     else:
         rows = (data.X_test if len(data.X_test) else data.X_train)[:PARITY_ROWS]
         native = model.predict_outputs(rows)
@@ -249,30 +249,32 @@ def _export_and_check(
     return Exported(onnx_bytes, seconds, inputs, outputs, parity)
 
 
-def _with_table_front(onnx_bytes: bytes, table: TableInputs) -> bytes:
-    """One graph from raw columns to answer: the column preprocessing joined in front of the
-    model's graph, and class indices turned into the classes themselves."""
+def _with_front(onnx_bytes: bytes, raw: RawInputs) -> bytes:
+    """One graph from raw columns or pixels to answer: the column preprocessing (or image
+    front end) joined in front of the model's graph, and class indices turned into the
+    classes themselves."""
     import onnx
 
     from service.worker import columns
 
-    model = columns.join(table.preprocessor.to_onnx(), onnx.load_from_string(onnx_bytes), "input")
-    if table.class_values is not None:
-        model = columns.with_class_labels(model, table.class_values)
+    model = columns.join(raw.preprocessor.to_onnx(), onnx.load_from_string(onnx_bytes), "input")
+    if raw.class_values is not None:
+        model = columns.with_class_labels(model, raw.class_values)
     return bytes(model.SerializeToString())
 
 
-def _table_parity_outputs(
-    model: FittedModel, table: TableInputs, onnx_bytes: bytes, spec: TrainingSpec
+def _raw_parity_outputs(
+    model: FittedModel, raw: RawInputs, onnx_bytes: bytes, spec: TrainingSpec
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Native and ONNX outputs on held-out raw rows plus rows with every value missing and
-    with categories never seen in training: what the served graph will meet."""
-    rows = table.parity_rows.take(np.arange(min(PARITY_ROWS, len(table.parity_rows))))
+    """Native and ONNX outputs on held-out raw rows plus the edge rows the served graph
+    will meet: every value missing and categories never seen in training (tables), all
+    black and all white (images)."""
+    rows = raw.parity_rows.take(np.arange(min(PARITY_ROWS, len(raw.parity_rows))))
     rows = rows.with_edge_rows()
-    native = model.predict_outputs(table.preprocessor.transform(rows))
-    if table.class_values is not None and "label" in native:
-        native["label"] = table.class_values[native["label"]]
-    feeds = table.preprocessor.feeds(rows)
+    native = model.predict_outputs(raw.preprocessor.transform(rows))
+    if raw.class_values is not None and "label" in native:
+        native["label"] = raw.class_values[native["label"]]
+    feeds = raw.preprocessor.feeds(rows)
     onnx_out = export.run_onnx(onnx_bytes, feeds, threads=spec.blas_threads)
     return native, onnx_out
 
@@ -291,7 +293,7 @@ def _write_outputs(
     metrics.update(
         fit_seconds=fitted.seconds,
         preprocessing_seconds=float(fitted.model.preprocessing_seconds)
-        + (data.table.seconds if data.table is not None else 0.0),
+        + (data.raw.seconds if data.raw is not None else 0.0),
         export_seconds=exported.seconds,
         train_samples=float(len(data.X_train)),
         test_samples=float(len(data.X_test)),
@@ -320,6 +322,8 @@ def _manifest(
         hyperparameters.update(
             world_size=spec.world_size, distributed_backend=fitted.distributed_backend
         )
+    if spec.image_features:
+        hyperparameters["image_features"] = spec.image_features
     native_kind, importances = (
         classical.native_importances(model.estimator, data.n_features)
         if isinstance(model, classical.SklearnModel)
@@ -347,7 +351,7 @@ def _manifest(
         training_device=model.device,
         classes=_class_numbers(data),
         class_names=_class_names(data),
-        input_columns=data.table.preprocessor.input_columns() if data.table is not None else [],
+        input_columns=data.raw.preprocessor.input_columns() if data.raw is not None else [],
         train_size=spec.train_size,
         split_seed=spec.seed,
         test_fraction=spec.test_fraction,
@@ -360,8 +364,8 @@ def _manifest(
 
 def _class_numbers(data: TrainingData) -> list[float]:
     """The classes as numbers (arrays, and tables with numbered classes); [] for names."""
-    if data.table is not None:
-        values = data.table.class_values
+    if data.raw is not None:
+        values = data.raw.class_values
         if values is None or values.dtype.kind in "OUS":
             return []
         return [float(v) for v in values]
@@ -370,15 +374,16 @@ def _class_numbers(data: TrainingData) -> list[float]:
 
 def _class_names(data: TrainingData) -> list[str]:
     """The classes as the model answers them, in the order of its probabilities."""
-    if data.table is not None and data.table.class_values is not None:
-        return [str(v) for v in data.table.class_values[data.classes]]
+    if data.raw is not None and data.raw.class_values is not None:
+        return [str(v) for v in data.raw.class_values[data.classes]]
     if data.classes is not None:
         return [str(int(c)) if float(c).is_integer() else str(c) for c in data.classes]
     return []
 
 
 def _feature_names(data: TrainingData) -> list[str]:
-    """The model's features: a table's after preprocessing ("island_Biscoe", ...)."""
-    if data.table is not None:
-        return [str(n) for n in data.table.preprocessor.feature_names()]
+    """The model's features: a table's after preprocessing ("island_Biscoe", ...), an
+    image's pixels or oriented-gradient cells."""
+    if data.raw is not None:
+        return [str(n) for n in data.raw.preprocessor.feature_names()]
     return feature_names(data.info.feature_names, data.n_features)

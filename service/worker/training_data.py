@@ -39,21 +39,24 @@ class TrainingData:
     classes: np.ndarray | None
     #: The range a regression on class labels is rounded into (linear_regression on digits).
     label_range: np.ndarray | None
-    #: Table datasets: the raw columns and their fitted preprocessing (X_* are its output).
-    table: TableInputs | None = None
+    #: Table and image datasets: the raw rows and their front end (X_* are its output).
+    raw: RawInputs | None = None
 
 
 @dataclass
-class TableInputs:
-    """What a table dataset's model needs beyond the feature matrix.
+class RawInputs:
+    """What a table or image dataset's model needs beyond the feature matrix.
 
-    Models fit on the preprocessed matrix with class indices as labels; the exported graph
-    takes the raw columns (preprocessing joined in front) and answers the classes themselves.
+    Models fit on the front end's matrix with class indices as labels; the exported graph
+    takes the raw columns or pixels (the front end's graph joined in front) and answers the
+    classes themselves.
     """
 
-    preprocessor: Any  # columns.Preprocessor (imports scikit-learn and onnx)
-    #: The raw test rows (training rows where none are held out), for parity.
-    parity_rows: Any  # columns.Columns
+    #: columns.Preprocessor or image_inputs.ImageFront (both import onnx).
+    preprocessor: Any
+    #: The raw test rows (training rows where none are held out), for parity:
+    #: columns.Columns or image_inputs.ImageRows.
+    parity_rows: Any
     #: Classification: the classes (names or numbers) that the label indices stand for.
     class_values: np.ndarray | None
     seconds: float
@@ -113,7 +116,51 @@ def _table_training_data(
         y_test=y_test,
         classes=np.unique(y_train) if task == "classification" else None,
         label_range=None,
-        table=TableInputs(preprocessor, parity_rows, class_values, seconds),
+        raw=RawInputs(preprocessor, parity_rows, class_values, seconds),
+    )
+
+
+def _image_training_data(
+    spec: TrainingSpec,
+    info: layout.DatasetInfo,
+    algorithm: catalog.Algorithm,
+    params: dict[str, Any],
+    task: str,
+) -> TrainingData:
+    from service.worker import image_inputs
+
+    images, y = layout.load_arrays(Path(spec.dataset_dir))
+    class_values = None
+    if task == "classification":
+        class_values = np.array([c["value"] for c in info.classes], dtype=object)
+    elif task == "anomaly_detection":  # learns the pixels themselves: the labels stay unused
+        y = np.zeros(len(y), dtype=np.int64)
+    else:
+        raise InvalidArgument(
+            f"{info.name}'s labels are class names: {algorithm.name} cannot do {task} on them"
+        )
+    rows = np.arange(len(y))
+    train_rows, test_rows, y_train, y_test = split(rows, y, task, spec.test_fraction, spec.seed)
+    train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
+    started = time.perf_counter()
+    front = image_inputs.ImageFront(info.image_shape, spec.image_features or "pixels")
+    X_train = front.transform(images[train_rows])
+    X_test = front.transform(images[test_rows])
+    seconds = time.perf_counter() - started
+    parity_rows = image_inputs.ImageRows(images[test_rows if len(test_rows) else train_rows])
+    return TrainingData(
+        info=info,
+        algorithm=algorithm,
+        params=params,
+        task=task,
+        n_features=X_train.shape[1],
+        X_train=X_train,
+        X_test=X_test,
+        y_train=y_train,
+        y_test=y_test,
+        classes=np.unique(y_train) if task == "classification" else None,
+        label_range=None,
+        raw=RawInputs(front, parity_rows, class_values, seconds),
     )
 
 
@@ -129,6 +176,8 @@ def load_training_data(spec: TrainingSpec) -> TrainingData:
         raise InvalidArgument(f"{algorithm.name} cannot do {task}; it supports {algorithm.tasks}")
     if info.is_table:
         return _table_training_data(spec, info, algorithm, params, task)
+    if info.is_images:
+        return _image_training_data(spec, info, algorithm, params, task)
     X, y = layout.load_arrays(dataset_dir)
     if not np.all(np.isfinite(X)):
         raise InvalidArgument("the dataset's features hold NaN or infinite values")

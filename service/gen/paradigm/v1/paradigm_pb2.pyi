@@ -51,6 +51,7 @@ class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATASET_FORMAT_NPZ: _ClassVar[DatasetFormat]
     DATASET_FORMAT_CSV: _ClassVar[DatasetFormat]
     DATASET_FORMAT_PARQUET: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_IMAGES: _ClassVar[DatasetFormat]
 
 class ColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -90,6 +91,7 @@ DATASET_FORMAT_UNSPECIFIED: DatasetFormat
 DATASET_FORMAT_NPZ: DatasetFormat
 DATASET_FORMAT_CSV: DatasetFormat
 DATASET_FORMAT_PARQUET: DatasetFormat
+DATASET_FORMAT_IMAGES: DatasetFormat
 COLUMN_KIND_UNSPECIFIED: ColumnKind
 COLUMN_KIND_NUMERIC: ColumnKind
 COLUMN_KIND_CATEGORICAL: ColumnKind
@@ -123,7 +125,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "task", "n_samples", "n_features", "n_classes", "image_shape", "feature_names", "fingerprint", "size_bytes", "builtin", "description", "created_at", "columns", "label_column", "classes", "warnings")
+    __slots__ = ("name", "task", "n_samples", "n_features", "n_classes", "image_shape", "feature_names", "fingerprint", "size_bytes", "builtin", "description", "created_at", "columns", "label_column", "classes", "warnings", "contact_sheet")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +142,7 @@ class Dataset(_message.Message):
     LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_SHEET_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: Task
     n_samples: int
@@ -156,7 +159,8 @@ class Dataset(_message.Message):
     label_column: str
     classes: _containers.RepeatedCompositeFieldContainer[ValueCount]
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., n_samples: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., builtin: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., label_column: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ValueCount, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    contact_sheet: bytes
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., n_samples: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., builtin: _Optional[bool] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., label_column: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ValueCount, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., contact_sheet: _Optional[bytes] = ...) -> None: ...
 
 class Column(_message.Message):
     __slots__ = ("name", "kind", "dtype", "missing", "distinct", "top", "given", "min", "max")
@@ -199,13 +203,15 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "contact_sheet")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_SHEET_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    contact_sheet: bool
+    def __init__(self, name: _Optional[str] = ..., contact_sheet: _Optional[bool] = ...) -> None: ...
 
 class UploadDatasetHeader(_message.Message):
-    __slots__ = ("name", "format", "label_column", "task", "description", "column_kinds")
+    __slots__ = ("name", "format", "label_column", "task", "description", "column_kinds", "image_size", "grayscale")
     class ColumnKindsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,13 +225,17 @@ class UploadDatasetHeader(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_KINDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRAYSCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     format: DatasetFormat
     label_column: str
     task: Task
     description: str
     column_kinds: _containers.ScalarMap[str, ColumnKind]
-    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., label_column: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., description: _Optional[str] = ..., column_kinds: _Optional[_Mapping[str, ColumnKind]] = ...) -> None: ...
+    image_size: int
+    grayscale: bool
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., label_column: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., description: _Optional[str] = ..., column_kinds: _Optional[_Mapping[str, ColumnKind]] = ..., image_size: _Optional[int] = ..., grayscale: _Optional[bool] = ...) -> None: ...
 
 class UploadDatasetRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -316,7 +326,7 @@ class ListAlgorithmsResponse(_message.Message):
     def __init__(self, algorithms: _Optional[_Iterable[_Union[Algorithm, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size", "column_inputs")
+    __slots__ = ("dataset", "algorithm", "hyperparameters", "model_name", "task", "device", "seed", "test_fraction", "train_size", "world_size", "column_inputs", "image_features")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +345,7 @@ class StartTrainingRequest(_message.Message):
     TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     COLUMN_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FEATURES_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     algorithm: str
     hyperparameters: _containers.MessageMap[str, ParamValue]
@@ -346,7 +357,8 @@ class StartTrainingRequest(_message.Message):
     train_size: int
     world_size: int
     column_inputs: bool
-    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ..., column_inputs: _Optional[bool] = ...) -> None: ...
+    image_features: str
+    def __init__(self, dataset: _Optional[str] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., model_name: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., test_fraction: _Optional[float] = ..., train_size: _Optional[int] = ..., world_size: _Optional[int] = ..., column_inputs: _Optional[bool] = ..., image_features: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "dataset", "algorithm", "paradigm", "model_name", "model_version", "error", "progress", "metrics", "hyperparameters", "created_at", "started_at", "finished_at", "device", "task", "world_size")
