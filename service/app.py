@@ -36,6 +36,7 @@ from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.nvml import Nvml
 from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
 from service.datasets.store import DatasetStore
+from service.errors import FailedPrecondition
 from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
@@ -49,6 +50,7 @@ from service.serving.loaded import LoadedModels
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
+from service.training.validation import require_training_libraries
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class App:
         self._explainer: Explainer | None = None
         self._preload: asyncio.Task[None] | None = None
         self._poll: asyncio.Task[None] | None = None
+        self._warm: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -162,6 +165,7 @@ class App:
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         self._start_samplers()
         await jobs.start()
+        self._start_warm_workers()
 
         if tokens:
             log.info("bearer-token authentication on (%d tokens)", len(tokens))
@@ -254,6 +258,23 @@ class App:
                 gpu_meter.sample()
 
         threading.Thread(target=sample_gpu, name="nvml-sampler", daemon=True).start()
+
+    def _start_warm_workers(self) -> None:
+        """Starts the preloaded fork server in a thread; jobs spawn as before until it is
+        ready (its imports take seconds, and start-up must not wait for them)."""
+        if not self.settings.warm_workers or launcher.warm():
+            return
+        try:
+            require_training_libraries("classical")
+        except FailedPrecondition:
+            return  # a serve-only install trains nothing
+
+        def started(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("warm workers unavailable, jobs spawn: %s", task.exception())
+
+        self._warm = asyncio.create_task(asyncio.to_thread(launcher.start_warm_workers))
+        self._warm.add_done_callback(started)
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first, then stop jobs, then let in-flight RPCs finish."""

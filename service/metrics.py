@@ -32,6 +32,8 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 TRAINING_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+#: A warm fork takes milliseconds, a cold interpreter importing torch seconds.
+WORKER_START_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 EPOCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -153,6 +155,15 @@ class Metrics:
             "Wall time of a job's worker process, start to end.",
             TRAINING_LABELS,
             buckets=TRAINING_BUCKETS,
+            registry=registry,
+        )
+        self.worker_start = Histogram(
+            "paradigm_worker_start_seconds",
+            "From asking for a job's worker process to its first message: what starting it "
+            "cost, apart from the job (start: warm = forked from the preloaded server, cold = "
+            "a fresh interpreter importing the training libraries).",
+            ("kind", "start"),
+            buckets=WORKER_START_BUCKETS,
             registry=registry,
         )
         self.training_samples = Counter(

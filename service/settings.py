@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     worker_blas_threads: int = Field(
         1, ge=1, description="BLAS/torch threads per worker (oversubscription measured 11-16x)"
     )
+    warm_workers: bool = Field(
+        True,
+        description="jobs fork from a process that has imported the training libraries "
+        "(multiprocessing's forkserver) instead of importing them each: ~3 s less per job",
+    )
     max_queued_explains: int = Field(
         4, ge=0, description="Explain calls waiting for the one explain worker; more are refused"
     )

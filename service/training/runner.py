@@ -82,6 +82,10 @@ class JobRunner:
         try:
             started = time.perf_counter()
             ended = await self._work(job, staging, record)
+            if ended.start_seconds is not None:
+                self._metrics.worker_start.labels(job.kind, ended.start).observe(
+                    ended.start_seconds
+                )
             seconds = time.perf_counter() - started
             outcome = await self._conclude(job, ended, staging)
             # Work that published nothing still used the machine: charge what is known.
@@ -152,6 +156,8 @@ class JobRunner:
 
         def price(manifest: Manifest) -> None:
             charges.update(pricing.price_published_job(self._ledger, manifest, ended.cpu_seconds))
+            # Warm: the libraries were imported before the fork, so they are not in its CPU.
+            manifest.training_cost["worker_start"] = ended.start
             self._count_samples(manifest)
 
         try:

@@ -129,10 +129,17 @@ def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
+    before = os.getppid()
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != before:
+        os._exit(1)  # the parent died before the line above took effect
+    if multiprocessing.get_start_method(allow_none=True) == "forkserver":
+        # Forked by the warm fork server: that is the parent the signal follows, and it
+        # exits as soon as the server does (service/launcher.py).
+        return
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:
-        os._exit(1)  # the server died before the line above took effect
+        os._exit(1)  # the server died before the child got here
 
 
 def _usage() -> dict[str, float]:
