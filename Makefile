@@ -9,7 +9,7 @@ DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-jobs bench-tables bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-jobs bench-images bench-tables bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ bench: install ## Benchmark our server against its limits (JSON, markdown, plots
 
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
+
+bench-images: install ## 10 000 PNGs in a zip: upload to ready vs a Pillow loop in-process
+	$(PY) -m clients.bench.images
 
 bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-column serving, penguins scores
 	$(PY) -m clients.bench.tables
