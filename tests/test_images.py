@@ -413,3 +413,22 @@ def test_the_serving_side_never_imports_pillow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_builtin_digits_images_train_and_serve_raw_pixels(client: ParadigmClient) -> None:
+    dataset = client.get_dataset("digits_images")
+    assert dataset.builtin and list(dataset.image_shape) == [8, 8, 1]
+    assert [c.value for c in dataset.classes] == [str(d) for d in range(10)]
+    job = client.wait_for_job(
+        client.start_training("digits_images", "logistic_regression", model_name="digimg-lr").id
+    )
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    assert job.metrics["accuracy"] > 0.9
+    [pixels] = client.model_metadata("digimg-lr").inputs
+    assert (pixels.datatype, list(pixels.shape)) == ("UINT8", [-1, 8, 8, 1])
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rows = np.rint(digits.images[:20] * (255 / 16)).astype(np.uint8)[..., np.newaxis]
+    labels = client.infer("digimg-lr", rows).as_numpy("label")
+    assert np.mean(labels.astype(str) == digits.target[:20].astype(str)) > 0.9

@@ -158,6 +158,7 @@ def write_images(
     contact_sheet: bytes,
     description: str = "",
     warnings: list[str] | None = None,
+    builtin: bool = False,
 ) -> DatasetInfo:
     """Stores decoded images (uint8 [n, height, width, channels]) and their class indices
     under root/name atomically, with the contact sheet beside them."""
@@ -178,6 +179,7 @@ def write_images(
             image_shape=[int(n) for n in images.shape[1:]],
             fingerprint=fingerprint(images, y),
             size_bytes=(staging / DATA_FILE).stat().st_size,
+            builtin=builtin,
             description=description,
             created_at=datetime.now(UTC).isoformat(),
             storage="images",
@@ -216,4 +218,6 @@ def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # The datasets scikit-learn ships that every server offers; written by datasets/builtin.py
 # in a worker process, since the serving process does not import scikit-learn.
-BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes", "penguins")
+BUILTIN_DATASETS = (
+    "digits", "iris", "wine", "breast_cancer", "diabetes", "penguins", "digits_images",
+)  # fmt: skip

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from service.datasets import layout
 from service.errors import AlreadyExists
 
 #: The names, kept in layout so that the serving process knows them without this module.
 BUILTIN = layout.BUILTIN_DATASETS
 PENGUINS = "penguins"
+DIGITS_IMAGES = "digits_images"
 PENGUINS_DESCRIPTION = (
     "Palmer penguins (Gorman, Williams and Fraser, 2014): species of 344 penguins from "
     "island, bill, flipper, body mass, sex and year; words and missing values included."
@@ -85,6 +88,9 @@ def materialize_builtin(root: Path) -> list[layout.DatasetInfo]:
         if name == PENGUINS:
             infos.extend(_penguins(root))
             continue
+        if name == DIGITS_IMAGES:
+            infos.append(_digits_images(root))
+            continue
         source = _SOURCES[name]
         loader: Callable[..., Any] = getattr(sklearn.datasets, source.loader)
         bunch = loader()
@@ -137,3 +143,27 @@ def _penguins(root: Path) -> list[layout.DatasetInfo]:
             builtin=True,
         )
     return [layout.read_info(root / PENGUINS)]
+
+
+def _digits_images(root: Path) -> layout.DatasetInfo:
+    """digits as what a folder of scans would be: uint8 8x8 grey images with class names,
+    so image models (raw pixels in, scaling inside the graph) have a built-in to learn."""
+    from sklearn.datasets import load_digits
+
+    from service.worker.datasets.images import contact_sheet
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., np.newaxis]
+    names = [str(c) for c in range(10)]
+    with contextlib.suppress(OSError):  # another server on the same root wrote it first
+        return layout.write_images(
+            root,
+            DIGITS_IMAGES,
+            images,
+            digits.target,
+            class_names=names,
+            contact_sheet=contact_sheet(images, digits.target, names),
+            description="digits as 8x8 grey images (uint8, 0-255) of the classes 0-9 (UCI).",
+            builtin=True,
+        )
+    return layout.read_info(root / DIGITS_IMAGES)
