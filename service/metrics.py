@@ -134,6 +134,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.model_data_kind = Gauge(
+            "paradigm_model_data_kind_info",
+            "1 per loaded model version: the kind of data it takes (arrays, table, images; "
+            "imported for models that came as files). Join on model and version to split "
+            "any serving series by data kind without a label on every series.",
+            (*SERVING_LABELS, "data_kind"),
+            registry=registry,
+        )
         self.model_placement = Gauge(
             "paradigm_model_placement_info",
             "1 per loaded model version: its session's device, and the operator domains "

@@ -219,6 +219,7 @@ class LoadedModels:
             else ",".join(manifest.cpu_only_domains)
         )  # fmt: skip
         self._metrics.model_placement.labels(*labels, domains).set(1)
+        self._metrics.model_data_kind.labels(*labels, data_kind(manifest)).set(1)
         self._metrics.models_loaded.labels(manifest.paradigm, runtime.device).inc()
         self._metrics.model_size.labels(
             manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
@@ -310,3 +311,16 @@ class LoadedModels:
             )
             evicted.series.remove()
             self._metrics.model_placement.remove(*evicted.series.labels, evicted.cpu_only_domains)
+            self._metrics.model_data_kind.remove(*evicted.series.labels, data_kind(manifest))
+
+
+def data_kind(manifest: Manifest) -> str:
+    """What a model takes, from its signature: a table's columns, image pixels (UINT8), or
+    the feature rows of array datasets; "imported" for models that came as files."""
+    if not manifest.dataset:
+        return "imported"
+    if manifest.input_columns:
+        return "table"
+    if manifest.inputs and manifest.inputs[0].datatype == "UINT8":
+        return "images"
+    return "arrays"
