@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,18 +93,45 @@ def _table_training_data(
         )
     else:
         y = label.astype(np.float64)
-    rows = np.arange(len(y))
-    train_rows, test_rows, y_train, y_test = split(rows, y, task, spec.test_fraction, spec.seed)
-    train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
-    started = time.perf_counter()
     # A table of numbers keeps the one "input" of array datasets unless asked otherwise.
     matrix = not spec.column_inputs and all(s.kind == "numeric" for s in raw.specs)
     preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix)
-    preprocessor.fit(raw.take(train_rows))
-    X_train = preprocessor.transform(raw.take(train_rows))
-    X_test = preprocessor.transform(raw.take(test_rows))
+
+    def fit(rows: np.ndarray) -> None:
+        preprocessor.fit(raw.take(rows))
+
+    return _raw_training_data(
+        spec, info, algorithm, params, task, y, class_values,
+        front=preprocessor, fit=fit, rows=raw.take,
+    )  # fmt: skip
+
+
+def _raw_training_data(
+    spec: TrainingSpec,
+    info: layout.DatasetInfo,
+    algorithm: catalog.Algorithm,
+    params: dict[str, Any],
+    task: str,
+    y: np.ndarray,
+    class_values: np.ndarray | None,
+    *,
+    front: Any,
+    fit: Callable[[np.ndarray], None],
+    rows: Callable[[np.ndarray], Any],
+) -> TrainingData:
+    """Splits a raw dataset (a table, images) by row, fits its `front` (the preprocessing
+    the exported graph will begin with) on the training rows, and makes the feature rows
+    the models fit on. `rows(indices)` selects raw rows as `front.transform` takes them."""
+    train_rows, test_rows, y_train, y_test = split(
+        np.arange(len(y)), y, task, spec.test_fraction, spec.seed
+    )
+    train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
+    started = time.perf_counter()
+    fit(train_rows)
+    X_train = front.transform(rows(train_rows))
+    X_test = front.transform(rows(test_rows))
     seconds = time.perf_counter() - started
-    parity_rows = raw.take(test_rows if len(test_rows) else train_rows)
+    parity_rows = rows(test_rows if len(test_rows) else train_rows)
     return TrainingData(
         info=info,
         algorithm=algorithm,
@@ -116,7 +144,7 @@ def _table_training_data(
         y_test=y_test,
         classes=np.unique(y_train) if task == "classification" else None,
         label_range=None,
-        raw=RawInputs(preprocessor, parity_rows, class_values, seconds),
+        raw=RawInputs(front, parity_rows, class_values, seconds),
     )
 
 
@@ -139,29 +167,11 @@ def _image_training_data(
         raise InvalidArgument(
             f"{info.name}'s labels are class names: {algorithm.name} cannot do {task} on them"
         )
-    rows = np.arange(len(y))
-    train_rows, test_rows, y_train, y_test = split(rows, y, task, spec.test_fraction, spec.seed)
-    train_rows, y_train = subsample(train_rows, y_train, task, spec.train_size, spec.seed)
-    started = time.perf_counter()
     front = image_inputs.ImageFront(info.image_shape, spec.image_features or "pixels")
-    X_train = front.transform(images[train_rows])
-    X_test = front.transform(images[test_rows])
-    seconds = time.perf_counter() - started
-    parity_rows = image_inputs.ImageRows(images[test_rows if len(test_rows) else train_rows])
-    return TrainingData(
-        info=info,
-        algorithm=algorithm,
-        params=params,
-        task=task,
-        n_features=X_train.shape[1],
-        X_train=X_train,
-        X_test=X_test,
-        y_train=y_train,
-        y_test=y_test,
-        classes=np.unique(y_train) if task == "classification" else None,
-        label_range=None,
-        raw=RawInputs(front, parity_rows, class_values, seconds),
-    )
+    return _raw_training_data(
+        spec, info, algorithm, params, task, y, class_values,
+        front=front, fit=lambda rows: None, rows=lambda rows: image_inputs.ImageRows(images[rows]),
+    )  # fmt: skip
 
 
 def load_training_data(spec: TrainingSpec) -> TrainingData:
