@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from clients.client import (
     TERMINAL_STATES,
+    InferResult,
     ParadigmClient,
     ParadigmClientError,
     enum_name,
@@ -726,26 +727,7 @@ def predict_images(client: ParadigmClient, args: argparse.Namespace) -> None:
     """An image model: each file decoded and resized here; one line per file: the file,
     the class and its probability."""
     prediction = client.predict_images(args.model, args.files, version=args.version)
-    outputs = prediction.outputs
-    name = args.output or next((n for n in _PRIMARY_OUTPUTS if n in outputs), next(iter(outputs)))
-    values = outputs[name]
-    if args.out is not None:
-        np.save(args.out, values, allow_pickle=False)
-        print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
-        return
-    result = prediction.result
-    print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
-    probabilities = outputs.get("probabilities") if name == "label" else None
-    for row, path in enumerate(prediction.files):
-        value = values[row]
-        shown = (
-            str(value)
-            if np.ndim(value) == 0
-            else " ".join(f"{v:.6g}" for v in np.ravel(value).tolist())
-        )
-        if probabilities is not None:
-            shown += f"  {float(probabilities[row].max()):.3f}"
-        print(f"{path}  {shown}")
+    _print_rows(args, prediction.result, prediction.outputs, [str(f) for f in prediction.files])
 
 
 def predict_columns(client: ParadigmClient, args: argparse.Namespace) -> None:
@@ -761,21 +743,30 @@ def predict_columns(client: ParadigmClient, args: argparse.Namespace) -> None:
     if prediction.left_out:
         shown = ", ".join(repr(name) for name in prediction.left_out)
         print(f"note: left out columns the model does not take: {shown}", file=sys.stderr)
-    outputs = prediction.outputs
+    _print_rows(args, prediction.result, prediction.outputs)
+
+
+def _print_rows(
+    args: argparse.Namespace,
+    result: InferResult,
+    outputs: dict[str, np.ndarray],
+    row_names: Sequence[str] | None = None,
+) -> None:
+    """The chosen output (label by default), one line per row, with the top probability
+    beside a label; or saved as .npy with --out."""
     name = args.output or next((n for n in _PRIMARY_OUTPUTS if n in outputs), next(iter(outputs)))
     values = outputs[name]
     if args.out is not None:
         np.save(args.out, values, allow_pickle=False)
         print(f"saved {name} {list(values.shape)} to {args.out}", file=sys.stderr)
         return
-    result = prediction.result
     print(f"# {result.model_name} version {result.model_version} on {result.device}: {name}")
     probabilities = outputs.get("probabilities") if name == "label" else None
     for row, value in enumerate(values.reshape(len(values), -1)):
-        shown = " ".join(str(v) if not isinstance(v, float) else f"{v:.6g}" for v in value)
+        shown = " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value.tolist())
         if probabilities is not None:
             shown += f"  {float(probabilities[row].max()):.3f}"
-        print(shown)
+        print(f"{row_names[row]}  {shown}" if row_names else shown)
 
 
 def cmd_import(client: ParadigmClient, args: argparse.Namespace) -> None:
