@@ -25,7 +25,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.naive_bayes import GaussianNB
+from sklearn.naive_bayes import GaussianNB, MultinomialNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -105,6 +105,9 @@ def build_estimator(algorithm: str, params: dict[str, Any], *, task: str, seed: 
             )
         return SVR(C=params["C"], kernel=params["kernel"], gamma=gamma)
     if algorithm == "naive_bayes":
+        # "auto" is resolved by the training data (multinomial for text); gaussian here.
+        if params.get("distribution") == "multinomial":
+            return MultinomialNB(alpha=params["alpha"])
         return GaussianNB(var_smoothing=params["var_smoothing"])
     if algorithm == "knn":
         neighbours = KNeighborsClassifier if classify else KNeighborsRegressor
@@ -366,6 +369,11 @@ def fit(request: FitRequest) -> SklearnModel:
         )
     if task == "classification" and len(np.unique(y_train)) < 2:
         raise InvalidArgument("classification needs at least two classes in the training data")
+    if isinstance(estimator, MultinomialNB) and len(X) and X.min() < 0:
+        raise InvalidArgument(
+            "naive_bayes with distribution=multinomial needs features of at least 0 (word "
+            "weights); this table has negative ones: use distribution=gaussian"
+        )
 
     preprocessing_seconds = 0.0
     model: BaseEstimator = estimator

@@ -21,6 +21,7 @@ from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
 from service.training import catalog
 from service.training.spec import TrainingSpec
+from service.worker.fitting import TextLayout
 
 
 @dataclass
@@ -41,6 +42,8 @@ class TrainingData:
     label_range: np.ndarray | None
     #: Table datasets: the raw columns and their fitted preprocessing (X_* are its output).
     table: TableInputs | None = None
+    #: Deep models of a table with text columns: where X_*'s token ids are.
+    text: TextLayout | None = None
 
 
 @dataclass
@@ -69,13 +72,10 @@ def _table_training_data(
     from service.worker import columns as table_columns
     from service.worker.datasets import tabular
 
-    if algorithm.name in ("cnn", "lstm"):
-        raise InvalidArgument(
-            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
-            "columns: train mlp or autoencoder (or a classical algorithm) on it"
-        )
     table = tabular.load_table(Path(spec.dataset_dir))
     raw = table_columns.read_columns(table, [ColumnInfo.from_dict(c) for c in info.columns])
+    texts = [s.name for s in raw.specs if s.kind == "text"]
+    _check_table_algorithm(spec, info, algorithm, texts)
     label = table.column(info.label_column).to_numpy(zero_copy_only=False)
     class_values = None
     if task == "classification":
@@ -95,11 +95,24 @@ def _table_training_data(
     started = time.perf_counter()
     # A table of numbers keeps the one "input" of array datasets unless asked otherwise.
     matrix = not spec.column_inputs and all(s.kind == "numeric" for s in raw.specs)
-    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix)
+    # Text: TF-IDF for classical models, token ids that deep ones learn vectors for.
+    tokens = None
+    if texts and algorithm.paradigm == "deep":
+        tokens = table_columns.TokenSettings(
+            int(params["vocabulary_size"]), int(params["max_tokens"])
+        )
+    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix, tokens=tokens)
     preprocessor.fit(raw.take(train_rows))
     X_train = preprocessor.transform(raw.take(train_rows))
     X_test = preprocessor.transform(raw.take(test_rows))
     seconds = time.perf_counter() - started
+    text_layout = None
+    if tokens is not None:
+        vocabularies = tuple(encoder.ids for encoder in preprocessor.encoders.values())
+        text_layout = TextLayout(preprocessor.dense_width, tokens.length, vocabularies)
+    if params.get("distribution") == "auto":  # naive_bayes: word weights are for text
+        words = bool(texts) and (len(X_train) == 0 or float(X_train.min()) >= 0.0)
+        params = {**params, "distribution": "multinomial" if words else "gaussian"}
     parity_rows = raw.take(test_rows if len(test_rows) else train_rows)
     return TrainingData(
         info=info,
@@ -114,7 +127,30 @@ def _table_training_data(
         classes=np.unique(y_train) if task == "classification" else None,
         label_range=None,
         table=TableInputs(preprocessor, parity_rows, class_values, seconds),
+        text=text_layout,
     )
+
+
+def _check_table_algorithm(
+    spec: TrainingSpec, info: layout.DatasetInfo, algorithm: catalog.Algorithm, texts: list[str]
+) -> None:
+    """Which deep networks read which tables: cnn reads images only, lstm a sequence (a
+    text column's words), the autoencoder reconstructs numbers, not words."""
+    if algorithm.name == "cnn" or (algorithm.name == "lstm" and not texts):
+        raise InvalidArgument(
+            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
+            "columns without text: train mlp or autoencoder (or a classical algorithm) on it"
+        )
+    if texts and algorithm.name == "autoencoder":
+        raise InvalidArgument(
+            f"the autoencoder reconstructs numbers; {info.name} has text columns "
+            f"({', '.join(texts)}): train mlp or lstm on it, or give them kind ignored"
+        )
+    if texts and algorithm.paradigm == "deep" and spec.world_size > 1:
+        raise InvalidArgument(
+            f"{info.name} has text columns: deep models of text train in one process "
+            "(world_size 1) for now"
+        )
 
 
 def load_training_data(spec: TrainingSpec) -> TrainingData:
