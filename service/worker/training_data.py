@@ -19,7 +19,7 @@ import numpy as np
 from service.datasets import layout
 from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
-from service.training import catalog
+from service.training import catalog, validation
 from service.training.spec import TrainingSpec
 from service.worker.fitting import TextLayout
 
@@ -75,7 +75,7 @@ def _table_training_data(
     table = tabular.load_table(Path(spec.dataset_dir))
     raw = table_columns.read_columns(table, [ColumnInfo.from_dict(c) for c in info.columns])
     texts = [s.name for s in raw.specs if s.kind == "text"]
-    _check_table_algorithm(spec, info, algorithm, texts)
+    validation.check_table_algorithm(algorithm, info, spec.world_size)
     label = table.column(info.label_column).to_numpy(zero_copy_only=False)
     class_values = None
     if task == "classification":
@@ -129,28 +129,6 @@ def _table_training_data(
         table=TableInputs(preprocessor, parity_rows, class_values, seconds),
         text=text_layout,
     )
-
-
-def _check_table_algorithm(
-    spec: TrainingSpec, info: layout.DatasetInfo, algorithm: catalog.Algorithm, texts: list[str]
-) -> None:
-    """Which deep networks read which tables: cnn reads images only, lstm a sequence (a
-    text column's words), the autoencoder reconstructs numbers, not words."""
-    if algorithm.name == "cnn" or (algorithm.name == "lstm" and not texts):
-        raise InvalidArgument(
-            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
-            "columns without text: train mlp or autoencoder (or a classical algorithm) on it"
-        )
-    if texts and algorithm.name == "autoencoder":
-        raise InvalidArgument(
-            f"the autoencoder reconstructs numbers; {info.name} has text columns "
-            f"({', '.join(texts)}): train mlp or lstm on it, or give them kind ignored"
-        )
-    if texts and algorithm.paradigm == "deep" and spec.world_size > 1:
-        raise InvalidArgument(
-            f"{info.name} has text columns: deep models of text train in one process "
-            "(world_size 1) for now"
-        )
 
 
 def load_training_data(spec: TrainingSpec) -> TrainingData:
