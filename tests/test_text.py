@@ -172,8 +172,7 @@ def test_python_and_the_graph_tokenise_alike(deep: bool) -> None:
     from service.worker import columns
 
     specs = [ColumnInfo("review", "text", "string"), ColumnInfo("product", "categorical", "string")]
-    train = reviews(300, seed=4)
-    train["review"] = [text or "" for text in train["review"]]
+    train = [text or "" for text in reviews(300, seed=4)["review"]]
 
     def rows(texts: list[str]) -> columns.Columns:
         return columns.Columns(
@@ -186,7 +185,7 @@ def test_python_and_the_graph_tokenise_alike(deep: bool) -> None:
 
     tokens = columns.TokenSettings(vocabulary_size=200, length=16) if deep else None
     preprocessor = columns.Preprocessor(specs, tokens=tokens)
-    preprocessor.fit(rows(list(train["review"])))
+    preprocessor.fit(rows(train))
     session = ort.InferenceSession(preprocessor.to_onnx().SerializeToString())
     held_out = [text or "" for text in reviews(100, seed=5)["review"]]
     for batch in (held_out + ODD_TEXTS, [""], ["", "   "], [ODD_TEXTS[2]], ["great " * 300]):

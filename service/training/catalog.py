@@ -201,7 +201,6 @@ _CLASSICAL = (
                 "Per-class feature distribution; auto: multinomial on a table with text "
                 "columns (when no feature is negative), gaussian otherwise.",
             ),
-            _float("alpha", 0.1, 1e-10, 100.0, "Multinomial: smoothing added to word weights."),
         ),
     ),
     Algorithm(

@@ -184,9 +184,7 @@ def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> 
         )
 
 
-def check_table_algorithm(
-    algorithm: catalog.Algorithm, info: DatasetInfo, world_size: int
-) -> None:
+def check_table_algorithm(algorithm: catalog.Algorithm, info: DatasetInfo, world_size: int) -> None:
     """Which deep networks read which tables: cnn reads images only, lstm a sequence (a
     text column's words), the autoencoder reconstructs numbers, not words. The worker
     checks again (a standalone job has no server in front)."""

@@ -41,6 +41,10 @@ TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 # Distance- and margin-based models need standardized features; trees, naive Bayes and
 # plain least squares are invariant to (or model) the feature scale themselves.
+#: naive_bayes on word weights: scikit-learn's default smoothing. Measured on the generated
+#: reviews (held-out accuracy, 600 / 3000 rows): alpha 0.01 0.71 / 0.87, 0.1 0.75 / 0.88,
+#: 0.3 0.81 / 0.88, 1.0 0.85 / 0.90; GaussianNB on the same TF-IDF 0.62 / 0.81.
+MULTINOMIAL_ALPHA = 1.0
 _SCALED = frozenset({"logistic_regression", "svm", "knn"})
 
 
@@ -107,7 +111,7 @@ def build_estimator(algorithm: str, params: dict[str, Any], *, task: str, seed: 
     if algorithm == "naive_bayes":
         # "auto" is resolved by the training data (multinomial for text); gaussian here.
         if params.get("distribution") == "multinomial":
-            return MultinomialNB(alpha=params["alpha"])
+            return MultinomialNB(alpha=MULTINOMIAL_ALPHA)
         return GaussianNB(var_smoothing=params["var_smoothing"])
     if algorithm == "knn":
         neighbours = KNeighborsClassifier if classify else KNeighborsRegressor
