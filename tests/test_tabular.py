@@ -23,7 +23,7 @@ from tests.server import RunningServer
 CITIES = ["Oslo", "Lima", "Pune", "Kyiv"]
 ROWS = 400
 LABEL = "churn"
-INPUTS = ["age", "income", "city", "plan", "member"]
+INPUTS = ["age", "income", "city", "plan", "member", "notes"]
 
 
 def churn_table(rows: int = ROWS, seed: int = 0) -> pa.Table:
@@ -111,7 +111,8 @@ def test_upload_infers_kinds_counts_missing_and_names_classes(churn: pb.Dataset)
     assert counts == {k: int(v) for k, v in expected.items()}
     assert churn.n_features == len(INPUTS)
     warned = " ".join(churn.warnings)
-    assert "'id'" in warned and "'name'" in warned and "'notes'" in warned
+    # Free text is a model input now (test_text.py): no note leaves it out.
+    assert "'id'" in warned and "'name'" in warned and "'notes'" not in warned
 
 
 def test_column_kinds_given_at_upload_and_parquet(client: ParadigmClient, tmp_path: Path) -> None:
@@ -161,6 +162,7 @@ def test_both_paradigms_share_one_signature_and_answer_class_names(
     assert [name for name, _, _ in signature] == INPUTS
     assert dict((n, d) for n, d, _ in signature) == {
         "age": "FP32", "income": "FP32", "city": "BYTES", "plan": "BYTES", "member": "BYTES",
+        "notes": "BYTES",
     }  # fmt: skip
     assert churn_models["logistic_regression"].metrics["accuracy"] > 0.8
 
@@ -175,7 +177,7 @@ def test_predict_raw_rows_from_a_table_a_dataframe_and_a_dict(
         prediction = client.predict("churn-lr", data)
         assert prediction.classes == ["leave", "stay"]
         assert prediction.outputs["label"].shape == (30,)
-        assert set(prediction.left_out) == {"id", "name", "notes", LABEL}
+        assert set(prediction.left_out) == {"id", "name", LABEL}
         answers.append(list(prediction.outputs["label"]))
     assert answers[0] == answers[1] == answers[2]
     assert np.mean(np.array(answers[0]) == expected) > 0.7
@@ -184,7 +186,7 @@ def test_predict_raw_rows_from_a_table_a_dataframe_and_a_dict(
     before = _unknown_categories(server, "churn-mlp", "city")
     odd = {
         "age": [None, 30.0], "income": [None, 40_000.0], "city": [None, "Atlantis"],
-        "plan": ["", "basic"], "member": ["yes", None],
+        "plan": ["", "basic"], "member": ["yes", None], "notes": [None, "never seen words"],
     }  # fmt: skip
     prediction = client.predict("churn-mlp", odd)
     assert set(prediction.outputs["label"]) <= {"leave", "stay"}
@@ -213,7 +215,7 @@ def test_cli_show_and_predict_on_a_csv(
     assert predicted.returncode == 0, predicted.stderr
     lines = [line for line in predicted.stdout.splitlines() if not line.startswith("#")]
     assert len(lines) == 5 and all(line.split()[0] in ("leave", "stay") for line in lines)
-    assert "left out" in predicted.stderr and "'notes'" in predicted.stderr
+    assert "left out" in predicted.stderr and "'name'" in predicted.stderr
     missing = write_csv(churn_table(rows=5).drop_columns(["city"]), tmp_path / "short.csv")
     refused = _paradigm(server, "predict", "churn-rf", str(missing))
     assert refused.returncode != 0 and "'city'" in refused.stderr
@@ -262,6 +264,7 @@ def test_bad_column_requests_are_invalid_argument(
         "city": np.array([["Oslo"], [""]], dtype=object),
         "plan": np.array([["pro"], ["basic"]], dtype=object),
         "member": np.array([["yes"], ["no"]], dtype=object),
+        "notes": np.array([["called twice"], [""]], dtype=object),
     }
     assert client.infer("churn-lr", columns).as_numpy("label").shape == (2,)  # NaN: imputed
     with pytest.raises(ParadigmClientError) as error:
@@ -314,11 +317,12 @@ def test_damaged_and_nested_parquet_are_refused(client: ParadigmClient, tmp_path
 
 
 def test_image_networks_refuse_a_table(client: ParadigmClient, churn: pb.Dataset) -> None:
-    for algorithm in ("cnn", "lstm"):
+    # churn has a text column, which lstm reads (test_text.py); a table of numbers it refuses.
+    for algorithm, dataset in (("cnn", "churn"), ("lstm", "penguins")):
         with pytest.raises(ParadigmClientError) as error:
-            client.start_training("churn", algorithm)
+            client.start_training(dataset, algorithm)
         assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "is a table of columns" in error.value.details
+        assert "is a table of" in error.value.details
     with pytest.raises(ParadigmClientError) as error:
         client.start_training("churn", "linear_regression")
     assert "labels are class names" in error.value.details

@@ -46,10 +46,15 @@ LOG_RATIO = 100.0
 #: How a model is computed, not what it learns (bf16 is a GPU speed knob): neither counted
 #: in a space nor sampled, so every trial runs at the catalog default.
 EXECUTION_SETTINGS = frozenset({"precision"})
+#: How text columns are read (mlp and lstm's word vectors, naive_bayes's distribution, by
+#: default chosen from the data): inert on a dataset without text, so not a dimension of
+#: the search either; every trial runs at the catalog default.
+TEXT_SETTINGS = frozenset({"embedding_dim", "max_tokens", "vocabulary_size", "distribution"})
 
 
 def _tunable(algorithm: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [h for h in algorithm.get("hyperparameters", []) if h["name"] not in EXECUTION_SETTINGS]
+    fixed = EXECUTION_SETTINGS | TEXT_SETTINGS
+    return [h for h in algorithm.get("hyperparameters", []) if h["name"] not in fixed]
 
 
 def space_size(algorithm: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from service.errors import InvalidArgument
 
 ColumnKind = Literal["numeric", "categorical", "boolean", "text", "ignored"]
 KINDS: tuple[ColumnKind, ...] = ("numeric", "categorical", "boolean", "text", "ignored")
-#: The kinds a model takes as inputs. Text joins them when it has a representation.
-MODEL_KINDS: frozenset[str] = frozenset({"numeric", "categorical", "boolean"})
+#: The kinds a model takes as inputs.
+MODEL_KINDS: frozenset[str] = frozenset({"numeric", "categorical", "boolean", "text"})
 #: Values counted in `top` for categorical and boolean columns.
 TOP_VALUES = 10
 

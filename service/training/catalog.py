@@ -97,6 +97,19 @@ _DEEP_COMMON = (
     ),
 )
 
+# mlp and lstm on a table with text columns: the words' own learned representation.
+_TEXT_INPUTS = (
+    _int("embedding_dim", 32, 1, 1024, "Text columns: size of each word's learned vector."),
+    _int("max_tokens", 64, 1, 4096, "Text columns: words of a text read; the rest is cut."),
+    _int(
+        "vocabulary_size",
+        20000,
+        3,
+        1_000_000,
+        "Text columns: ids for the commonest training words, padding and unknown words.",
+    ),
+)
+
 _CLASSICAL = (
     Algorithm(
         "linear_regression",
@@ -171,7 +184,8 @@ _CLASSICAL = (
         "naive_bayes",
         "classical",
         ("classification",),
-        "Gaussian naive Bayes: independent normal features per class.",
+        "Naive Bayes: independent features per class, normal (Gaussian) or word weights "
+        "(multinomial, for text).",
         (
             _float(
                 "var_smoothing",
@@ -179,6 +193,13 @@ _CLASSICAL = (
                 0.0,
                 1.0,
                 "Fraction of the largest feature variance added to all variances.",
+            ),
+            _choice(
+                "distribution",
+                "auto",
+                ("auto", "gaussian", "multinomial"),
+                "Per-class feature distribution; auto: multinomial on a table with text "
+                "columns (when no feature is negative), gaussian otherwise.",
             ),
         ),
     ),
@@ -204,12 +225,14 @@ _DEEP = (
         "mlp",
         "deep",
         ("classification", "regression"),
-        "Fully connected network: ReLU hidden layers with dropout.",
+        "Fully connected network: ReLU hidden layers with dropout (text columns: the mean "
+        "of their words' learned vectors first).",
         (
             *_DEEP_COMMON,
             _int("hidden_units", 128, 1, 4096, "Units per hidden layer."),
             _int("hidden_layers", 2, 1, 16, "Number of hidden layers."),
             _float("dropout", 0.2, 0.0, 0.9, "Dropout rate after each hidden layer."),
+            *_TEXT_INPUTS,
         ),
     ),
     Algorithm(
@@ -230,12 +253,14 @@ _DEEP = (
         "lstm",
         "deep",
         ("classification", "regression"),
-        "LSTM over a sequence: image rows as time steps, otherwise one feature per step.",
+        "LSTM over a sequence: image rows as time steps, a text column's words, otherwise "
+        "one feature per step.",
         (
             *_DEEP_COMMON,
             _int("hidden_units", 64, 1, 2048, "Size of the LSTM hidden state."),
             _int("num_layers", 1, 1, 8, "Stacked LSTM layers."),
             _float("dropout", 0.0, 0.0, 0.9, "Dropout between stacked layers and before the head."),
+            *_TEXT_INPUTS,
         ),
     ),
     Algorithm(

@@ -82,6 +82,7 @@ def training_spec(
     task = catalog.resolve_task(algorithm, info.task, request.task)
     if info.is_table:
         _check_table(algorithm, task, info)
+        check_table_algorithm(algorithm, info, request.world_size)
     image_features = _check_image_features(request.image_features, algorithm, task, info)
     if algorithm.name == "cnn" and not info.image_shape:
         raise InvalidArgument(
@@ -207,16 +208,33 @@ def _check_image_features(
 
 def _check_table(algorithm: catalog.Algorithm, task: str, info: DatasetInfo) -> None:
     """What a table of columns cannot be trained as, refused before anything is queued."""
-    if algorithm.name in ("cnn", "lstm"):
-        raise InvalidArgument(
-            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
-            "columns: train mlp or autoencoder (or a classical algorithm) on it"
-        )
     named = any(not _is_number(c["value"]) for c in info.classes)
     if named and task == "regression":
         raise InvalidArgument(
             f"{algorithm.name} does regression, and {info.name}'s labels are class names "
             f"({', '.join(c['value'] for c in info.classes[:3])}, ...): train a classifier"
+        )
+
+
+def check_table_algorithm(algorithm: catalog.Algorithm, info: DatasetInfo, world_size: int) -> None:
+    """Which deep networks read which tables: cnn reads images only, lstm a sequence (a
+    text column's words), the autoencoder reconstructs numbers, not words. The worker
+    checks again (a standalone job has no server in front)."""
+    texts = [c["name"] for c in info.columns if c.get("kind") == "text"]
+    if algorithm.name == "cnn" or (algorithm.name == "lstm" and not texts):
+        raise InvalidArgument(
+            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
+            "columns without text: train mlp or autoencoder (or a classical algorithm) on it"
+        )
+    if texts and algorithm.name == "autoencoder":
+        raise InvalidArgument(
+            f"the autoencoder reconstructs numbers; {info.name} has text columns "
+            f"({', '.join(texts)}): train mlp or lstm on it, or give them kind ignored"
+        )
+    if texts and algorithm.paradigm == "deep" and world_size > 1:
+        raise InvalidArgument(
+            f"{info.name} has text columns: deep models of text train in one process "
+            "(world_size 1) for now"
         )
 
 

@@ -25,7 +25,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.naive_bayes import GaussianNB
+from sklearn.naive_bayes import GaussianNB, MultinomialNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -41,6 +41,10 @@ TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 # Distance- and margin-based models need standardized features; trees, naive Bayes and
 # plain least squares are invariant to (or model) the feature scale themselves.
+#: naive_bayes on word weights: scikit-learn's default smoothing. Measured on the generated
+#: reviews (held-out accuracy, 600 / 3000 rows): alpha 0.01 0.71 / 0.87, 0.1 0.75 / 0.88,
+#: 0.3 0.81 / 0.88, 1.0 0.85 / 0.90; GaussianNB on the same TF-IDF 0.62 / 0.81.
+MULTINOMIAL_ALPHA = 1.0
 _SCALED = frozenset({"logistic_regression", "svm", "knn"})
 
 
@@ -105,6 +109,9 @@ def build_estimator(algorithm: str, params: dict[str, Any], *, task: str, seed: 
             )
         return SVR(C=params["C"], kernel=params["kernel"], gamma=gamma)
     if algorithm == "naive_bayes":
+        # "auto" is resolved by the training data (multinomial for text); gaussian here.
+        if params.get("distribution") == "multinomial":
+            return MultinomialNB(alpha=MULTINOMIAL_ALPHA)
         return GaussianNB(var_smoothing=params["var_smoothing"])
     if algorithm == "knn":
         neighbours = KNeighborsClassifier if classify else KNeighborsRegressor
@@ -366,6 +373,11 @@ def fit(request: FitRequest) -> SklearnModel:
         )
     if task == "classification" and len(np.unique(y_train)) < 2:
         raise InvalidArgument("classification needs at least two classes in the training data")
+    if isinstance(estimator, MultinomialNB) and len(X) and X.min() < 0:
+        raise InvalidArgument(
+            "naive_bayes with distribution=multinomial needs features of at least 0 (word "
+            "weights); this table has negative ones: use distribution=gaussian"
+        )
 
     preprocessing_seconds = 0.0
     model: BaseEstimator = estimator

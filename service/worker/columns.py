@@ -4,10 +4,12 @@ preprocessing as an ONNX graph that the model's graph is joined behind.
 Fitted on the training rows only: numeric columns impute the median (the model's own
 scaling, where it has one, follows); categorical columns one-hot encode, a missing value
 being the category "" and a category never seen in training encoding as all zeros; boolean
-columns become 0/1 with the most frequent value for a missing one. Both paradigms train on
-the matrix this produces, and both export the same front graph, so a classical and a deep
-model of one table take the same inputs: one per column, named after it (FP32 [batch, 1]
-for numbers, NaN for missing; BYTES for categories, "" for missing; BOOL for booleans).
+columns become 0/1 with the most frequent value for a missing one; text columns become
+TF-IDF features for classical models and token ids for deep ones (text.py), "" for missing.
+Both paradigms train on the matrix this produces and export its front graph, so a
+classical and a deep model of one table take the same inputs: one per column, named after
+it (FP32 [batch, 1] for numbers, NaN for missing; BYTES for categories and text, "" for
+missing; BOOL for booleans).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from onnx import TensorProto, helper
 
 from service.datasets.schema import ColumnInfo, model_columns
 from service.errors import InvalidArgument
+from service.worker import text
 
 #: A category no training row has: the parity rows send it to prove it encodes as zeros.
 UNSEEN_CATEGORY = "\x00paradigm-unseen"
@@ -33,8 +36,8 @@ FEATURES = "features"
 class Columns:
     """A table's model columns as numpy arrays, one per column, typed for the model.
 
-    numeric: float32 with NaN for missing; categorical: object array of str with "" for
-    missing; boolean: float32 0/1 with NaN for missing (served as BOOL).
+    numeric: float32 with NaN for missing; categorical and text: object array of str with ""
+    for missing; boolean: float32 0/1 with NaN for missing (served as BOOL).
     """
 
     specs: list[ColumnInfo]
@@ -67,7 +70,9 @@ class Columns:
 
     def with_edge_rows(self) -> Columns:
         """These rows plus two that serving will meet: every value missing (booleans, which
-        cannot be missing on the wire, false), and every category one never seen."""
+        cannot be missing on the wire, false; text empty), and every category one never
+        seen (text: unseen words, then the first row's text many times over, longer than
+        any token sequence a deep model reads)."""
         first = {name: array[:1] for name, array in self.values.items()}
         blank, unseen = {}, {}
         for spec in self.specs:
@@ -75,6 +80,10 @@ class Columns:
             if spec.kind == "categorical":
                 blank[spec.name] = np.array([""], dtype=object)
                 unseen[spec.name] = np.array([UNSEEN_CATEGORY], dtype=object)
+            elif spec.kind == "text":
+                blank[spec.name] = np.array([""], dtype=object)
+                long_text = " ".join([text.UNSEEN_TEXT, *[str(array[0])] * 50])
+                unseen[spec.name] = np.array([long_text], dtype=object)
             elif spec.kind == "boolean":
                 blank[spec.name] = np.zeros(1, dtype=np.float32)
                 unseen[spec.name] = array
@@ -94,9 +103,9 @@ def read_columns(table: pa.Table, columns: list[ColumnInfo]) -> Columns:
     values: dict[str, np.ndarray] = {}
     for spec in specs:
         array = table.column(spec.name)
-        if spec.kind == "categorical":
-            text = array.fill_null("").to_numpy(zero_copy_only=False)
-            values[spec.name] = np.asarray(text, dtype=object)
+        if spec.kind in ("categorical", "text"):
+            strings = array.fill_null("").to_numpy(zero_copy_only=False)
+            values[spec.name] = np.asarray(strings, dtype=object)
         elif spec.kind == "boolean":
             values[spec.name] = array.cast(pa.float32()).to_numpy(zero_copy_only=False)
         else:
@@ -105,12 +114,32 @@ def read_columns(table: pa.Table, columns: list[ColumnInfo]) -> Columns:
     return Columns(specs, values)
 
 
+@dataclass(frozen=True)
+class TokenSettings:
+    """Deep models read a text column as token ids: how many words a vocabulary keeps
+    (with the padding and unknown ids) and how many tokens of a text are read."""
+
+    vocabulary_size: int
+    length: int
+
+
 class Preprocessor:
     """The fitted column preprocessing: a scikit-learn ColumnTransformer over one input per
     column, or, for a table of numbers only (`matrix`), a median imputer over the one input
-    "input" [rows, columns] that array datasets have too."""
+    "input" [rows, columns] that array datasets have too.
 
-    def __init__(self, specs: list[ColumnInfo], *, matrix: bool = False) -> None:
+    Text columns are TF-IDF inside the ColumnTransformer, or, given `tokens` (deep models),
+    token ids after its output: the feature matrix is then [other columns | ids per text
+    column], `dense_width` columns of the first.
+    """
+
+    def __init__(
+        self,
+        specs: list[ColumnInfo],
+        *,
+        matrix: bool = False,
+        tokens: TokenSettings | None = None,
+    ) -> None:
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.preprocessing import OneHotEncoder
@@ -118,14 +147,16 @@ class Preprocessor:
         self.specs = specs
         self.matrix = matrix
         self.seconds = 0.0
+        self.encoders: dict[str, text.TokenIds] = {}
+        self.dense_width = 0
         if matrix:
             self.transformer: Any = SimpleImputer(strategy="median", keep_empty_features=True)
             return
         by_kind = {
             kind: [s.name for s in specs if s.kind == kind]
-            for kind in ("numeric", "categorical", "boolean")
+            for kind in ("numeric", "categorical", "boolean", "text")
         }
-        parts: list[tuple[str, Any, list[str]]] = []
+        parts: list[tuple[str, Any, Any]] = []
         if by_kind["numeric"]:
             median = SimpleImputer(strategy="median", keep_empty_features=True)
             parts.append(("numeric", median, by_kind["numeric"]))
@@ -135,22 +166,54 @@ class Preprocessor:
         if by_kind["boolean"]:
             frequent = SimpleImputer(strategy="most_frequent", keep_empty_features=True)
             parts.append(("boolean", frequent, by_kind["boolean"]))
-        self.transformer = ColumnTransformer(parts, sparse_threshold=0.0)
+        for index, column in enumerate(by_kind["text"]):
+            if tokens is not None:
+                self.encoders[column] = text.TokenIds(tokens.vocabulary_size, tokens.length)
+            else:
+                # A column name, not a list: the vectoriser reads one string per row.
+                parts.append((_text_part(column, index), text.tfidf(), column))
+        self.transformer = ColumnTransformer(parts, sparse_threshold=0.0) if parts else None
 
     def _rows(self, columns: Columns) -> Any:
-        return columns.matrix() if self.matrix else columns.frame()
+        if self.matrix:
+            return columns.matrix()
+        frame = columns.frame()
+        for spec in self.specs:
+            if spec.kind == "text" and spec.name not in self.encoders:
+                frame[spec.name] = [text.python_side(value) for value in frame[spec.name]]
+        return frame
 
     def fit(self, columns: Columns) -> Preprocessor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # all-missing columns, kept as 0
-            self.transformer.fit(self._rows(columns))
+        if self.transformer is not None and not self.matrix:
+            rows = self._rows(columns)
+            for name, _, column in self.transformer.transformers:
+                if name.startswith("text_"):
+                    vocabulary = text.tfidf_vocabulary(rows[column])
+                    if vocabulary is None:
+                        raise InvalidArgument(
+                            f"text column {column!r} has no word in any training row"
+                        )
+                    self.transformer.set_params(**{name: text.tfidf(vocabulary)})
+        if self.transformer is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # all-missing columns, kept as 0
+                self.transformer.fit(self._rows(columns))
+        for column, encoder in self.encoders.items():
+            encoder.fit(columns.values[column])
+        if self.transformer is not None and not self.matrix:
+            self.dense_width = len(self.transformer.get_feature_names_out())
         return self
 
     def transform(self, columns: Columns) -> np.ndarray:
-        with warnings.catch_warnings():
-            # Categories never seen in training encode as zeros, as documented.
-            warnings.simplefilter("ignore", UserWarning)
-            features = self.transformer.transform(self._rows(columns))
+        parts = []
+        if self.transformer is not None:
+            with warnings.catch_warnings():
+                # Categories never seen in training encode as zeros, as documented.
+                warnings.simplefilter("ignore", UserWarning)
+                parts.append(self.transformer.transform(self._rows(columns)))
+        for column, encoder in self.encoders.items():
+            parts.append(encoder.transform(columns.values[column]))
+        features = np.hstack(parts) if len(parts) > 1 else parts[0]
         return np.ascontiguousarray(features, dtype=np.float32)
 
     def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
@@ -163,7 +226,7 @@ class Preprocessor:
         if self.matrix:
             return [{"name": "input", "kind": "numeric", "categories": []}]
         known: dict[str, list[str]] = {}
-        for name, step, names in self.transformer.transformers_:
+        for name, step, names in self.transformer.transformers_ if self.transformer else ():
             if name == "categorical":
                 for column, categories in zip(names, step.categories_, strict=True):
                     known[column] = sorted(str(c) for c in categories if c != "")
@@ -173,13 +236,31 @@ class Preprocessor:
         ]
 
     def feature_names(self) -> list[str]:
-        """One name per output feature: "numeric__age", "categorical__island_Biscoe", ..."""
+        """One name per output feature: "numeric__age", "categorical__island_Biscoe",
+        "text_review__great movie", "text__review__token_0", ..."""
         if self.matrix:
             return [s.name for s in self.specs]
-        return [str(name) for name in self.transformer.get_feature_names_out()]
+        names = (
+            [str(name) for name in self.transformer.get_feature_names_out()]
+            if self.transformer is not None
+            else []
+        )
+        for column, encoder in self.encoders.items():
+            names.extend(encoder.feature_names(column))
+        return names
 
     def to_onnx(self) -> onnx.ModelProto:
         """The preprocessing graph: one input per column (named after it), output FEATURES."""
+        front = self._transformer_onnx() if self.transformer is not None else None
+        if not self.encoders:
+            assert front is not None
+            return front
+        if front is not None:
+            rename(front.graph, FEATURES, "features/columns")
+        order = [s.name for s in self.specs]
+        return text.token_graph(front, "features/columns", self.encoders, order, FEATURES)
+
+    def _transformer_onnx(self) -> onnx.ModelProto:
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType
 
@@ -187,12 +268,17 @@ class Preprocessor:
             types: list[tuple[str, Any]] = [("input", FloatTensorType([None, len(self.specs)]))]
         else:
             types = self._column_types()
+        options: dict[int, dict[str, Any]] = {}
+        for _, step, _ in self.transformer.transformers_ if not self.matrix else ():
+            if type(step).__name__ == "TfidfVectorizer":
+                options.update(text.tfidf_options(step))
         try:
             model = convert_sklearn(
                 self.transformer,
                 name="preprocessing",
                 initial_types=types,
                 target_opset={"": 17, "ai.onnx.ml": 3},
+                options=options or None,
             )
         except Exception as exc:  # skl2onnx raises RuntimeError, KeyError, ...
             raise InvalidArgument(
@@ -209,17 +295,26 @@ class Preprocessor:
         return model
 
     def _column_types(self) -> list[tuple[str, Any]]:
+        """skl2onnx input types of the ColumnTransformer's columns (token id columns are
+        not its)."""
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
         return [
             (
                 spec.name,
                 StringTensorType([None, 1])
-                if spec.kind == "categorical"
+                if spec.kind in ("categorical", "text")
                 else FloatTensorType([None, 1]),
             )
             for spec in self.specs
+            if spec.name not in self.encoders
         ]
+
+
+def _text_part(column: str, index: int) -> str:
+    """The ColumnTransformer's name for a text column's vectoriser: "text_<column>", unless
+    the column's name has the "__" scikit-learn keeps for its own use."""
+    return f"text_{column}" if "__" not in column else f"text_{index}"
 
 
 def _booleans_as_bool(graph: onnx.GraphProto, names: list[str]) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from service.worker.deep_networks import Network, Standardize, build_body, n_outputs
+from service.worker.deep_text import text_body
 from service.worker.fitting import FitRequest
 
 #: Rows per inference call (validation, predict_outputs): the CNN's first activation is 64
@@ -117,10 +118,13 @@ def train(request: FitRequest, shard: Shard | None = None) -> Trained:
         data = _prepare(request, np.random.default_rng(request.seed))
         n_features = request.X_train.shape[1]
         n_out = n_outputs(request.task, data.classes, n_features)
-        network = Network(
-            Standardize(data.mean, data.std),
-            build_body(request.algorithm, request.params, n_features, n_out, request.image_shape),
-        ).to(device)
+        if request.text is not None:
+            body: nn.Module = text_body(request.algorithm, request.params, request.text, n_out)
+        else:
+            body = build_body(
+                request.algorithm, request.params, n_features, n_out, request.image_shape
+            )
+        network = Network(Standardize(data.mean, data.std), body).to(device)
         history = _run_epochs(network, data, request, shard)
     return Trained(network, data, history)
 
@@ -143,6 +147,8 @@ def _prepare(request: FitRequest, rng: np.random.Generator) -> Prepared:
     mean = X[fit_rows].mean(axis=0, dtype=np.float64)
     std = X[fit_rows].std(axis=0, dtype=np.float64)
     std[std < _MIN_STD] = 1.0
+    if request.text is not None:  # token ids pass through unscaled: they index embeddings
+        mean[request.text.dense :], std[request.text.dense :] = 0.0, 1.0
     y_mean, y_std = 0.0, 1.0
     if task == "regression":
         y_mean = float(target[fit_rows].mean(dtype=np.float64))

@@ -16,6 +16,16 @@ from service.training.spec import Emit, FittedModel
 
 
 @dataclass(frozen=True)
+class TextLayout:
+    """Where a table's token ids are in the feature matrix of a deep model: after `dense`
+    other features, `length` ids per text column, column i's ids below vocabularies[i]."""
+
+    dense: int
+    length: int
+    vocabularies: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class FitRequest:
     """One model to fit: the algorithm, its resolved parameters and the training rows.
 
@@ -38,6 +48,8 @@ class FitRequest:
     classes: np.ndarray | None = None
     #: torch intra-op threads for training, prediction and export.
     threads: int = 1
+    #: Deep models of a table with text columns: where the token ids are; None otherwise.
+    text: TextLayout | None = None
 
 
 class DeepFit(Protocol):

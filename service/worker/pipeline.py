@@ -67,6 +67,7 @@ def fit_request(spec: TrainingSpec, data: TrainingData, emit: Emit) -> FitReques
         image_shape=data.info.image_shape or None,
         classes=data.classes,
         threads=spec.blas_threads,
+        text=data.text,
     )
 
 

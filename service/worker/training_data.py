@@ -20,8 +20,9 @@ import numpy as np
 from service.datasets import layout
 from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
-from service.training import catalog
+from service.training import catalog, validation
 from service.training.spec import TrainingSpec
+from service.worker.fitting import TextLayout
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainingData:
     label_range: np.ndarray | None
     #: Table and image datasets: the raw rows and their front end (X_* are its output).
     raw: RawInputs | None = None
+    #: Deep models of a table with text columns: where X_*'s token ids are.
+    text: TextLayout | None = None
 
 
 @dataclass
@@ -73,13 +76,10 @@ def _table_training_data(
     from service.worker import columns as table_columns
     from service.worker.datasets import tabular
 
-    if algorithm.name in ("cnn", "lstm"):
-        raise InvalidArgument(
-            f"{algorithm.name} reads image or sequence rows; {info.name} is a table of "
-            "columns: train mlp or autoencoder (or a classical algorithm) on it"
-        )
     table = tabular.load_table(Path(spec.dataset_dir))
     raw = table_columns.read_columns(table, [ColumnInfo.from_dict(c) for c in info.columns])
+    texts = [s.name for s in raw.specs if s.kind == "text"]
+    validation.check_table_algorithm(algorithm, info, spec.world_size)
     label = table.column(info.label_column).to_numpy(zero_copy_only=False)
     class_values = None
     if task == "classification":
@@ -95,15 +95,28 @@ def _table_training_data(
         y = label.astype(np.float64)
     # A table of numbers keeps the one "input" of array datasets unless asked otherwise.
     matrix = not spec.column_inputs and all(s.kind == "numeric" for s in raw.specs)
-    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix)
+    # Text: TF-IDF for classical models, token ids that deep ones learn vectors for.
+    tokens = None
+    if texts and algorithm.paradigm == "deep":
+        tokens = table_columns.TokenSettings(
+            int(params["vocabulary_size"]), int(params["max_tokens"])
+        )
+    preprocessor = table_columns.Preprocessor(raw.specs, matrix=matrix, tokens=tokens)
 
     def fit(rows: np.ndarray) -> None:
         preprocessor.fit(raw.take(rows))
 
-    return _raw_training_data(
+    data = _raw_training_data(
         spec, info, algorithm, params, task, y, class_values,
         front=preprocessor, fit=fit, rows=raw.take,
     )  # fmt: skip
+    if tokens is not None:
+        vocabularies = tuple(encoder.ids for encoder in preprocessor.encoders.values())
+        data.text = TextLayout(preprocessor.dense_width, tokens.length, vocabularies)
+    if params.get("distribution") == "auto":  # naive_bayes: word weights are for text
+        words = bool(texts) and (len(data.X_train) == 0 or float(data.X_train.min()) >= 0.0)
+        data.params = {**params, "distribution": "multinomial" if words else "gaussian"}
+    return data
 
 
 def _raw_training_data(

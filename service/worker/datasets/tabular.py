@@ -116,7 +116,7 @@ def ingest(
     used = model_columns(columns)
     if not used:
         raise InvalidArgument(
-            "no column a model can use: every column besides the label is ignored or text "
+            "no column a model can use: every column besides the label is ignored "
             f"({_listed([c.name + '=' + c.kind for c in columns])}); give kinds with column_kinds"
         )
     _write(
@@ -347,10 +347,7 @@ def _infer_kind(array: pa.ChunkedArray, name: str) -> tuple[ColumnKind, str]:
         words = pc.list_value_length(pc.utf8_split_whitespace(sample))
         mean_words = pc.mean(words).as_py() or 0.0
         if mean_chars >= TEXT_MEAN_CHARS or mean_words >= TEXT_MEAN_WORDS:
-            return "text", (
-                f"column {name!r} is free text: models do not use text columns yet, so it is "
-                "left out of training"
-            )
+            return "text", ""
         if _every_value_differs(array):
             return "ignored", (
                 f"column {name!r} is ignored: every value differs, like a name or an id (give "
