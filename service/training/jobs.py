@@ -82,7 +82,11 @@ class JobManager:
             for state in TERMINAL:
                 metrics.training_jobs.labels(algorithm.paradigm, algorithm.name, state)
         self._jobs: dict[str, Job] = {}
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queued_jobs)
+        # Unbounded: the limit counts jobs still waiting (self._waiting), since a job
+        # cancelled while queued stays in the queue until a runner pops and skips it, and
+        # must not hold a place meanwhile.
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._waiting: set[str] = set()
         #: Jobs being written down before they join the queue: they hold a place in it.
         self._admitting = 0
         self._runners: list[asyncio.Task[None]] = []
@@ -170,6 +174,8 @@ class JobManager:
             raise FailedPrecondition(f"job {job_id!r} already ended: {job.state}")
         job.cancel_requested = True
         if job.state == QUEUED:
+            self._waiting.discard(job.id)
+            self._metrics.training_queue_depth.set(len(self._waiting))
             self._finish(job, CANCELLED)
         else:
             job.stop_worker()
@@ -181,8 +187,7 @@ class JobManager:
     # -- the queue ------------------------------------------------------------------------
 
     async def _enqueue(self, job: Job) -> Job:
-        waiting = self._queue.qsize() + self._admitting
-        if self._queue.maxsize > 0 and waiting >= self._queue.maxsize:
+        if len(self._waiting) + self._admitting >= self._settings.max_queued_jobs:
             raise ResourceExhausted(
                 f"the training queue is full ({self._settings.max_queued_jobs} jobs waiting); "
                 "try again later"
@@ -196,15 +201,17 @@ class JobManager:
         finally:
             self._admitting -= 1
         self._jobs[job.id] = job
+        self._waiting.add(job.id)
         self._queue.put_nowait(job)
         self._prune()
-        self._metrics.training_queue_depth.set(self._queue.qsize())
+        self._metrics.training_queue_depth.set(len(self._waiting))
         return job
 
     async def _run_forever(self) -> None:
         while True:
             job = await self._queue.get()
-            self._metrics.training_queue_depth.set(self._queue.qsize())
+            self._waiting.discard(job.id)
+            self._metrics.training_queue_depth.set(len(self._waiting))
             if job.state != QUEUED:
                 continue
             try:
