@@ -180,6 +180,8 @@ class WorkerProcess:
                 await loop.run_in_executor(None, self._process.start)
             finally:
                 self._sender.close()  # our copy: the pipe reports EOF once the child's closes
+            if self._stopping:  # stop() came while it was starting
+                self._signal()
             final = await receive(self._receiver, event, who=self._who)
             if self._grace > 0:
                 # It may still be cleaning up: waited for, within its deadline.
@@ -194,10 +196,18 @@ class WorkerProcess:
         return WorkerExit(final, exitcode, timed_out, first[0] if first else None, self.start)
 
     def stop(self) -> None:
-        """SIGTERM now, SIGKILL after the grace (at once if the grace is 0); once."""
-        if self._stopping or not self._alive():
+        """SIGTERM now, SIGKILL after the grace (at once if the grace is 0); once. Asked
+        before the process has started (its start runs off the loop), it is stopped as
+        soon as it has."""
+        if self._stopping or self._closed:
             return
         self._stopping = True
+        if self._process.pid is not None:
+            self._signal()
+
+    def _signal(self) -> None:
+        if not self._alive():
+            return
         if self._grace <= 0:
             self._process.kill()
             return
