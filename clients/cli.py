@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--samples", type=int, default=20_000, help="rows, up to 200 000")
     generate.add_argument("--image-size", type=int, default=28, help="side of the images")
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--images",
+        action="store_true",
+        help="store as an image dataset (uint8 pixels served raw) instead of float features",
+    )
     delete = datasets_sub.add_parser("delete", help="delete an uploaded or generated dataset")
     delete.add_argument("name")
 
@@ -370,7 +375,11 @@ def cmd_datasets(client: ParadigmClient, args: argparse.Namespace) -> None:
         return
     if args.action == "generate":
         ds = client.generate_dataset(
-            args.name, args.samples, image_size=args.image_size, seed=args.seed
+            args.name,
+            args.samples,
+            image_size=args.image_size,
+            seed=args.seed,
+            generator="digits_scaled_images" if args.images else "digits_scaled",
         )
         print(
             f"generated {ds.name}: {ds.n_samples} samples of {list(ds.image_shape)} images, "

@@ -432,3 +432,17 @@ def test_builtin_digits_images_train_and_serve_raw_pixels(client: ParadigmClient
     rows = np.rint(digits.images[:20] * (255 / 16)).astype(np.uint8)[..., np.newaxis]
     labels = client.infer("digimg-lr", rows).as_numpy("label")
     assert np.mean(labels.astype(str) == digits.target[:20].astype(str)) > 0.9
+
+
+def test_generated_scale_set_as_images(client: ParadigmClient) -> None:
+    dataset = client.generate_dataset(
+        "scale-images", 300, image_size=16, seed=1, generator="digits_scaled_images"
+    )
+    assert list(dataset.image_shape) == [16, 16, 1] and dataset.n_classes == 10
+    job = client.wait_for_job(
+        client.start_training("scale-images", "logistic_regression", model_name="scale-img-lr").id
+    )
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    [pixels] = client.model_metadata("scale-img-lr").inputs
+    assert (pixels.datatype, list(pixels.shape)) == ("UINT8", [-1, 16, 16, 1])
+    client.delete_dataset("scale-images")

@@ -40,7 +40,7 @@ from service.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExh
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("digits_scaled",)
+GENERATORS = ("digits_scaled", "digits_scaled_images")
 MAX_GENERATED_SAMPLES = 200_000
 #: An upload's arrays may unpack to at most this many times max_upload_bytes: .npz members
 #: can be deflated, and a few KiB of zeros must not make the server allocate terabytes.

@@ -41,9 +41,11 @@ def generate(
     root: Path, *, name: str, generator: str, n_samples: int, image_size: int, seed: int
 ) -> DatasetInfo:
     """Generates `generator`'s data and stores it as root/name; returns what was stored."""
-    if generator != "digits_scaled":
-        raise ValueError(f"generator {generator!r} is not one of ['digits_scaled']")
+    if generator not in ("digits_scaled", "digits_scaled_images"):
+        raise ValueError(f"generator {generator!r} is not one of ['digits_scaled', ...]")
     X, y = digits_scaled(n_samples, image_size, seed)
+    if generator == "digits_scaled_images":
+        return _as_images(root, name, X, y, image_size, seed)
     return write_dataset(
         root,
         name,
@@ -57,6 +59,31 @@ def generate(
         description=(
             f"digits up-sampled to {image_size}x{image_size} with random shifts, rotations "
             f"and noise (seed {seed})"
+        ),
+    )
+
+
+def _as_images(
+    root: Path, name: str, X: np.ndarray, y: np.ndarray, image_size: int, seed: int
+) -> DatasetInfo:
+    """The same digits as an image dataset: uint8 grey pixels with class names, served raw
+    (what a folder of scans would upload as)."""
+    from service.datasets.layout import write_images
+    from service.worker.datasets.images import contact_sheet
+
+    images = np.rint(np.clip(X, 0.0, 1.0) * 255).astype(np.uint8)
+    images = images.reshape(len(images), image_size, image_size, 1)
+    names = [str(c) for c in range(10)]
+    return write_images(
+        root,
+        name,
+        images,
+        y,
+        class_names=names,
+        contact_sheet=contact_sheet(images, y, names),
+        description=(
+            f"digits up-sampled to {image_size}x{image_size} grey images (uint8) with random "
+            f"shifts, rotations and noise (seed {seed})"
         ),
     )
 
