@@ -8,11 +8,13 @@ recorded with its error and the run goes on: the report says what is missing.
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,7 +32,14 @@ from clients.client import (
 )
 from clients.compare import tuning
 from clients.compare.plan import FULL, DatasetPlan, Plan
-from clients.compare.records import DEEP, Measurements, Run
+from clients.compare.records import (
+    DEEP,
+    VARIANT,
+    Measurements,
+    Run,
+    base_algorithm,
+    image_features,
+)
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
 _TYPES = {
@@ -42,6 +51,15 @@ _TYPES = {
 DEFAULT_TEST_FRACTION = 0.25
 #: best_trial of a search whose trials all scored below the defaults on the search split.
 DEFAULTS_TRIAL = -1
+
+
+def _data_kind(dataset: pb.Dataset) -> str:
+    """images (uint8 pixels), text (a table with a text column), table, or arrays."""
+    if len(dataset.image_shape) == 3:
+        return "images"
+    if any(c.kind == pb.COLUMN_KIND_TEXT for c in dataset.columns):
+        return "text"
+    return "table" if dataset.columns else "arrays"
 
 
 def _paradigm(number: int) -> str:
@@ -153,6 +171,8 @@ class Runner:
             dataset = self.client.get_dataset(name)
         except ParadigmClientError as error:
             spec = dataset_plan.generate if dataset_plan else None
+            if error.code == grpc.StatusCode.NOT_FOUND and dataset_plan and dataset_plan.reviews:
+                return self._dataset_from_reviews(name, dataset_plan)
             if error.code != grpc.StatusCode.NOT_FOUND or spec is None:
                 raise
             print(f"generating {name}: {spec.n_samples} {spec.generator} samples ...", flush=True)
@@ -187,7 +207,23 @@ class Runner:
                 )
             ),
             "missing_cells": sum(int(c.missing) for c in dataset.columns),
+            "data_kind": _data_kind(dataset),
         }
+
+    def _dataset_from_reviews(self, name: str, dataset_plan: DatasetPlan) -> dict[str, Any]:
+        """Uploads the generated review corpus (clients/bench/reviews.py) as a CSV table with
+        a text column: the text dataset of the run."""
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
+        from clients.bench.reviews import reviews
+
+        print(f"uploading {name}: {dataset_plan.reviews} generated reviews ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix="paradigm-compare-") as tmp:
+            path = Path(tmp) / f"{name}.csv"
+            pa_csv.write_csv(pa.table(reviews(dataset_plan.reviews, seed=0)), path)
+            self.client.upload_dataset(name, path, label_column="sentiment")
+        return self._dataset(name, None)
 
     def sizes(self, dataset_plan: DatasetPlan) -> list[int]:
         """The plan's sizes that fit the training split, FULL last, without repeats."""
@@ -199,7 +235,8 @@ class Runner:
 
     def _model_name(self, run: Run) -> str:
         kind = "" if run.purpose == "curve" else f"-{run.purpose}"
-        return f"{self.prefix}-{run.dataset}-{run.algorithm}{kind}".replace("_", "-")
+        name = f"{self.prefix}-{run.dataset}-{run.algorithm}{kind}"
+        return name.replace("_", "-").replace(VARIANT, "-")
 
     def train(self, run: Run) -> Run:
         """Runs one job to its end and fills in what the server measured."""
@@ -219,7 +256,8 @@ class Runner:
         try:
             job = self.client.start_training(
                 run.dataset,
-                run.algorithm,
+                base_algorithm(run.algorithm),
+                image_features=image_features(run.algorithm),
                 hyperparameters=params,
                 model_name=name,
                 device=run.device_requested,

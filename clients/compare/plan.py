@@ -33,6 +33,8 @@ class DatasetPlan:
     #: Held-out fraction for evaluation; 0 means the server's default (0.25).
     test_fraction: float = 0.0
     generate: GenerateSpec | None = None
+    #: Upload this many generated reviews (clients/bench/reviews.py) when it is missing.
+    reviews: int = 0
     #: Hyperparameters that differ from the catalog defaults, per algorithm (kept small).
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -95,6 +97,17 @@ class Plan:
 DATASET_PENGUINS = DatasetPlan(
     "penguins", ("logistic_regression", "random_forest", "mlp"), (30, 60, 120, FULL)
 )
+#: Images as a folder of scans would upload (uint8 pixels served raw): classical on raw
+#: pixels, classical on hand-made HOG features, and the networks on raw pixels.
+DATASET_IMAGES = DatasetPlan(
+    "digits_images",
+    ("logistic_regression", "logistic_regression+hog", "mlp", "cnn"),
+    (100, 400, FULL),
+)
+#: Text: TF-IDF (classical) against word vectors the networks learn, on generated reviews.
+DATASET_TEXT = DatasetPlan(
+    "reviews", ("logistic_regression", "naive_bayes", "mlp", "lstm"), (200, FULL), reviews=1500
+)
 
 
 def default_plan() -> Plan:
@@ -114,6 +127,8 @@ def default_plan() -> Plan:
                 (50, 100, 200, FULL),
             ),
             DATASET_PENGUINS,
+            DATASET_IMAGES,
+            DATASET_TEXT,
         ),
         seeds=(0, 1, 2),
         tuning=TuningPlan("digits", ("logistic_regression", "mlp"), trials=6),
@@ -157,6 +172,8 @@ def full_plan() -> Plan:
             ),
             DatasetPlan("diabetes", ("ridge", "random_forest", "mlp"), (50, 100, 200, FULL)),
             DATASET_PENGUINS,
+            DATASET_IMAGES,
+            DATASET_TEXT,
         ),
         seeds=(0, 1, 2, 3, 4),
         tuning=TuningPlan("digits", ("svm", "random_forest", "mlp", "cnn"), trials=12),

@@ -59,6 +59,19 @@ class Run:
         return None
 
 
+#: A plan's algorithm may be a variant: "logistic_regression+hog" is logistic regression
+#: on hand-made image features (StartTraining's image_features).
+VARIANT = "+"
+
+
+def base_algorithm(name: str) -> str:
+    return name.partition(VARIANT)[0]
+
+
+def image_features(name: str) -> str:
+    return name.partition(VARIANT)[2]
+
+
 @dataclass
 class Measurements:
     meta: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +110,9 @@ class Measurements:
         return cls.from_dict(json.loads(path.read_text()))
 
     def algorithm(self, name: str) -> dict[str, Any] | None:
-        return next((a for a in self.catalog if a["name"] == name), None)
+        """The catalog entry of an algorithm, or of a variant's ("logistic_regression+hog")."""
+        base = base_algorithm(name)
+        return next((a for a in self.catalog if a["name"] == base), None)
 
     def paradigm_of(self, algorithm: str) -> str:
         found = self.algorithm(algorithm)
