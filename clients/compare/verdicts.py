@@ -520,7 +520,10 @@ def engineering_row(m: Measurements) -> RowVerdict:
         row.key = "no image dataset measured"
         return row
     row.verdict = aggregate(per_dataset)
-    row.key = "; ".join(keys) + " (proxy)"
+    proxied = any("raw pixels" in key for key in keys)
+    row.key = "; ".join(keys) + (
+        " (proxy where no hand-made features were trained)" if proxied else ""
+    )
     return row
 
 
