@@ -402,7 +402,7 @@ CASES = [
     Case("delete-dataset-builtin", lambda api: api.datasets.DeleteDataset(
         pb.DeleteDatasetRequest(name="iris")), INVALID, "built in"),
     Case("generate-unknown-generator", generate(generator="mnist"), INVALID,
-         "generator 'mnist' is not one of ['digits_scaled']"),
+         "generator 'mnist' is not one of ['digits_scaled', 'digits_scaled_images']"),
     Case("generate-zero-samples", generate(n_samples=0), INVALID, "between 1 and 200000"),
     Case("generate-absurd-samples", generate(n_samples=10**12), INVALID, "between 1 and 200000"),
     Case("generate-absurd-image", generate(image_size=100_000), INVALID, "between 8 and 64"),
