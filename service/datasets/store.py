@@ -20,6 +20,7 @@ import zlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,22 +111,17 @@ class DatasetStore:
             )
         if not 8 <= image_size <= 64:
             raise InvalidArgument(f"image_size {image_size} must be between 8 and 64")
-        context = multiprocessing.get_context("spawn")
         try:
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
-                return await asyncio.get_running_loop().run_in_executor(
-                    pool,
-                    functools.partial(
-                        launcher.run_by_name,
-                        launcher.GENERATE_SCALE,
-                        self.root,
-                        name=name,
-                        generator=generator,
-                        n_samples=n_samples,
-                        image_size=image_size,
-                        seed=seed,
-                    ),
-                )
+            info: DatasetInfo = await _in_worker(
+                launcher.GENERATE_SCALE,
+                self.root,
+                name=name,
+                generator=generator,
+                n_samples=n_samples,
+                image_size=image_size,
+                seed=seed,
+            )
+            return info
         except OSError:
             if (self.root / name).exists():  # a concurrent request for the same name won
                 raise AlreadyExists(f"dataset {name!r} already exists; delete it first") from None
@@ -145,8 +141,7 @@ class DatasetStore:
         """Parses a spooled CSV or Parquet upload in a worker process (pyarrow: the serving
         process never holds the table) and stores it as a table dataset."""
         self.check_new_name(name)
-        ingest = functools.partial(
-            launcher.run_by_name,
+        await _in_worker(
             launcher.INGEST_TABLE,
             str(spool),
             str(self.root),
@@ -157,9 +152,6 @@ class DatasetStore:
             task=task,
             description=description,
         )
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            await asyncio.get_running_loop().run_in_executor(pool, ingest)
         info = await asyncio.to_thread(self.get, name)
         log.info(
             "stored table dataset %s: %d rows, %d columns", name, info.n_samples, len(info.columns)
@@ -181,8 +173,7 @@ class DatasetStore:
         low, high = layout.IMAGE_SIZES
         if not low <= image_size <= high:
             raise InvalidArgument(f"image_size {image_size} must be between {low} and {high}")
-        ingest = functools.partial(
-            launcher.run_by_name,
+        await _in_worker(
             launcher.INGEST_IMAGES,
             str(spool),
             str(self.root),
@@ -192,9 +183,6 @@ class DatasetStore:
             max_total_bytes=UNPACK_RATIO * self.max_upload_bytes,
             description=description,
         )
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            await asyncio.get_running_loop().run_in_executor(pool, ingest)
         info = await asyncio.to_thread(self.get, name)
         log.info(
             "stored image dataset %s: %d images of %s, %d classes",
@@ -263,6 +251,14 @@ class DatasetStore:
             raise
         log.info("stored dataset %s: %d x %d", name, info.n_samples, info.n_features)
         return info
+
+
+async def _in_worker(target: str, *args: Any, **kwargs: Any) -> Any:
+    """Runs worker-side `target` ("module:function") in a spawned process and returns its
+    result: what a dataset build needs that the serving process must not import."""
+    call = functools.partial(launcher.run_by_name, target, *args, **kwargs)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 async def spool_stream(chunks: AsyncIterator[bytes], path: Path, max_bytes: int, what: str) -> int:
