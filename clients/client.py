@@ -300,7 +300,11 @@ class ParadigmClient:
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
+        own_connection: bool = False,
     ) -> None:
+        """own_connection: open a TCP connection of this client's own instead of sharing
+        one with every channel of this process to the same target (gRPC's default), so
+        that the workers of a `--workers N` server each get their share of clients."""
         self.target = target
         self.timeout = timeout
         if token is None:
@@ -315,6 +319,8 @@ class ParadigmClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
+        if own_connection:
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if root_certificates is None and private_key is None:
             channel = grpc.insecure_channel(target, options=options)
         else:

@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable, MutableSequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
+from service.api.forward import OwnerForwarder
 from service.api.inference import InferenceServicer
 from service.api.paradigm import (
     AlgorithmServicer,
@@ -33,6 +35,7 @@ from service.api.paradigm import (
 )
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
+from service.cost.multiprocess import serving_totals as shared_serving_totals
 from service.cost.nvml import Nvml
 from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
 from service.datasets.store import DatasetStore
@@ -43,6 +46,7 @@ from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
 from service.metrics import GpuCollector, Metrics
 from service.registry.store import ModelRegistry, open_registry
+from service.role import ServingRole
 from service.serving.batcher import BatchingConfig
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
@@ -54,6 +58,11 @@ from service.training.validation import require_training_libraries
 
 log = logging.getLogger(__name__)
 
+#: Services answered by the process that owns jobs; other workers forward them to it.
+CONTROL_SERVICES = tuple(paradigm_pb.DESCRIPTOR.services_by_name.values())
+#: How often a worker of `--workers N` looks at its peers' readiness for its health status.
+PEER_CHECK_SECONDS = 0.2
+
 SERVICE_NAMES = (
     inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     *(service.full_name for service in paradigm_pb.DESCRIPTOR.services_by_name.values()),
@@ -63,8 +72,15 @@ SERVICE_NAMES = (
 class App:
     """A running Paradigm server: gRPC, metrics endpoint, registry and job workers."""
 
-    def __init__(self, settings: Settings, metrics_registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics_registry: CollectorRegistry | None = None,
+        role: ServingRole | None = None,
+    ):
         self.settings = settings
+        #: None for a server that is one process; else its slot among `--workers N`.
+        self.role = role
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self.metrics = Metrics(self.metrics_registry, build_version=__version__)
         self._nvml = Nvml.open()
@@ -99,10 +115,17 @@ class App:
         self._preload: asyncio.Task[None] | None = None
         self._poll: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
+        self._peers: asyncio.Task[None] | None = None
+        self._forwarder: OwnerForwarder | None = None
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Ready to serve: this process, and every other worker of `--workers N`."""
+        return self._ready and (self.role is None or self.role.all_ready())
+
+    @property
+    def owns_jobs(self) -> bool:
+        return self.role is None or self.role.owner
 
     async def start(self) -> None:
         """Starts everything; on failure, stops what did start and raises."""
@@ -122,10 +145,13 @@ class App:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         datasets_dir = data_dir / "datasets"
-        await _materialize_builtin(datasets_dir)
+        if self.owns_jobs:
+            await _materialize_builtin(datasets_dir)
 
-        registry = self._registry = open_registry(settings, data_dir)
-        datasets = DatasetStore(datasets_dir, settings.max_upload_bytes)
+        registry = self._registry = open_registry(settings, data_dir, follower=not self.owns_jobs)
+        if self.role is not None:
+            shared_metrics = Path(self.role.metrics_dir)
+            self.ledger.totals_source = lambda: shared_serving_totals(shared_metrics)
         self._executor = ThreadPoolExecutor(
             settings.resolved_inference_threads(), thread_name_prefix="inference"
         )
@@ -161,11 +187,7 @@ class App:
             run_slots=settings.resolved_inference_threads(),
             gpu_batching=gpu_batching_config(settings),
         )
-        jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
-        explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         self._start_samplers()
-        await jobs.start()
-        self._start_warm_workers()
 
         if tokens:
             log.info("bearer-token authentication on (%d tokens)", len(tokens))
@@ -183,17 +205,80 @@ class App:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 # gRPC shares a port with any other process by default (SO_REUSEPORT),
-                # splitting connections between them: a taken port must fail instead.
-                ("grpc.so_reuseport", 0),
+                # splitting connections between them: a taken port must fail instead. The
+                # workers of `--workers N` share it on purpose; their supervisor checked
+                # that no other program holds it.
+                ("grpc.so_reuseport", 1 if self.role is not None else 0),
             ],
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
-                dataplane, ready=lambda: self._ready,
+                dataplane, ready=lambda: self.ready,
                 max_batch_size=settings.max_batch_size,
             ),
             server,
         )  # fmt: skip
+        if self.owns_jobs:
+            await self._add_control_plane(server, registry, data_dir)
+        else:
+            assert self.role is not None
+            self._forwarder = OwnerForwarder(self.role.owner_address, settings.max_message_bytes)
+            server.add_generic_rpc_handlers(self._forwarder.handlers(CONTROL_SERVICES))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )  # fmt: skip
+        address = f"{settings.host}:{settings.port}"
+        self.port = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
+        if self.role is not None and self.role.owner:
+            # Where the other workers forward control-plane calls: a socket in the
+            # supervisor's private run directory, not reachable from the network.
+            server.add_insecure_port(self.role.owner_address)
+        await server.start()
+        if settings.metrics_port >= 0:
+            self._http, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+            )
+            self.metrics_port = self._http.server_port
+        self._ready = True
+        if self.role is None:
+            await self._set_health(serving=True)
+        else:
+            self.role.ready_flags[self.role.slot] = 1
+            self._peers = asyncio.create_task(self._follow_peers())
+        # Latest versions load in the background: readiness does not wait for every model.
+        self._preload = asyncio.create_task(models.preload(index.latest()))
+        if self.role is not None and self.role.owner:
+            registry.on_change(self.role.registry_changed)
+        if registry.shared:
+            poller = RegistryPoller(registry, self.metrics)
+            self._poll = asyncio.create_task(poller.run(settings.registry_poll_seconds))
+            models.refresh_on_miss = poller.poll
+            if self.role is not None:
+                models.registry_moved = poller.moved_since(self.role.registry_generation)
+        if settings.port_file:
+            _write_atomically(settings.port_file, str(self.port))
+        log.info(
+            "serving gRPC on %s:%d, metrics on %d, data in %s",
+            settings.host, self.port, self.metrics_port, data_dir,
+        )  # fmt: skip
+
+    async def _add_control_plane(
+        self, server: grpc.aio.Server, registry: ModelRegistry, data_dir: Path
+    ) -> None:
+        """Datasets, training, models and cost: served by the one process that owns jobs."""
+        settings = self.settings
+        datasets = DatasetStore(data_dir / "datasets", settings.max_upload_bytes)
+        jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
+        explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
+        await jobs.start()
+        self._start_warm_workers()
         paradigm_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
@@ -212,39 +297,26 @@ class App:
             ),
             server,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
-            server,
-        )  # fmt: skip
-        address = f"{settings.host}:{settings.port}"
-        self.port = (
-            server.add_insecure_port(address)
-            if credentials is None
-            else server.add_secure_port(address, credentials)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        await server.start()
-        if settings.metrics_port >= 0:
-            self._http, _ = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
-            )
-            self.metrics_port = self._http.server_port
         for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._ready = True
-        # Latest versions load in the background: readiness does not wait for every model.
-        self._preload = asyncio.create_task(models.preload(index.latest()))
-        if registry.shared:
-            self._poll = asyncio.create_task(
-                _poll_registry(registry, settings.registry_poll_seconds, self.metrics)
-            )
-        if settings.port_file:
-            _write_atomically(settings.port_file, str(self.port))
-        log.info(
-            "serving gRPC on %s:%d, metrics on %d, data in %s",
-            settings.host, self.port, self.metrics_port, data_dir,
-        )  # fmt: skip
+            await self._health.set(name, status)
+
+    async def _follow_peers(self) -> None:
+        """Health follows every worker of `--workers N`: SERVING only while all are ready
+        (the supervisor clears a dead worker's flag until its replacement is up)."""
+        serving: bool | None = None
+        while True:
+            now = self.ready
+            if now != serving:
+                await self._set_health(serving=now)
+                serving = now
+            await asyncio.sleep(PEER_CHECK_SECONDS)
 
     def _start_samplers(self) -> None:
         self._cpu_meter.start()
@@ -280,6 +352,10 @@ class App:
         """Health NOT_SERVING first, then stop jobs, then let in-flight RPCs finish."""
         grace = self.settings.grace_seconds if grace is None else grace
         self._ready = False
+        if self.role is not None:
+            self.role.ready_flags[self.role.slot] = 0
+        if self._peers is not None:
+            self._peers.cancel()
         await self._health.enter_graceful_shutdown()
         if self._preload is not None:
             self._preload.cancel()
@@ -293,6 +369,8 @@ class App:
             await self._explainer.stop()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._forwarder is not None:
+            await self._forwarder.close()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -307,8 +385,12 @@ class App:
         log.info("stopped")
 
 
-def build_app(settings: Settings, metrics_registry: CollectorRegistry | None = None) -> App:
-    return App(settings, metrics_registry)
+def build_app(
+    settings: Settings,
+    metrics_registry: CollectorRegistry | None = None,
+    role: ServingRole | None = None,
+) -> App:
+    return App(settings, metrics_registry, role)
 
 
 def batching_config(
@@ -365,35 +447,61 @@ async def _materialize_builtin(datasets_dir: Path) -> None:
 POLL_WARNING_SECONDS = 60.0
 
 
-async def _poll_registry(registry: ModelRegistry, period: float, metrics: Metrics) -> None:
-    """Picks up versions other replicas published or deleted, every `period` seconds.
+class RegistryPoller:
+    """Picks up versions other replicas (or the owning worker) published or deleted.
 
     The query runs in a thread (the metadata store is a blocking client); listeners are
     told on the loop, where LoadedModels schedules its loads. A failed poll is logged and
     retried: a database restart must not take the serving of loaded models down with it.
     """
-    warned_at = -POLL_WARNING_SECONDS
-    failing = False
-    while True:
-        await asyncio.sleep(period)
-        try:
-            changes = await asyncio.to_thread(registry.refresh)
-        except Exception as exc:
-            metrics.registry_polls.labels("failed").inc()
-            now = time.monotonic()
-            if now - warned_at >= POLL_WARNING_SECONDS:
-                log.warning("cannot poll the model registry (retrying every %.1f s): %s",
-                            period, exc)  # fmt: skip
-                warned_at = now
-            failing = True
-            continue
-        metrics.registry_polls.labels("ok").inc()
-        if failing:
-            log.info("polling the model registry again")
-            failing = False
-        for change in changes:
-            metrics.registry_changes.labels(change.event).inc(len(change.versions))
-        registry.announce(changes)
+
+    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._lock = asyncio.Lock()  # refresh allows one caller at a time
+        self._warned_at = -POLL_WARNING_SECONDS
+        self._failing = False
+
+    async def run(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await self.poll()
+
+    def moved_since(self, generation: MutableSequence[int]) -> Callable[[], bool]:
+        """A check for the owner's shared change counter: True once per move, after
+        which the caller polls (so a change during that poll is seen by the next check)."""
+        seen = [generation[0]]
+
+        def moved() -> bool:
+            now = generation[0]
+            if now == seen[0]:
+                return False
+            seen[0] = now
+            return True
+
+        return moved
+
+    async def poll(self) -> bool:
+        """One look; True when it found changes (and announced them)."""
+        async with self._lock:
+            try:
+                changes = await asyncio.to_thread(self._registry.refresh)
+            except Exception as exc:
+                self._metrics.registry_polls.labels("failed").inc()
+                now = time.monotonic()
+                if now - self._warned_at >= POLL_WARNING_SECONDS:
+                    log.warning("cannot poll the model registry: %s", exc)
+                    self._warned_at = now
+                self._failing = True
+                return False
+            self._metrics.registry_polls.labels("ok").inc()
+            if self._failing:
+                log.info("polling the model registry again")
+                self._failing = False
+            for change in changes:
+                self._metrics.registry_changes.labels(change.event).inc(len(change.versions))
+            self._registry.announce(changes)
+            return bool(changes)
 
 
 def _write_atomically(path: Path, text: str) -> None:

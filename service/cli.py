@@ -10,6 +10,7 @@ from pathlib import Path
 
 from service import __version__, logs
 from service.errors import ParadigmError, storage_error
+from service.role import ServingRole
 from service.settings import Settings
 
 log = logging.getLogger("paradigm")
@@ -61,18 +62,23 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
         help="model files: empty = <data-dir>/models, a directory, or s3://bucket/prefix "
         "(PARADIGM_ARTIFACTS_URL)",
     )
+    parser.add_argument(
+        "--workers",
+        help="serving processes sharing the port, or auto for one per core; keep 1 on a "
+        "GPU (PARADIGM_WORKERS)",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (PARADIGM_LOG_LEVEL)")
     given = vars(parser.parse_args(argv))
     return {key: value for key, value in given.items() if value is not None}
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, role: ServingRole | None = None) -> None:
     # Imported here, not at the top: every spawned worker re-imports the main module (this
     # one, for paradigm-server), and the serving stack (gRPC, ONNX Runtime, Prometheus) cost
     # each training, import, explain and ingestion worker ~0.5 s of start it never uses.
     from service.app import build_app
 
-    app = build_app(settings)
+    app = build_app(settings, role=role)
     try:
         await app.start()
     # RuntimeError: grpc's "Failed to bind to address ..."; ValueError: bad tokens or TLS files;
@@ -91,10 +97,34 @@ async def serve(settings: Settings) -> None:
     await app.stop()
 
 
+def run_server(settings: Settings, role: ServingRole | None = None) -> None:
+    asyncio.run(serve(settings, role))
+
+
+def serve_worker(settings: Settings, role: ServingRole) -> None:
+    """One serving worker of `--workers N` (spawned by service/supervisor.py)."""
+    from service.supervisor import die_with_supervisor
+
+    die_with_supervisor()
+    logs.configure(settings.log_level)
+    run_server(settings, role)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
     logs.configure(settings.log_level)
-    asyncio.run(serve(settings))
+    workers = settings.resolved_workers()
+    if workers == 1:
+        run_server(settings)
+        return
+    if settings.device == "cuda":
+        log.warning(
+            "%d serving workers on CUDA: each holds its own CUDA context and copy of every "
+            "model (docs/operations.md)", workers,
+        )  # fmt: skip
+    from service.supervisor import supervise
+
+    raise SystemExit(supervise(settings, serve_worker))
 
 
 if __name__ == "__main__":

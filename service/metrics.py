@@ -46,7 +46,13 @@ COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
 
 
 class Metrics:
-    """The service's metrics; label values: paradigm classical|deep, device cpu|cuda."""
+    """The service's metrics; label values: paradigm classical|deep, device cpu|cuda.
+
+    Every gauge names how `--workers N` combines it (prometheus-client's multiprocess
+    mode, where /metrics sums the workers' files): in-flight and queue gauges add up over
+    the live workers; per-model facts (loaded, size, kind, placement) and configuration
+    take the largest value among them. Single-process servers ignore the mode.
+    """
 
     def __init__(self, registry: CollectorRegistry, *, build_version: str = "") -> None:
         self.registry = registry
@@ -85,6 +91,7 @@ class Metrics:
             "paradigm_inference_in_flight_requests",
             "ModelInfer requests being served right now.",
             SERVING_LABELS,
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.predictions = Counter(
@@ -111,12 +118,14 @@ class Metrics:
             "paradigm_models_loaded",
             "Model versions with a live ONNX Runtime session.",
             ("paradigm", "device"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_size = Gauge(
             "paradigm_model_size_bytes",
             "Size of a loaded model version's ONNX file.",
             ("paradigm", "model", "version", "algorithm"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_load_duration = Histogram(
@@ -140,6 +149,7 @@ class Metrics:
             "imported for models that came as files). Join on model and version to split "
             "any serving series by data kind without a label on every series.",
             (*SERVING_LABELS, "data_kind"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_placement = Gauge(
@@ -148,6 +158,7 @@ class Metrics:
             "whose nodes run on the CPU provider even on CUDA (ai.onnx.ml for most "
             "scikit-learn exports; empty for none; unknown for older manifests).",
             (*SERVING_LABELS, "cpu_only_domains"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
 
@@ -190,11 +201,13 @@ class Metrics:
         self.training_queue_depth = Gauge(
             "paradigm_training_queue_depth",
             "Jobs waiting for a worker.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.training_running = Gauge(
             "paradigm_training_running_jobs",
             "Jobs with a live worker process.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 
@@ -237,18 +250,21 @@ class Metrics:
             "paradigm_device_price_dollars_per_hour",
             "Configured price of one device-hour (a CPU core, or a GPU).",
             ("device",),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.energy_source = Gauge(
             "paradigm_energy_source_info",
             "How energy is obtained for each device on this host (1 for the source in use).",
             ("device", "source"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.build_info = Gauge(
             "paradigm_build_info",
             "Versions of the server and its runtime; always 1.",
             ("version", "python", "onnxruntime"),
+            multiprocess_mode="livemax",
             registry=registry,
         )
         import onnxruntime
@@ -351,3 +367,34 @@ class GpuCollector:
             families["utilization"].add_metric([gpu], reading.utilization_ratio)
             families["power"].add_metric([gpu], reading.power_watts)
         yield from families.values()
+
+
+def drop_gauge(gauge: Gauge, *labels: str) -> None:
+    """Removes a gauge series. Zeroed first: with `--workers N` the series lives on in the
+    worker's shared file after remove(), and /metrics must not go on saying 1."""
+    gauge.labels(*labels).set(0)
+    gauge.remove(*labels)
+
+
+class SupervisorMetrics:
+    """The `--workers N` supervisor's own series (in the same shared files as the workers')."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.worker_restarts = Counter(
+            "paradigm_serving_worker_restarts_total",
+            "Serving workers that died and were started again, by slot (0 owns the jobs).",
+            ("slot",),
+            registry=registry,
+        )
+        self.workers_ready = Gauge(
+            "paradigm_serving_workers_ready",
+            "Serving workers ready to answer; health is SERVING only when all of them are.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.workers_configured = Gauge(
+            "paradigm_serving_workers",
+            "Serving workers configured (--workers).",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -150,8 +150,26 @@ class Settings(BaseSettings):
         "auto", description="DDP backend; auto is NCCL on CUDA and gloo on CPU"
     )
 
+    # Serving processes (service/supervisor.py). One by default: on a GPU each process would
+    # hold its own CUDA context and copy of every model (docs/operations.md).
+    workers: int | Literal["auto"] = Field(
+        1, description="serving processes sharing the gRPC port; auto = the cores available"
+    )
     grace_seconds: float = Field(5.0, ge=0, description="shutdown grace for in-flight RPCs")
     log_level: str = "INFO"
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one_worker(cls, workers: int | str) -> int | str:
+        if isinstance(workers, int) and workers < 1:
+            raise ValueError("workers must be at least 1, or auto")
+        return workers
+
+    def resolved_workers(self) -> int:
+        """Serving processes to run: `auto` is the cores this process may use."""
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0))
+        return self.workers
 
     def resolved_inference_threads(self) -> int:
         return self.inference_threads or (os.cpu_count() or 1)

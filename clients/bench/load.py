@@ -31,6 +31,7 @@ from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -132,6 +133,41 @@ class ProcessCpu:
         return {self.key: (after - self._before) / elapsed_s}
 
 
+def _descendants(pid: int) -> list[int]:
+    """pid's children, their children, ... (from /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in task.read_text().split())
+        if current != pid:
+            found.append(current)
+    return found
+
+
+class ProcessTreeCpu(ProcessCpu):
+    """CPU seconds per second of a process and every process under it (e.g. a server of
+    several serving processes). Processes that start or end inside the window are missed."""
+
+    def _tree_seconds(self) -> dict[int, float]:
+        seconds = {}
+        for pid in (self.pid, *_descendants(self.pid)):
+            cpu = _proc_cpu_seconds(pid)
+            if cpu is not None:
+                seconds[pid] = cpu
+        return seconds
+
+    def begin(self) -> None:
+        self._tree_before = self._tree_seconds()
+
+    def end(self, elapsed_s: float) -> dict[str, float]:
+        after = self._tree_seconds()
+        used = sum(after[pid] - self._tree_before[pid] for pid in after if pid in self._tree_before)
+        return {self.key: used / elapsed_s}
+
+
 class SystemCpu:
     """Busy CPU seconds per second of the whole machine: with the client's and the server's
     own figures it shows how much other work (noise) ran beside the measurement."""
@@ -183,6 +219,8 @@ class _WorkerPlan:
     request: bytes
     streams: int
     timeout_s: float
+    #: TCP connections this process spreads its streams over (each its own subchannel).
+    connections: int = 1
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -213,11 +251,22 @@ def _own_cpu_seconds() -> float:
 
 
 async def _drive(conn: multiprocessing.connection.Connection, plan: _WorkerPlan) -> None:
-    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    async with grpc.aio.insecure_channel(plan.target, options=options) as channel:
+    options = [
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
+        # Each channel its own TCP connection (gRPC shares one per target by default): a
+        # server of several processes on one port spreads connections, not requests.
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+    async with contextlib.AsyncExitStack() as channels:
+        opened = [
+            await channels.enter_async_context(grpc.aio.insecure_channel(plan.target, options))
+            for _ in range(max(1, min(plan.connections, plan.streams)))
+        ]
         # No (de)serializers: the request goes out as the prebuilt bytes and answers come
         # back as bytes, so the hot path does no protobuf work at all.
-        call = channel.unary_unary(MODEL_INFER)
+        calls = [channel.unary_unary(MODEL_INFER) for channel in opened]
+        call = calls[0]
         try:
             # wait_for_ready rides out a server still binding, for a bounded time.
             first = await call(plan.request, timeout=min(plan.timeout_s, 15.0), wait_for_ready=True)
@@ -238,7 +287,7 @@ async def _drive(conn: multiprocessing.connection.Connection, plan: _WorkerPlan)
         request, timeout = plan.request, plan.timeout_s
         clock = time.monotonic  # the clock asyncio's call_at uses, shared by all processes
 
-        async def stream() -> None:
+        async def stream(call: Any) -> None:
             while (sent := clock()) < end:
                 try:
                     await call(request, timeout=timeout)
@@ -254,7 +303,9 @@ async def _drive(conn: multiprocessing.connection.Connection, plan: _WorkerPlan)
                 if failed:
                     await asyncio.sleep(_ERROR_BACKOFF_S)
 
-        await asyncio.gather(*(stream() for _ in range(plan.streams)))
+        for other in calls[1:]:  # every connection up and answering before the window
+            await other(plan.request, timeout=min(plan.timeout_s, 15.0), wait_for_ready=True)
+        await asyncio.gather(*(stream(calls[i % len(calls)]) for i in range(plan.streams)))
         now = _own_cpu_seconds()
         cpu_used = cpu.get("end", now) - cpu.get("start", now)
         conn.send(("done", latencies.tobytes(), dict(errors), cpu_used))
@@ -289,8 +340,11 @@ def run_load(
     processes: int = 1,
     timeout_s: float = 30.0,
     probes: Sequence[WindowProbe] = (),
+    connections: int = 1,
 ) -> LoadResult:
     """Runs one closed-loop point and returns its measurements.
+
+    `connections`: TCP connections per load process (1: all its streams share one).
 
     `request` is a serialized ModelInferRequest (see make_request). `probes` are sampled at
     the window's start and end (ProcessCpu of the server, say); SystemCpu always is.
@@ -303,7 +357,7 @@ def run_load(
     try:
         for n in streams:
             parent_end, child_end = context.Pipe()
-            plan = _WorkerPlan(target, request, n, timeout_s)
+            plan = _WorkerPlan(target, request, n, timeout_s, connections)
             proc = context.Process(target=_worker_main, args=(child_end, plan), daemon=True)
             proc.start()
             child_end.close()

@@ -7,6 +7,7 @@ report RPC reads (serving since this process started; training from the manifest
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.cost.energy import CpuEnergyMeter
@@ -89,6 +90,9 @@ class CostLedger:
         self._prices = {"cpu": cpu_price_per_core_hour, "cuda": gpu_price_per_hour}
         self._lock = threading.Lock()
         self._serving: dict[tuple[str, str], ServingTotals] = {}
+        #: Where serving totals come from instead of this process's own record, when several
+        #: serving workers charge the same models (service/cost/multiprocess.py).
+        self.totals_source: Callable[[], list[ServingTotals]] | None = None
         for device, price in self._prices.items():
             metrics.device_price.labels(device).set(price)
         metrics.energy_source.labels("cpu", cpu_meter.source).set(1)
@@ -159,6 +163,8 @@ class CostLedger:
                 self._metrics.energy.labels(*labels, charge.energy_source).inc(charge.joules)
 
     def serving_totals(self) -> list[ServingTotals]:
+        if self.totals_source is not None:
+            return self.totals_source()
         with self._lock:
             return [
                 ServingTotals(**{**vars(t), "charge": Charge(**vars(t.charge))})  # a copy

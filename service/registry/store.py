@@ -120,8 +120,14 @@ class ModelRegistry:
         root: Path,
         metadata: MetadataStore | None = None,
         artifacts: ArtifactStore | None = None,
+        *,
+        follower: bool = False,
     ) -> None:
+        """follower: another process of this server (the job owner of `--workers N`)
+        publishes into these stores; this one only reads them, polls for changes and
+        leaves staging and crash repair to the owner."""
         self.root = root
+        self._follower = follower
         self.staging_dir = root / "staging"
         self._lock = threading.Lock()  # this server's publishes, one at a time
         # Held while the metadata changes together with _known, and while refresh compares
@@ -131,18 +137,20 @@ class ModelRegistry:
         opened: list[MetadataStore] = []
         try:
             with _storage_errors(f"cannot write to {root}"):
-                self.staging_dir.mkdir(parents=True, exist_ok=True)
-                # SQLite opens an unwritable database read-only without a word, and removing
-                # stale staging ignores errors: without this probe a read-only data directory
-                # would start "fine" and fail at the first publish.
-                _probe_writable(self.staging_dir)
+                if not follower:
+                    self.staging_dir.mkdir(parents=True, exist_ok=True)
+                    # SQLite opens an unwritable database read-only without a word, and
+                    # removing stale staging ignores errors: without this probe a read-only
+                    # data directory would start "fine" and fail at the first publish.
+                    _probe_writable(self.staging_dir)
                 self._artifacts = artifacts or LocalArtifacts(root / "models")
                 if metadata is None:
                     metadata = SqliteMetadata(root / "registry.sqlite3")
                     opened.append(metadata)
                 self._metadata = metadata
                 # Staging belongs to this server alone, whatever the stores.
-                _clear_staging(self.staging_dir)
+                if not follower:
+                    _clear_staging(self.staging_dir)
                 if not self.shared and isinstance(self._artifacts, LocalArtifacts):
                     self._reconcile(self._artifacts)
                 # The marker before the keys: a change in between is seen again next poll.
@@ -159,8 +167,9 @@ class ModelRegistry:
 
     @property
     def shared(self) -> bool:
-        """True when other servers publish into the same metadata store."""
-        return self._metadata.shared
+        """True when other servers (or, for a follower, the owner) publish into the same
+        metadata store: changes are found by polling."""
+        return self._metadata.shared or self._follower
 
     def describe(self) -> str:
         return f"metadata in {self._metadata.describe()}, files in {self._artifacts.describe()}"
@@ -393,7 +402,7 @@ class ModelRegistry:
             self._metadata.raise_next_version(name, top + 1)
 
 
-def open_registry(settings: Settings, data_dir: Path) -> ModelRegistry:
+def open_registry(settings: Settings, data_dir: Path, *, follower: bool = False) -> ModelRegistry:
     """The registry the settings describe: registry_url for the metadata, artifacts_url
     (and s3_endpoint_url) for the files; SQLite and <data_dir>/models when both are empty.
 
@@ -411,13 +420,13 @@ def open_registry(settings: Settings, data_dir: Path) -> ModelRegistry:
         )
         metadata = open_metadata(settings.registry_url, data_dir / "registry.sqlite3")
     try:
-        registry = ModelRegistry(data_dir, metadata, artifacts)
+        registry = ModelRegistry(data_dir, metadata, artifacts, follower=follower)
     except BaseException:
         metadata.close()
         raise
     if settings.registry_url or settings.artifacts_url:
         log.info("model registry: %s", registry.describe())
-    if registry.shared and not settings.artifacts_url:
+    if metadata.shared and not settings.artifacts_url:
         log.warning(
             "registry_url is shared but artifacts_url is empty: model files stay in %s, "
             "where other replicas cannot load them; set artifacts_url to a shared "

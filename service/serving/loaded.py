@@ -12,14 +12,14 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from service.datatypes import FLOAT_DATATYPES
 from service.errors import NotFound
-from service.metrics import Metrics, ServingSeries
+from service.metrics import Metrics, ServingSeries, drop_gauge
 from service.registry.manifest import Manifest, TensorSpec
 from service.registry.store import ModelRegistry
 from service.serving.index import ModelIndex
@@ -145,13 +145,28 @@ class LoadedModels:
         # (asyncio.to_thread), so their notifications are handed back to this loop.
         self._loop = asyncio.get_running_loop()
         registry.on_change(self._on_registry_change)
+        #: Set where another process publishes: finds versions newer than the last poll.
+        self.refresh_on_miss: Callable[[], Awaitable[bool]] | None = None
+        #: Set in the workers of `--workers N`: says (cheaply, in shared memory) that the
+        #: owner changed the registry since this process last looked.
+        self.registry_moved: Callable[[], bool] | None = None
 
     async def get(self, name: str, version: str = "") -> LoadedModel:
         """The loaded version (latest when empty); NotFound/Unavailable as the registry says.
 
         Which versions exist is answered from the index, in memory; only a first load
         reads the registry and the file, in the executor."""
-        key = (name, self._index.resolve(name, version))
+        if self.registry_moved is not None and self.registry_moved():
+            assert self.refresh_on_miss is not None
+            await self.refresh_on_miss()
+        try:
+            key = (name, self._index.resolve(name, version))
+        except NotFound:
+            # A follower of `--workers N` may be asked for a version the owner published
+            # a moment ago, before its poll: look once, then answer.
+            if self.refresh_on_miss is None or not await self.refresh_on_miss():
+                raise
+            key = (name, self._index.resolve(name, version))
         loaded = self._models.get(key)
         if loaded is not None:
             return loaded
@@ -306,12 +321,14 @@ class LoadedModels:
         if evicted is not None:
             self._metrics.models_loaded.labels(evicted.paradigm, evicted.device).dec()
             manifest = evicted.manifest
-            self._metrics.model_size.remove(
-                manifest.paradigm, manifest.name, manifest.version, manifest.algorithm
-            )
+            drop_gauge(
+                self._metrics.model_size,
+                manifest.paradigm, manifest.name, manifest.version, manifest.algorithm,
+            )  # fmt: skip
             evicted.series.remove()
-            self._metrics.model_placement.remove(*evicted.series.labels, evicted.cpu_only_domains)
-            self._metrics.model_data_kind.remove(*evicted.series.labels, data_kind(manifest))
+            labels = evicted.series.labels
+            drop_gauge(self._metrics.model_placement, *labels, evicted.cpu_only_domains)
+            drop_gauge(self._metrics.model_data_kind, *labels, data_kind(manifest))
 
 
 def data_kind(manifest: Manifest) -> str:
