@@ -172,6 +172,7 @@ class App:
             gpu_arena_extend_strategy=settings.gpu_arena_extend_strategy,
             warmup=settings.warmup,
             io_binding=settings.io_binding,
+            measure_runs_below_s=settings.inline_run_us / 1e6,
         )
         dataplane = DataPlane(
             models,
@@ -186,6 +187,7 @@ class App:
             },
             run_slots=settings.resolved_inference_threads(),
             gpu_batching=gpu_batching_config(settings),
+            inline_run_s=settings.inline_run_us / 1e6,
         )
         self._start_samplers()
 

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         0, ge=0, description="threads running ONNX Runtime sessions; 0 means the CPU count"
     )
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per session call")
+    inline_run_us: int = Field(
+        50,
+        ge=0,
+        description="a CPU model whose batch-1 run measured at load takes at most this many "
+        "microseconds runs on the event loop, saving the hand-off to a thread; 0 = never",
+    )
     graph_optimization: Literal["none", "basic", "extended", "all"] = "all"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)

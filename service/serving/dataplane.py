@@ -17,6 +17,7 @@ import contextvars
 import dataclasses
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -31,8 +32,11 @@ from service.logs import model_name_var, model_version_var, request_id_var
 from service.registry.manifest import TensorSpec
 from service.serving.batcher import Batcher, BatchingConfig
 from service.serving.index import ModelIndex
+from service.serving.inline import InlineRuns
 from service.serving.loaded import LoadedModel, LoadedModels
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -102,6 +106,7 @@ class DataPlane:
         batching_models: dict[str, BatchingConfig],
         run_slots: int,
         gpu_batching: BatchingConfig | None = None,
+        inline_run_s: float = 0.0,
     ) -> None:
         self._models = models
         self._index = index
@@ -112,6 +117,7 @@ class DataPlane:
         self._batching_models = batching_models
         self._gpu_batching = gpu_batching
         self._run_slots = run_slots
+        self._inline_run_s = inline_run_s
         self._batchers: dict[tuple[str, str], Batcher] = {}
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -213,12 +219,20 @@ class DataPlane:
         if not (config.enabled and all(spec.shape and spec.shape[0] == -1 for spec in tensors)):
             config = dataclasses.replace(config, max_batch_size=1, max_queue_delay_us=0)
         loop = asyncio.get_running_loop()
+        in_thread = functools.partial(_run_in_context, loop, self._executor)
+        runner: Callable[..., asyncio.Future[Any]] = in_thread
+        if model.run_seconds is not None and model.run_seconds <= self._inline_run_s:
+            runner = InlineRuns(model.name, model.run_seconds, self._inline_run_s, in_thread)
+            log.info(
+                "%s version %s runs on the event loop (batch-1 run %.0f us, bound %.0f us)",
+                model.name, model.version, model.run_seconds * 1e6, self._inline_run_s * 1e6,
+            )  # fmt: skip
         batcher = Batcher(
             name=model.name,
             input_names=list(model.inputs),
             output_names=model.output_names,
             run=functools.partial(self._run, model),
-            run_in_thread=functools.partial(_run_in_context, loop, self._executor),
+            run_in_thread=runner,
             config=config,
             slots=self._run_slots,
         )

@@ -79,6 +79,9 @@ class LoadedModel:
     input_rules: tuple[InputRule, ...]
     #: The placement gauge's cpu_only_domains label ("ai.onnx.ml", "", "unknown").
     cpu_only_domains: str = "unknown"
+    #: Median seconds of a batch-1 run measured at load on a CPU session (None: not
+    #: measured): what decides whether its runs may stay on the event loop.
+    run_seconds: float | None = None
 
     @property
     def name(self) -> str:
@@ -95,6 +98,10 @@ class LoadedModel:
     @property
     def device(self) -> str:
         return self.runtime.device
+
+
+#: Batch-1 runs timed at load to decide whether a tiny model may run on the event loop.
+MEASURED_RUNS = 7
 
 
 class LoadedModels:
@@ -117,8 +124,12 @@ class LoadedModels:
         gpu_arena_extend_strategy: str = "kSameAsRequested",
         warmup: bool = True,
         io_binding: bool = True,
+        measure_runs_below_s: float = 0.0,
     ) -> None:
+        """measure_runs_below_s: time a CPU model's batch-1 run at load when its warm-up
+        took less than ten times this (so that big models pay nothing for it); 0 = never."""
         self._registry = registry
+        self._measure_runs_below_s = measure_runs_below_s
         self._index = index
         self._metrics = metrics
         self._executor = executor
@@ -200,7 +211,7 @@ class LoadedModels:
     async def _load(self, name: str, version: str) -> LoadedModel:
         device = self.device_for(name)
 
-        def load() -> tuple[Manifest, OnnxModel, int, float | None]:
+        def load() -> tuple[Manifest, OnnxModel, int, float | None, float | None]:
             # In the executor: the registry's row (SQLite or PostgreSQL), then the file
             # (with artifacts on S3, model_path downloads it first), then the warm-up.
             manifest = self._registry.get(name, version)
@@ -213,11 +224,15 @@ class LoadedModels:
                 io_binding=self._io_binding,
                 **self._session_options,
             )
-            return manifest, runtime, path.stat().st_size, self._warm_up(manifest, runtime)
+            warmup_seconds = self._warm_up(manifest, runtime)
+            return (
+                manifest, runtime, path.stat().st_size, warmup_seconds,
+                self._measure_run(runtime, warmup_seconds),
+            )  # fmt: skip
 
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        manifest, runtime, size, warmup_seconds = await loop.run_in_executor(
+        manifest, runtime, size, warmup_seconds, run_seconds = await loop.run_in_executor(
             self._executor, contextvars.copy_context().run, load
         )
         elapsed = time.perf_counter() - started
@@ -264,6 +279,7 @@ class LoadedModels:
                 InputRule.of(spec, columns.get(spec.name)) for spec in runtime.inputs
             ),
             cpu_only_domains=domains,
+            run_seconds=run_seconds,
         )
 
     def _warm_up(self, manifest: Manifest, runtime: OnnxModel) -> float | None:
@@ -282,6 +298,18 @@ class LoadedModels:
             )  # fmt: skip
             return None
         return time.perf_counter() - started
+
+    def _measure_run(self, runtime: OnnxModel, warmup_seconds: float | None) -> float | None:
+        """Median of a few batch-1 runs after the warm-up, for tiny CPU models only."""
+        limit = self._measure_runs_below_s
+        if warmup_seconds is None or runtime.device != "cpu" or warmup_seconds > 10 * limit:
+            return None
+        times = []
+        for _ in range(MEASURED_RUNS):
+            started = time.perf_counter()
+            runtime.warm_up()
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
 
     async def preload(self, keys: list[tuple[str, str]]) -> None:
         """Loads versions before their first request: no load on the request path, and
