@@ -9,7 +9,7 @@ DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-jobs bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,8 +32,14 @@ serve: install ## Run the server on HOST:PORT with DATA_DIR
 demo: install ## Start a server, train the guide's models, serve them, print the table
 	$(PY) -m clients.demo
 
-bench: install ## Benchmark our server against its limits (JSON, markdown, plots in docs/benchmarks/)
+bench: install ## Serving vs its limits, server CPU per request, --workers, small-job latency (docs/benchmarks/)
 	$(PY) -m clients.bench.run
+	$(PY) -m clients.bench.request_cpu
+	$(PY) -m clients.bench.workers
+	$(PY) -m clients.bench.jobs
+
+bench-workers: install ## Throughput and p99 of --workers 1 and 2 at c=16 and c=64
+	$(PY) -m clients.bench.workers
 
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
