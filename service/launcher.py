@@ -41,6 +41,7 @@ WARM_PRELOAD = (
     "numpy", "threadpoolctl", "onnxruntime", "pyarrow", "sklearn", "skl2onnx", "onnx", "torch",
     "service.worker.entry", "service.worker.pipeline", "service.worker.classical",
     "service.worker.deep", "service.worker.importing", "service.worker.importance", "PIL",
+    "service.worker.warm",
 )  # fmt: skip
 
 #: How workers start: "spawn" (a fresh interpreter each) until start_warm_workers() has a
