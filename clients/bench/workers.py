@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="paradigm-workers-") as workdir:
         points = measure(args, Path(workdir))
-    command = "python -m clients.bench.workers " + " ".join(argv or [])
+    given = sys.argv[1:] if argv is None else argv
+    command = "python -m clients.bench.workers " + " ".join(given)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(
         json.dumps({"machine": machine, "points": points}, indent=2) + "\n"
