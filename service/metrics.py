@@ -208,7 +208,8 @@ class Metrics:
         )
         self.registry_changes = Counter(
             "paradigm_registry_changes_total",
-            "Versions published or deleted by other replicas, as found by polling.",
+            "Versions published or deleted, and aliases set, moved or removed (event "
+            "aliased), by other replicas, as found by polling.",
             ("event",),
             registry=registry,
         )
