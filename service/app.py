@@ -47,6 +47,7 @@ from service.serving.batcher import BatchingConfig
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
+from service.serving.promotion import Promoter
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -201,7 +202,12 @@ class App:
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(
-                registry, jobs, explainer, data_dir / "uploads", settings.max_model_bytes
+                registry,
+                jobs,
+                explainer,
+                data_dir / "uploads",
+                settings.max_model_bytes,
+                Promoter(registry, dataplane),
             ),
             server,
         )

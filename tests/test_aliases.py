@@ -1,0 +1,277 @@
+"""Aliases against a real server: set and resolved by ModelInfer, ModelMetadata and
+ModelReady (our client and tritonclient), promotions refused by their gates with the
+numbers and accepted with their evidence kept, deletes refused without force, the CLI, and
+an alias change reaching a second replica of a shared registry without a restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clients import cli
+from clients.client import ParadigmClient, ParadigmClientError
+from tests.postgres import PostgresCluster
+from tests.server import RunningServer
+
+ROWS = np.random.default_rng(1).uniform(0, 7, size=(9, 4)).astype(np.float32)
+NAME = "iris-promoted"
+
+
+def train(client: ParadigmClient, algorithm: str, seed: int = 0, **params: int) -> str:
+    job = client.start_training(
+        "iris", algorithm, model_name=NAME, seed=seed, hyperparameters=params or None
+    )
+    return client.wait_for_job(job.id).model_version
+
+
+@pytest.fixture(scope="module")
+def versions(client: ParadigmClient) -> dict[str, str]:
+    """Versions of one name: a good model, a poor one on the same split, and one split
+    with another seed."""
+    return {
+        "good": train(client, "logistic_regression"),
+        "poor": train(client, "decision_tree", max_depth=1),
+        "other_split": train(client, "logistic_regression", seed=7),
+    }
+
+
+def refusal(call: object, *args: object, **kwargs: object) -> str:
+    with pytest.raises(ParadigmClientError) as caught:
+        call(*args, **kwargs)  # type: ignore[operator]
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION, caught.value
+    return caught.value.details
+
+
+def test_alias_resolves_wherever_a_version_does(
+    client: ParadigmClient, versions: dict[str, str], tmp_path: Path
+) -> None:
+    good = versions["good"]
+    change = client.set_alias(NAME, good, "stable", note="first")
+    assert (change.alias, change.version, change.previous) == ("stable", good, "")
+    assert json.loads(change.evidence_json) == {"gates": {}, "note": "first"}
+
+    by_alias = client.infer(NAME, ROWS, version="stable")
+    assert by_alias.model_version == good
+    np.testing.assert_array_equal(
+        by_alias.as_numpy("label"), client.infer(NAME, ROWS, version=good).as_numpy("label")
+    )
+    assert client.model_metadata(NAME, "stable").parameters["version"].string_param == good
+    assert client.model_ready(NAME, "stable")
+    assert client.get_model(NAME, "stable").version == good
+    assert "stable" in client.get_model(NAME, good).aliases
+    latest = client.get_model(NAME).version
+    assert client.infer(NAME, ROWS, version="latest").model_version == latest
+    assert client.infer(NAME, ROWS).model_version == latest
+
+    with pytest.raises(ParadigmClientError) as caught:
+        client.infer(NAME, ROWS, version="gold")
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert "no version or alias 'gold'" in caught.value.details
+    assert not client.model_ready(NAME, "gold")
+    with pytest.raises(ParadigmClientError) as caught:
+        client.set_alias(NAME, good, "latest")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+    # tritonclient, unchanged, with model_version="stable".
+    np.save(tmp_path / "rows.npy", ROWS)
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.triton_probe", "--version", client.target, NAME,
+         "stable", str(tmp_path / "rows.npy")],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(completed.stdout)
+    assert answer["ready"] and answer["answered_by"] == good
+    assert answer["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "4"]}]
+    assert answer["labels"] == by_alias.as_numpy("label").tolist()
+    assert answer["unknown_alias_status"] == "StatusCode.NOT_FOUND"
+
+
+def test_metric_gate_refuses_with_the_numbers_and_accepts_with_evidence(
+    client: ParadigmClient, versions: dict[str, str]
+) -> None:
+    good, poor = versions["good"], versions["poor"]
+    client.set_alias(NAME, good, "champion")
+    models = {m.version: m for m in client.list_models(NAME)}
+    held, offered = models[good].metrics["accuracy"], models[poor].metrics["accuracy"]
+    assert offered < held - 0.05  # a one-split tree is well behind on iris
+
+    details = refusal(client.set_alias, NAME, poor, "champion", metric_epsilon=0.01)
+    assert "metric gate" in details
+    assert f"accuracy {offered:.4f} of version {poor}" in details
+    assert f"{held - offered:.4f} below holder version {good}'s {held:.4f}" in details
+    assert client.get_model(NAME, "champion").version == good  # not moved
+
+    details = refusal(client.set_alias, NAME, versions["other_split"], "champion",
+                      metric_epsilon=0.5)  # fmt: skip
+    assert "not tested on the same rows (different split seed)" in details
+
+    # Within a generous epsilon it passes, and the evidence says on which rows.
+    change = client.set_alias(NAME, poor, "champion", metric_epsilon=1.0, require_parity=True)
+    assert (change.version, change.previous) == (poor, good)
+    gates = json.loads(change.evidence_json)["gates"]
+    assert gates["parity"]["passed"]
+    metric = gates["metric"]
+    assert metric["passed"] and metric["holder_version"] == good
+    assert (metric["candidate"], metric["holder"]) == (offered, held)
+    assert "the same held-out rows" in metric["rows"] and "split seed 0" in metric["rows"]
+    client.set_alias(NAME, good, "champion", note="back")
+
+    history = client.list_aliases(NAME, "champion").history
+    assert [(e.version, e.previous) for e in history] == [(good, ""), (poor, good), (good, poor)]
+    assert json.loads(history[1].evidence_json)["gates"]["metric"]["passed"]
+
+
+def test_serving_gates_measure_by_serving(client: ParadigmClient, versions: dict[str, str]) -> None:
+    good = versions["good"]
+    details = refusal(
+        client.set_alias, NAME, good, "fast", max_p99_ms=1e-6, max_joules_per_1k=1e-12,
+        probe_requests=5,
+    )  # fmt: skip
+    assert "latency gate: p99" in details and "over the budget of 1e-06 ms" in details
+    assert "energy gate:" in details and "J per 1 000 predictions" in details
+    assert NAME not in [a.name for a in client.list_aliases(NAME, "fast").aliases]
+
+    change = client.set_alias(
+        NAME, good, "fast", max_p99_ms=60_000, max_joules_per_1k=1e6, probe_requests=5
+    )
+    evidence = json.loads(change.evidence_json)
+    assert evidence["gates"]["latency"]["passed"] and evidence["gates"]["energy"]["passed"]
+    probe = evidence["probe"]
+    assert probe["version"] == good
+    assert [b["batch_size"] for b in probe["batches"]] == [1, 64]
+    assert all(b["p99_ms"] > 0 and b["joules_per_1k"] > 0 for b in probe["batches"])
+    assert evidence["gates"]["latency"]["p99_ms"] == max(b["p99_ms"] for b in probe["batches"])
+
+
+def test_parity_gate_refuses_an_onnx_import(
+    client: ParadigmClient, versions: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "model.onnx"
+    client.export_model(NAME, path, version=versions["good"])
+    job = client.import_model("iris-imported", path, task="classification")
+    version = client.wait_for_job(job.id).model_version
+    details = refusal(client.set_alias, "iris-imported", version, "champion", require_parity=True)
+    assert "parity gate" in details and "imported as ONNX" in details
+    client.set_alias("iris-imported", version, "champion")  # no gate: allowed
+    client.delete_model("iris-imported", force=True)
+
+
+def test_delete_of_an_aliased_version_needs_force(
+    client: ParadigmClient, versions: dict[str, str]
+) -> None:
+    poor = versions["poor"]
+    client.set_alias(NAME, poor, "doomed")
+    details = refusal(client.delete_model, NAME, poor)
+    assert f"alias 'doomed' -> version {poor}" in details and "force" in details
+    assert client.delete_model(NAME, poor, force=True) == [poor]
+    assert "doomed" not in {a.alias for a in client.list_aliases(NAME).aliases}
+    last = client.list_aliases(NAME, "doomed").history[-1]
+    assert (last.version, last.previous) == ("", poor)
+    with pytest.raises(ParadigmClientError) as caught:
+        client.infer(NAME, ROWS, version="doomed")
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_cli_alias_commands(
+    server: RunningServer,
+    client: ParadigmClient,
+    versions: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = versions["good"]
+    base = ["--target", server.target]
+    assert cli.main([*base, "models", "alias", NAME, good, "cli-champion",
+                     "--gate-metric-epsilon", "0.01", "--require-parity",
+                     "--note", "from the cli"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"cli-champion -> version {good}" in out and "parity: passed" in out
+    assert cli.main([*base, "models", "alias", NAME, good, "cli-champion",
+                     "--max-p99-ms", "0.000001", "--probe-requests", "3"]) != 0  # fmt: skip
+    assert "latency gate" in capsys.readouterr().err
+    assert cli.main([*base, "models", "aliases", NAME]) == 0
+    out = capsys.readouterr().out
+    assert "cli-champion" in out and "history (oldest first)" in out and "from the cli" in out
+    assert cli.main([*base, "models", "show", NAME, "--version", "cli-champion"]) == 0
+    assert "cli-champion" in capsys.readouterr().out
+    assert cli.main([*base, "models", "delete", NAME, "--version", good]) != 0
+    assert "force" in capsys.readouterr().err
+    assert cli.main([*base, "models", "unalias", NAME, "cli-champion"]) == 0
+    assert "removed" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------- a shared registry, two replicas
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, postgres: PostgresCluster
+) -> Iterator[tuple[RunningServer, RunningServer]]:
+    url = postgres.create_database("alias-replicas")
+    shared = {
+        "registry_url": url,
+        "artifacts_url": str(tmp_path / "shared-models"),
+        "registry_poll_seconds": 0.2,
+    }
+    first = RunningServer(tmp_path / "a", **shared)
+    try:
+        second = RunningServer(tmp_path / "b", **shared)
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    second.stop()
+    first.stop()
+
+
+def test_alias_change_reaches_another_replica_without_restart(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    first, second = replicas
+    with (
+        ParadigmClient(first.target, timeout=120) as a,
+        ParadigmClient(second.target, timeout=120) as b,
+    ):
+        for seed in (0, 1):
+            job = a.start_training("iris", "logistic_regression", model_name="shared", seed=seed)
+            a.wait_for_job(job.id)
+        a.set_alias("shared", "1", "champion")
+        assert wait_for(lambda: _served_version(b, "champion") == "1")
+        a.set_alias("shared", "2", "champion")
+        assert wait_for(lambda: _served_version(b, "champion") == "2")
+        assert b.model_ready("shared", "champion")
+        # Set on the second, refused on the first: the store is one.
+        b.set_alias("shared", "1", "canary")
+        assert wait_for(lambda: _served_version(a, "canary") == "1")
+        with pytest.raises(ParadigmClientError) as caught:
+            a.delete_model("shared", "1")
+        assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        b.delete_alias("shared", "canary")
+        assert wait_for(lambda: _served_version(a, "canary") is None)
+
+
+def _served_version(client: ParadigmClient, version: str) -> str | None:
+    try:
+        return client.infer("shared", ROWS, version=version).model_version
+    except ParadigmClientError as error:
+        if error.code == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def wait_for(condition: object, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
