@@ -724,12 +724,15 @@ def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
     """One line per gate checked: passed or not, and its figures."""
     lines = []
     for gate, record in evidence.get("gates", {}).items():
+        # Sentences (which rows, how parity was checked) get lines of their own.
+        said = {k: v for k, v in record.items() if isinstance(v, str) and len(v) > 40}
         figures = ", ".join(
             f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
             for key, value in record.items()
-            if key != "passed"
+            if key != "passed" and key not in said
         )
         lines.append(f"  {gate}: {'passed' if record.get('passed') else 'FAILED'} ({figures})")
+        lines.extend(f"    {key}: {value}" for key, value in said.items())
     for key in ("note", "source", "reason"):
         if evidence.get(key):
             lines.append(f"  {key}: {evidence[key]}")
