@@ -207,7 +207,7 @@ class App:
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
-                Promoter(registry, dataplane),
+                Promoter(registry, dataplane, explainer.compare),
             ),
             server,
         )

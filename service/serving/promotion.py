@@ -9,10 +9,12 @@ The gates:
   trained model and skops import is, or it is not published; an ONNX import has nothing
   to be checked against, so it fails this gate).
 - metric: its held-out metric is at least the current holder's minus epsilon (at most
-  plus epsilon for error metrics), on the same test rows. Both models' metrics are those
-  recorded at training, which were computed on the same rows exactly when both were split
-  from the same dataset (same fingerprint) with the same seed and test fraction: that is
-  checked, and said in the evidence; other pairs are refused as not comparable.
+  plus epsilon for error metrics), on the same test rows. When both were split from the
+  same dataset (same fingerprint) with the same seed and test fraction, the metrics
+  recorded at training are on the same rows and are compared (the evidence says so);
+  otherwise both are scored afresh in a worker on the rows that both held out from
+  training (`compare`, the Explainer's; array datasets), and pairs that have no such rows
+  (other datasets, imports, tables) are refused as not comparable.
 - latency and energy: the serving probe (service/serving/probe.py) serves the version
   through the data plane at batch 1 and 64; the worse p99 and the worse joules per 1 000
   predictions of the two must be within the budgets.
@@ -26,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.errors import FailedPrecondition, InvalidArgument
+from service.cost.ledger import Charge
+from service.errors import FailedPrecondition, InvalidArgument, ParadigmError
 from service.registry.aliases import AliasEvent, validate_alias
 from service.registry.manifest import Manifest
 from service.registry.store import ModelRegistry, validate_model_name
@@ -49,6 +53,13 @@ LOWER_IS_BETTER = frozenset(
     ("rmse", "mae", "mse", "loss", "log_loss", "reconstruction_rmse", "val_rmse", "val_loss")
 )
 PROBE_BATCH_SIZES = (1, 64)
+
+#: Scores (candidate, holder) on the rows both held out, by metric: (rows, candidate's
+#: score, holder's score, what it cost). service/training/explain.py's Explainer.compare,
+#: wired in by the app (serving does not import training).
+CompareOnSharedRows = Callable[
+    [Manifest, Manifest, str], Awaitable[tuple[int, float, float, Charge]]
+]
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,15 @@ class _Verdict:
 class Promoter:
     """Moves aliases on evidence; the one entry point for the RPC and for searches."""
 
-    def __init__(self, registry: ModelRegistry, dataplane: DataPlane) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        dataplane: DataPlane,
+        compare: CompareOnSharedRows | None = None,
+    ) -> None:
         self._registry = registry
         self._dataplane = dataplane
+        self._compare = compare
 
     async def promote(
         self,
@@ -126,7 +143,7 @@ class Promoter:
         if gates.require_parity:
             _parity_gate(candidate, verdict)
         if gates.metric_epsilon is not None:
-            _metric_gate(candidate, holder, gates, verdict)
+            await self._metric_gate(candidate, holder, gates, verdict)
         if gates.probes:
             await self._serving_gates(candidate, gates, verdict)
         what = f"version {candidate.version} of {name!r} to alias {alias!r}"
@@ -149,6 +166,103 @@ class Promoter:
         )
         log.info("promoted %s (gates: %s)", what, ", ".join(verdict.evidence) or "none")
         return event
+
+    async def _metric_gate(
+        self, candidate: Manifest, holder: Manifest | None, gates: Gates, verdict: _Verdict
+    ) -> None:
+        epsilon = gates.metric_epsilon or 0.0
+        metric = gates.metric or DEFAULT_METRICS.get(candidate.task, "")
+        record: dict[str, Any] = {"metric": metric, "epsilon": epsilon}
+        verdict.evidence["metric"] = record
+        if not metric:
+            record["passed"] = False
+            verdict.failures.append(
+                f"metric gate: version {candidate.version} has no task, so there is no "
+                "default metric; name one"
+            )
+            return
+        if holder is None or holder.version == candidate.version:
+            record["passed"] = True
+            record["rows"] = "no current holder" if holder is None else "the holder itself"
+            return
+        record["holder_version"] = holder.version
+        mismatch = _same_rows(candidate, holder)
+        if mismatch:
+            scores = await self._shared_rows(candidate, holder, metric, mismatch, record, verdict)
+            if scores is None:
+                return
+            value, held = scores
+        else:
+            recorded = candidate.metrics.get(metric), holder.metrics.get(metric)
+            if recorded[0] is None or recorded[1] is None:
+                missing = [
+                    f"version {m.version}"
+                    for m, v in zip((candidate, holder), recorded, strict=True)
+                    if v is None
+                ]
+                record["passed"] = False
+                verdict.failures.append(
+                    f"metric gate: {' and '.join(missing)} record no {metric!r} (version "
+                    f"{candidate.version} has {sorted(candidate.metrics)})"
+                )
+                return
+            value, held = recorded[0], recorded[1]
+            record["rows"] = (
+                f"the same held-out rows: dataset {candidate.dataset!r} (fingerprint "
+                f"{candidate.dataset_fingerprint[:12]}), split seed {candidate.split_seed}, "
+                f"test fraction {candidate.test_fraction:g}; compared the metrics recorded "
+                "at training"
+            )
+        record["candidate"], record["holder"] = value, held
+        lower = metric in LOWER_IS_BETTER
+        bar = held + epsilon if lower else held - epsilon
+        passed = value <= bar if lower else value >= bar
+        record["passed"] = passed
+        record["bar"] = bar
+        if not passed:
+            direction = "above" if lower else "below"
+            verdict.failures.append(
+                f"metric gate: {metric} {value:.4f} of version {candidate.version} is "
+                f"{abs(value - held):.4f} {direction} holder version {holder.version}'s "
+                f"{held:.4f}, more than the allowed {epsilon:g} (missed by "
+                f"{abs(value - bar):.4f})"
+            )
+
+    async def _shared_rows(
+        self,
+        candidate: Manifest,
+        holder: Manifest,
+        metric: str,
+        mismatch: str,
+        record: dict[str, Any],
+        verdict: _Verdict,
+    ) -> tuple[float, float] | None:
+        """Both scored afresh on the rows both held out, where their recorded metrics are
+        not on the same rows; None (with the failure recorded) where that cannot be done."""
+        pair = f"versions {candidate.version} and {holder.version}"
+        if self._compare is None:
+            reason = "this server cannot score models afresh"
+        else:
+            try:
+                rows, value, held, charge = await self._compare(candidate, holder, metric)
+            except ParadigmError as exc:
+                reason = str(exc)
+            else:
+                record["rows"] = (
+                    f"{rows} rows of dataset {candidate.dataset!r} (fingerprint "
+                    f"{candidate.dataset_fingerprint[:12]}) held out from training by both "
+                    f"(their recorded metrics are on different rows: {mismatch}); both "
+                    "scored afresh on them through ONNX Runtime"
+                )
+                record["shared_rows"] = rows
+                record["comparison_cost"] = asdict(charge)
+                return value, held
+        record["passed"] = False
+        verdict.failures.append(
+            f"metric gate: cannot compare {metric} of {pair} on the same rows: their "
+            f"recorded metrics are on different rows ({mismatch}), and {reason}"
+        )
+        return None
 
     def _holder(self, name: str, alias: str) -> str:
         """The version alias points at in the store now; "" when unset."""
@@ -239,65 +353,3 @@ def _same_rows(a: Manifest, b: Manifest) -> str:
     if not a.dataset_fingerprint or a.test_fraction <= 0:
         return "no recorded held-out split (imported, or made before splits were recorded)"
     return ""
-
-
-def _metric_gate(
-    candidate: Manifest, holder: Manifest | None, gates: Gates, verdict: _Verdict
-) -> None:
-    epsilon = gates.metric_epsilon or 0.0
-    metric = gates.metric or DEFAULT_METRICS.get(candidate.task, "")
-    record: dict[str, Any] = {"metric": metric, "epsilon": epsilon}
-    verdict.evidence["metric"] = record
-    if not metric:
-        record["passed"] = False
-        verdict.failures.append(
-            f"metric gate: version {candidate.version} has no task, so there is no default "
-            "metric; name one"
-        )
-        return
-    value = candidate.metrics.get(metric)
-    record["candidate"] = value
-    if value is None:
-        record["passed"] = False
-        verdict.failures.append(
-            f"metric gate: version {candidate.version} records no {metric!r} (it has "
-            f"{sorted(candidate.metrics)})"
-        )
-        return
-    if holder is None or holder.version == candidate.version:
-        record["passed"] = True
-        record["holder"] = None if holder is None else value
-        record["rows"] = "no current holder" if holder is None else "the holder itself"
-        return
-    record["holder_version"] = holder.version
-    held = holder.metrics.get(metric)
-    record["holder"] = held
-    mismatch = _same_rows(candidate, holder)
-    if held is None or mismatch:
-        record["passed"] = False
-        why = (
-            f"holder version {holder.version} records no {metric!r}"
-            if held is None
-            else f"the two were not tested on the same rows ({mismatch}): versions "
-            f"{candidate.version} and {holder.version} must be trained on the same dataset "
-            "with the same seed and test fraction"
-        )
-        verdict.failures.append(f"metric gate: cannot compare {metric}: {why}")
-        return
-    record["rows"] = (
-        f"the same held-out rows: dataset {candidate.dataset!r} (fingerprint "
-        f"{candidate.dataset_fingerprint[:12]}), split seed {candidate.split_seed}, test "
-        f"fraction {candidate.test_fraction:g}; compared the metrics recorded at training"
-    )
-    lower = metric in LOWER_IS_BETTER
-    bar = held + epsilon if lower else held - epsilon
-    passed = value <= bar if lower else value >= bar
-    record["passed"] = passed
-    record["bar"] = bar
-    if not passed:
-        direction = "above" if lower else "below"
-        verdict.failures.append(
-            f"metric gate: {metric} {value:.4f} of version {candidate.version} is "
-            f"{abs(value - held):.4f} {direction} holder version {holder.version}'s "
-            f"{held:.4f}, more than the allowed {epsilon:g} (missed by {abs(value - bar):.4f})"
-        )
