@@ -241,8 +241,8 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
-        # Latest versions load in the background: readiness does not wait for every model.
-        self._preload = asyncio.create_task(models.preload(index.latest()))
+        # Latest and aliased versions load in the background: readiness does not wait.
+        self._preload = asyncio.create_task(models.preload(index.served()))
         if registry.shared:
             self._poll = asyncio.create_task(
                 _poll_registry(registry, settings.registry_poll_seconds, self.metrics)

@@ -142,6 +142,14 @@ class Metrics:
             (*SERVING_LABELS, "data_kind"),
             registry=registry,
         )
+        self.model_alias = Gauge(
+            "paradigm_model_alias_info",
+            "1 per alias as this server resolves it now: the version an alias (champion, "
+            "...) of a model points at. Join on model and version to follow any serving "
+            "series by alias across promotions.",
+            ("model", "alias", "version"),
+            registry=registry,
+        )
         self.model_placement = Gauge(
             "paradigm_model_placement_info",
             "1 per loaded model version: its session's device, and the operator domains "

@@ -106,6 +106,7 @@ def test_registry_rules_and_the_index(tmp_path: Path) -> None:
     assert index.resolve("m", "latest") == index.resolve("m") == "3"
     assert registry.get("m", "champion").version == "2"
     assert registry.get("m", "latest").version == "3"
+    assert index.served() == [("m", "3"), ("m", "2")]  # the latest, then what aliases add
     with pytest.raises(NotFound, match=r"no version or alias 'gold'.*aliases: \['champion'"):
         index.resolve("m", "gold")
     with pytest.raises(NotFound, match="no version or alias 'gold'"):

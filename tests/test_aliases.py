@@ -277,6 +277,11 @@ def test_alias_change_reaches_another_replica_without_restart(
         assert wait_for(lambda: _served_version(b, "champion") == "1")
         a.set_alias("shared", "2", "champion")
         assert wait_for(lambda: _served_version(b, "champion") == "2")
+        # The second replica's alias gauge moved with it.
+        shown = second.metrics_registry.get_sample_value
+        labels = {"model": "shared", "alias": "champion"}
+        assert shown("paradigm_model_alias_info", {**labels, "version": "2"}) == 1
+        assert shown("paradigm_model_alias_info", {**labels, "version": "1"}) is None
         assert b.model_ready("shared", "champion")
         # Set on the second, refused on the first: the store is one.
         b.set_alias("shared", "1", "canary")
@@ -304,3 +309,36 @@ def wait_for(condition: object, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_restarted_server_loads_aliased_versions_before_traffic(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = RunningServer(data)
+    try:
+        with ParadigmClient(server.target, timeout=120) as client:
+            for seed in (0, 1):
+                job = client.start_training(
+                    "iris", "logistic_regression", model_name="m", seed=seed
+                )
+                client.wait_for_job(job.id)
+            client.set_alias("m", "1", "champion")
+    finally:
+        server.stop()
+    restarted = RunningServer(data)
+    try:
+        sample = restarted.metrics_registry.get_sample_value
+        version_1 = {
+            "paradigm": "classical",
+            "model": "m",
+            "version": "1",
+            "algorithm": "logistic_regression",
+            "device": "cpu",
+        }
+        # Version 1 is not the latest: only its alias makes it worth loading at start.
+        assert wait_for(
+            lambda: sample("paradigm_model_load_duration_seconds_count", version_1) == 1
+        )
+        alias = {"model": "m", "alias": "champion", "version": "1"}
+        assert sample("paradigm_model_alias_info", alias) == 1
+    finally:
+        restarted.stop()

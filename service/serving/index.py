@@ -75,6 +75,22 @@ class ModelIndex:
         """(name, latest version) of every name, by name."""
         return [(name, versions[-1]) for name, versions in sorted(self._versions.items())]
 
+    def every_alias(self) -> dict[str, dict[str, str]]:
+        """name -> {alias: version} of every name with aliases."""
+        return {name: dict(aliases) for name, aliases in self._aliases.items()}
+
+    def served(self) -> list[tuple[str, str]]:
+        """(name, version) of what plain requests get: every latest version, then every
+        version an alias points at (once each): what is worth loading before traffic."""
+        keys = self.latest()
+        aliased = sorted(
+            (name, version)
+            for name, aliases in self._aliases.items()
+            for version in aliases.values()
+            if version in self._versions.get(name, ())
+        )
+        return keys + sorted(set(aliased) - set(keys))
+
     def _changed(self, event: str, name: str, versions: list[str]) -> None:
         with self._lock:
             known = set(self._versions.get(name, ()))
