@@ -300,8 +300,10 @@ CASES = [
     # -- inference: unknown things ------------------------------------------------------
     Case("infer-unknown-model", infer(raw_request(model="nope")), NOT_FOUND, "'nope' not found"),
     Case("infer-unknown-version", infer(raw_request(version="7")), NOT_FOUND, "versions: ['1']"),
-    Case("infer-version-not-a-number", infer(raw_request(version="latest")), NOT_FOUND,
-         "no version 'latest'"),
+    Case("infer-unknown-alias", infer(raw_request(version="gold")), NOT_FOUND,
+         "no version or alias 'gold'"),
+    Case("infer-version-not-a-number-nor-alias", infer(raw_request(version="1.5")), NOT_FOUND,
+         "versions are whole numbers"),
     Case("infer-version-superscript-digit", infer(raw_request(version="²")), NOT_FOUND,
          "no version '²'"),
     Case("infer-version-beyond-int64", infer(raw_request(version="9" * 30)), NOT_FOUND,
