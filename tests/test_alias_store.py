@@ -72,8 +72,12 @@ def test_alias_contract(open_store: Callable[[], MetadataStore]) -> None:
     assert removed is not None and (removed.version, removed.previous) == ("", "1")
     assert store.delete_alias("m", "canary", {}) is None
 
-    # Deleting a version takes its aliases with it, in the same transaction, on record.
-    store.delete("m", ["2"])
+    # Unforced, an alias refuses the delete in its own transaction; forced, the aliases
+    # go with the version, on record.
+    with pytest.raises(FailedPrecondition, match=r"alias 'champion' -> version 2"):
+        store.delete("m", ["1", "2"], force=False)
+    assert store.versions("m") == ["1", "2"]
+    assert [a.alias for a in store.delete("m", ["2"])] == ["champion"]
     assert [a.alias for a in store.aliases("m")] == []
     history = store.alias_history("m")
     assert [(e.alias, e.version, e.previous) for e in history] == [

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import InvalidArgument
+from service.errors import FailedPrecondition, InvalidArgument
 
 #: Always the highest version; no alias may take its name.
 LATEST = "latest"
@@ -71,3 +71,12 @@ def encode_evidence(evidence: dict[str, Any] | None) -> str:
 def decode_evidence(text: str | None) -> dict[str, Any]:
     decoded = json.loads(text) if text else {}
     return decoded if isinstance(decoded, dict) else {"value": decoded}
+
+
+def aliased_refusal(name: str, held: list[Alias]) -> FailedPrecondition:
+    """The refusal of a delete (without force) of versions aliases point at."""
+    serving = ", ".join(f"{a.alias!r} -> version {a.version}" for a in held)
+    return FailedPrecondition(
+        f"model {name!r} is served under alias {serving}: move or delete the alias first, "
+        "or delete with force"
+    )

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from service.errors import FailedPrecondition, NotFound, Unavailable
-from service.registry.aliases import Alias, AliasEvent, decode_evidence, encode_evidence
+from service.registry.aliases import (
+    Alias,
+    AliasEvent,
+    aliased_refusal,
+    decode_evidence,
+    encode_evidence,
+)
 from service.registry.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -61,8 +67,11 @@ class MetadataStore(Protocol):
         """Commits a version: its row, its number taken, the change marker moved, at once."""
         ...
 
-    def delete(self, name: str, versions: list[str]) -> None:
-        """Removes these versions' rows and moves the change marker, in one transaction."""
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        """Removes these versions' rows and moves the change marker, in one transaction,
+        with the aliases that point at them (recorded in their history); returns those
+        aliases. Without `force`, an alias pointing at one of them refuses the whole delete
+        (FailedPrecondition naming it), checked in the same transaction."""
         ...
 
     def get(self, name: str, version: str = "") -> Manifest | None:
@@ -241,20 +250,31 @@ class SqliteMetadata:
             self._raise_next_version(manifest.name, version + 1)
             self._bump()
 
-    def delete(self, name: str, versions: list[str]) -> None:
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        numbers = {int(v) for v in versions}
         with self._lock, self._db:
+            held = [
+                Alias(name, alias, str(version), at)
+                for alias, version, at in self._db.execute(
+                    "SELECT alias, version, updated_at FROM model_aliases WHERE name = ? "
+                    "ORDER BY alias",
+                    (name,),
+                ).fetchall()
+                if version in numbers
+            ]
+            if held and not force:
+                raise aliased_refusal(name, held)
             self._db.executemany(
                 "DELETE FROM models WHERE name = ? AND version = ?",
-                [(name, int(v)) for v in versions],
+                [(name, number) for number in numbers],
             )
-            for version in versions:
-                rows = self._db.execute(
-                    "DELETE FROM model_aliases WHERE name = ? AND version = ? RETURNING alias",
-                    (name, int(version)),
-                ).fetchall()
-                for (alias,) in rows:
-                    self._record(name, alias, "", version, DELETED_WITH_VERSION)
+            for alias in held:
+                self._db.execute(
+                    "DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias.alias)
+                )
+                self._record(name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
             self._bump()
+        return held
 
     def _record(
         self, name: str, alias: str, version: str, previous: str, evidence: dict[str, Any]
@@ -572,24 +592,37 @@ class PostgresMetadata:
 
         self._run(work)
 
-    def delete(self, name: str, versions: list[str]) -> None:
-        def work(conn: psycopg.Connection[Any]) -> None:
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        numbers = [int(v) for v in versions]
+
+        def work(conn: psycopg.Connection[Any]) -> list[Alias]:
             with conn.transaction():
+                # Under the lock no replica can point an alias at them meanwhile.
                 self._lock_aliases(conn, name)
+                held = [
+                    Alias(name, alias, str(version), at)
+                    for alias, version, at in conn.execute(
+                        "SELECT alias, version, updated_at FROM paradigm_model_aliases "
+                        'WHERE name = %s AND version = ANY(%s) ORDER BY alias COLLATE "C"',
+                        (name, numbers),
+                    ).fetchall()
+                ]
+                if held and not force:
+                    raise aliased_refusal(name, held)
                 conn.execute(
                     "DELETE FROM paradigm_models WHERE name = %s AND version = ANY(%s)",
-                    (name, [int(v) for v in versions]),
+                    (name, numbers),
                 )
-                removed = conn.execute(
-                    "DELETE FROM paradigm_model_aliases WHERE name = %s AND version = ANY(%s) "
-                    "RETURNING alias, version",
-                    (name, [int(v) for v in versions]),
-                ).fetchall()
-                for alias, version in removed:
-                    self._record(conn, name, alias, "", str(version), DELETED_WITH_VERSION)
+                conn.execute(
+                    "DELETE FROM paradigm_model_aliases WHERE name = %s AND version = ANY(%s)",
+                    (name, numbers),
+                )
+                for alias in held:
+                    self._record(conn, name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
                 self._bump(conn)
+            return held
 
-        self._run(work)
+        return self._run(work)
 
     @staticmethod
     def _lock_aliases(conn: psycopg.Connection[Any], name: str) -> None:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.errors import (
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ParadigmError,
@@ -343,15 +342,10 @@ class ModelRegistry:
         removed = [self.get(name, version).version] if version else self.versions(name)
         if not removed:
             raise NotFound(f"model {name!r} not found")
-        held = [a for a in self._metadata.aliases(name) if a.version in removed]
-        if held and not force:
-            serving = ", ".join(f"{a.alias!r} -> version {a.version}" for a in held)
-            raise FailedPrecondition(
-                f"model {name!r} is served under alias {serving}: move or delete the alias "
-                "first, or delete with force"
-            )
         with self._known_lock:
-            self._metadata.delete(name, removed)
+            # The alias check is the store's, in the delete's own transaction: no replica
+            # can alias a version between a check here and the delete.
+            held = self._metadata.delete(name, removed, force=force)
             self._known.difference_update((name, v) for v in removed)
             gone = {(name, a.alias) for a in held}
             self._aliases = {k: v for k, v in self._aliases.items() if k not in gone}
