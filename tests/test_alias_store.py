@@ -68,6 +68,10 @@ def test_alias_contract(open_store: Callable[[], MetadataStore]) -> None:
     with pytest.raises(NotFound, match="no version '9'"):
         store.set_alias("m", "champion", "9", {})
 
+    odd = store.set_alias("m", "odd", "1", {"r2": float("nan"), "figures": [float("inf"), 1.0]})
+    assert store.alias_history("m", "odd")[0].evidence == {"r2": None, "figures": [None, 1.0]}
+    assert odd.evidence == {"r2": None, "figures": [None, 1.0]}
+    store.delete_alias("m", "odd", {})
     removed = store.delete_alias("m", "canary", {"reason": "rollout done"})
     assert removed is not None and (removed.version, removed.previous) == ("", "1")
     assert store.delete_alias("m", "canary", {}) is None
@@ -81,8 +85,8 @@ def test_alias_contract(open_store: Callable[[], MetadataStore]) -> None:
     assert [a.alias for a in store.aliases("m")] == []
     history = store.alias_history("m")
     assert [(e.alias, e.version, e.previous) for e in history] == [
-        ("champion", "1", ""), ("champion", "2", "1"), ("canary", "1", ""),
-        ("canary", "", "1"), ("champion", "", "2"),
+        ("champion", "1", ""), ("champion", "2", "1"), ("canary", "1", ""), ("odd", "1", ""),
+        ("odd", "", "1"), ("canary", "", "1"), ("champion", "", "2"),
     ]  # fmt: skip
     assert history[-1].evidence == {"reason": "its version was deleted (force)"}
     assert [e.version for e in store.alias_history("m", "champion")] == ["1", "2", ""]

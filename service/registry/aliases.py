@@ -9,6 +9,7 @@ metadata stores and the serving index share these types.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,18 @@ class AliasEvent:
 
 
 def encode_evidence(evidence: dict[str, Any] | None) -> str:
-    return json.dumps(evidence or {}, sort_keys=True, allow_nan=False)
+    """Strict JSON: a NaN or infinite figure (an r2 of a constant target) is stored as null."""
+    return json.dumps(_finite(evidence or {}), sort_keys=True, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def decode_evidence(text: str | None) -> dict[str, Any]:

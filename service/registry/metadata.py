@@ -279,11 +279,12 @@ class SqliteMetadata:
     def _record(
         self, name: str, alias: str, version: str, previous: str, evidence: dict[str, Any]
     ) -> AliasEvent:
-        event = AliasEvent(name, alias, version, previous, _now(), evidence)
+        text = encode_evidence(evidence)  # the event says what the history holds
+        event = AliasEvent(name, alias, version, previous, _now(), decode_evidence(text))
         self._db.execute(
             "INSERT INTO model_alias_history (name, alias, version, previous, at, evidence) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (name, alias, version, previous, event.at, encode_evidence(evidence)),
+            (name, alias, version, previous, event.at, text),
         )
         return event
 
@@ -637,11 +638,12 @@ class PostgresMetadata:
         previous: str,
         evidence: dict[str, Any],
     ) -> AliasEvent:
-        event = AliasEvent(name, alias, version, previous, _now(), evidence)
+        text = encode_evidence(evidence)  # the event says what the history holds
+        event = AliasEvent(name, alias, version, previous, _now(), decode_evidence(text))
         conn.execute(
             "INSERT INTO paradigm_model_alias_history "
             "(name, alias, version, previous, at, evidence) VALUES (%s, %s, %s, %s, %s, %s)",
-            (name, alias, version, previous, event.at, encode_evidence(evidence)),
+            (name, alias, version, previous, event.at, text),
         )
         return event
 
