@@ -664,12 +664,13 @@ def cmd_models(client: ParadigmClient, args: argparse.Namespace) -> None:
             f"{m.training_cost.device_seconds:.2f}",
             f"{m.training_cost.joules:.1f}",
             f"{m.training_cost.dollars:.6f}",
+            ",".join(m.aliases),
         )
         for m in client.list_models()
     ]
     headers = (
         "name", "version", "paradigm", "algorithm", "task", "metric", "onnx bytes", "params",
-        "train dev-s", "train J", "train $",
+        "train dev-s", "train J", "train $", "aliases",
     )  # fmt: skip
     print(format_table(headers, rows))
     if rows:

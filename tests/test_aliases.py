@@ -232,6 +232,10 @@ def test_cli_alias_commands(
     assert "cli-champion" in out and "history (oldest first)" in out and "from the cli" in out
     assert cli.main([*base, "models", "show", NAME, "--version", "cli-champion"]) == 0
     assert "cli-champion" in capsys.readouterr().out
+    assert cli.main([*base, "models"]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert listed[0][-1] == "aliases"
+    assert any(row[:2] == [NAME, good] and "cli-champion" in row[-1] for row in listed)
     assert cli.main([*base, "models", "delete", NAME, "--version", good]) != 0
     assert "force" in capsys.readouterr().err
     assert cli.main([*base, "models", "unalias", NAME, "cli-champion"]) == 0
