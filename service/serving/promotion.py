@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from service.cost.ledger import Charge
-from service.errors import FailedPrecondition, InvalidArgument, ParadigmError
+from service.errors import FailedPrecondition, InvalidArgument
 from service.registry.aliases import AliasEvent, validate_alias
 from service.registry.manifest import Manifest
 from service.registry.store import ModelRegistry, validate_model_name
@@ -245,7 +245,9 @@ class Promoter:
         else:
             try:
                 rows, value, held, charge = await self._compare(candidate, holder, metric)
-            except ParadigmError as exc:
+            except (FailedPrecondition, InvalidArgument) as exc:
+                # Not comparable (too few shared rows, a table...): the gate fails. A busy or
+                # stopping worker (RESOURCE_EXHAUSTED, UNAVAILABLE...) is the caller's to retry.
                 reason = str(exc)
             else:
                 record["rows"] = (
