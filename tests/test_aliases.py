@@ -192,6 +192,11 @@ def test_parity_gate_refuses_an_onnx_import(
     details = refusal(client.set_alias, "iris-imported", version, "champion", require_parity=True)
     assert "parity gate" in details and "imported as ONNX" in details
     client.set_alias("iris-imported", version, "champion")  # no gate: allowed
+    # Imports record no held-out rows: nothing to compare a metric on.
+    job = client.import_model("iris-imported", path, task="classification")
+    again = client.wait_for_job(job.id).model_version
+    details = refusal(client.set_alias, "iris-imported", again, "champion", metric_epsilon=1.0)
+    assert "metric gate: cannot compare accuracy" in details and "imported" in details
     client.delete_model("iris-imported", force=True)
 
 
