@@ -7,6 +7,7 @@ a bug in this program, never a refusal from the server.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -277,12 +278,59 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "cancel"):
         jobs_sub.add_parser(action, help=f"{action} a job").add_argument("id")
 
-    models = commands.add_parser("models", help="list models, show or delete one")
+    models = commands.add_parser(
+        "models", help="list models, show or delete one, set and list aliases"
+    )
     models_sub = models.add_subparsers(dest="action", metavar="ACTION")
     for action in ("show", "delete"):
         sub = models_sub.add_parser(action, help=f"{action} a model")
         sub.add_argument("name")
-        sub.add_argument("--version", default="", help="default: latest (delete: every version)")
+        sub.add_argument(
+            "--version", default="", help="a version or alias; default: latest (delete: every "
+            "version)"
+        )  # fmt: skip
+    models_sub.choices["delete"].add_argument(
+        "--force", action="store_true", help="delete even a version an alias points at"
+    )
+    alias = models_sub.add_parser(
+        "alias", help="point an alias (e.g. champion) at a version, behind optional gates"
+    )
+    alias.add_argument("name")
+    alias.add_argument("version", help="a version number, latest, or another alias")
+    alias.add_argument("alias")
+    alias.add_argument(
+        "--gate-metric-epsilon", type=float, metavar="E",
+        help="held-out metric must be >= the current holder's - E, on the same test rows",
+    )  # fmt: skip
+    alias.add_argument(
+        "--gate-metric", default="", metavar="M",
+        help="metric for that gate (default: accuracy, or r2 for regression)",
+    )  # fmt: skip
+    alias.add_argument(
+        "--max-p99-ms", type=float, default=0.0, metavar="X",
+        help="p99 latency budget, measured by serving it at batch 1 and 64",
+    )  # fmt: skip
+    alias.add_argument(
+        "--max-joules-per-1k", type=float, default=0.0, metavar="J",
+        help="energy budget per 1 000 predictions, measured the same way",
+    )  # fmt: skip
+    alias.add_argument(
+        "--require-parity", action="store_true",
+        help="the version must have passed ONNX parity with its native model",
+    )  # fmt: skip
+    alias.add_argument(
+        "--probe-requests", type=int, default=0, metavar="N",
+        help="requests per batch size when measuring (default 100)",
+    )  # fmt: skip
+    alias.add_argument("--note", default="", help="kept with the evidence")
+    aliases = models_sub.add_parser("aliases", help="a model's aliases and their history")
+    aliases.add_argument("name")
+    aliases.add_argument("--alias", default="", help="only this alias")
+    aliases.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    unalias = models_sub.add_parser("unalias", help="remove an alias")
+    unalias.add_argument("name")
+    unalias.add_argument("alias")
+    unalias.add_argument("--note", default="", help="kept in the alias history")
 
     predict = commands.add_parser(
         "predict",
@@ -576,8 +624,32 @@ def cmd_models(client: ParadigmClient, args: argparse.Namespace) -> None:
         _show_model(client.get_model(args.name, args.version))
         return
     if args.action == "delete":
-        versions = client.delete_model(args.name, args.version)
+        versions = client.delete_model(args.name, args.version, force=args.force)
         print(f"deleted {args.name} version(s) {', '.join(versions) or '(none)'}")
+        return
+    if args.action == "alias":
+        change = client.set_alias(
+            args.name,
+            args.version,
+            args.alias,
+            require_parity=args.require_parity,
+            metric_epsilon=args.gate_metric_epsilon,
+            metric=args.gate_metric,
+            max_p99_ms=args.max_p99_ms,
+            max_joules_per_1k=args.max_joules_per_1k,
+            probe_requests=args.probe_requests,
+            note=args.note,
+        )
+        was = f" (was version {change.previous})" if change.previous else ""
+        print(f"{change.name} {change.alias} -> version {change.version}{was}")
+        print("\n".join(_evidence_lines(json.loads(change.evidence_json or "{}"))))
+        return
+    if args.action == "unalias":
+        change = client.delete_alias(args.name, args.alias, note=args.note)
+        print(f"removed {change.name} alias {change.alias} (was version {change.previous})")
+        return
+    if args.action == "aliases":
+        _show_aliases(client.list_aliases(args.name, args.alias), as_json=args.json)
         return
     rows = [
         (
@@ -592,12 +664,13 @@ def cmd_models(client: ParadigmClient, args: argparse.Namespace) -> None:
             f"{m.training_cost.device_seconds:.2f}",
             f"{m.training_cost.joules:.1f}",
             f"{m.training_cost.dollars:.6f}",
+            ",".join(m.aliases),
         )
         for m in client.list_models()
     ]
     headers = (
         "name", "version", "paradigm", "algorithm", "task", "metric", "onnx bytes", "params",
-        "train dev-s", "train J", "train $",
+        "train dev-s", "train J", "train $", "aliases",
     )  # fmt: skip
     print(format_table(headers, rows))
     if rows:
@@ -648,11 +721,71 @@ def _tensors_text(specs: Iterable[pb.TensorSpec]) -> str:
     return ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs)
 
 
+def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
+    """One line per gate checked: passed or not, and its figures."""
+    lines = []
+    for gate, record in evidence.get("gates", {}).items():
+        # Sentences (which rows, how parity was checked) get lines of their own.
+        said = {k: v for k, v in record.items() if isinstance(v, str) and len(v) > 40}
+        figures = ", ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in record.items()
+            if key != "passed" and key not in said
+        )
+        lines.append(f"  {gate}: {'passed' if record.get('passed') else 'FAILED'} ({figures})")
+        lines.extend(f"    {key}: {value}" for key, value in said.items())
+    for key in ("note", "source", "reason"):
+        if evidence.get(key):
+            lines.append(f"  {key}: {evidence[key]}")
+    return lines
+
+
+def _show_aliases(listing: pb.ListAliasesResponse, *, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "aliases": {a.alias: a.version for a in listing.aliases},
+                    "history": [
+                        {
+                            "alias": e.alias,
+                            "version": e.version,
+                            "previous": e.previous,
+                            "at": e.at.ToDatetime().isoformat(),
+                            "evidence": json.loads(e.evidence_json or "{}"),
+                        }
+                        for e in listing.history
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    print(
+        format_table(
+            ("name", "alias", "version", "since"),
+            [
+                (a.name, a.alias, a.version, a.updated_at.ToDatetime().isoformat(" ", "seconds"))
+                for a in listing.aliases
+            ],
+        )
+    )
+    if listing.history:
+        print("history (oldest first)")
+        for e in listing.history:
+            moved = f"-> version {e.version}" if e.version else "removed"
+            was = f" (was {e.previous})" if e.previous else ""
+            when = e.at.ToDatetime().isoformat(" ", "seconds")
+            print(f"{when}  {e.alias} {moved}{was}")
+            print("\n".join(_evidence_lines(json.loads(e.evidence_json or "{}"))))
+
+
 def _show_model(m: pb.Model) -> None:
     _show(
         [
             ("name", m.name),
             ("version", f"{m.version}{' (latest)' if m.latest else ''}"),
+            ("aliases", ", ".join(m.aliases) or None),
             ("paradigm", _paradigm(m.paradigm)),
             ("algorithm", m.algorithm),
             ("task", _task(m.task)),

@@ -614,10 +614,56 @@ class ParadigmClient:
         return self._models.Explain(request, timeout=self.timeout)
 
     @_rpc_errors()
-    def delete_model(self, name: str, version: str = "") -> list[str]:
-        """Deletes one version, or all of them; returns the versions removed."""
-        request = pb.DeleteModelRequest(name=name, version=version)
+    def delete_model(self, name: str, version: str = "", *, force: bool = False) -> list[str]:
+        """Deletes one version, or all of them; returns the versions removed. A version an
+        alias points at is refused (FAILED_PRECONDITION) unless force (its aliases go too)."""
+        request = pb.DeleteModelRequest(name=name, version=version, force=force)
         return list(self._models.DeleteModel(request, timeout=self.timeout).versions)
+
+    # -- aliases --------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def set_alias(
+        self,
+        name: str,
+        version: str,
+        alias: str,
+        *,
+        require_parity: bool = False,
+        metric_epsilon: float | None = None,
+        metric: str = "",
+        max_p99_ms: float = 0.0,
+        max_joules_per_1k: float = 0.0,
+        probe_requests: int = 0,
+        note: str = "",
+    ) -> pb.AliasChange:
+        """Points alias (e.g. "champion") at version (a number, "latest" or another alias),
+        behind the gates given: FAILED_PRECONDITION names each failed gate and by how much.
+        The returned history entry carries the evidence (evidence_json)."""
+        gates = pb.PromotionGates(
+            require_parity=require_parity,
+            metric=metric,
+            max_p99_ms=max_p99_ms,
+            max_joules_per_1k=max_joules_per_1k,
+            probe_requests=probe_requests,
+        )
+        if metric_epsilon is not None:
+            gates.metric_epsilon = metric_epsilon
+        request = pb.SetAliasRequest(
+            name=name, version=version, alias=alias, gates=gates, note=note
+        )
+        return self._models.SetAlias(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def delete_alias(self, name: str, alias: str, note: str = "") -> pb.AliasChange:
+        request = pb.DeleteAliasRequest(name=name, alias=alias, note=note)
+        return self._models.DeleteAlias(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def list_aliases(self, name: str = "", alias: str = "") -> pb.ListAliasesResponse:
+        """Aliases as they stand and (for a named model) their history, oldest first."""
+        request = pb.ListAliasesRequest(name=name, alias=alias)
+        return self._models.ListAliases(request, timeout=self.timeout)
 
     @_rpc_errors()
     def import_model(

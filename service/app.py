@@ -51,6 +51,7 @@ from service.serving.batcher import BatchingConfig
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
+from service.serving.promotion import Promoter
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -112,6 +113,8 @@ class App:
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
         self._explainer: Explainer | None = None
+        #: The data plane once started (serving probes run through it).
+        self.dataplane: DataPlane | None = None
         self._preload: asyncio.Task[None] | None = None
         self._poll: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
@@ -174,7 +177,7 @@ class App:
             io_binding=settings.io_binding,
             measure_runs_below_s=settings.inline_run_us / 1e6,
         )
-        dataplane = DataPlane(
+        dataplane = self.dataplane = DataPlane(
             models,
             index,
             self.ledger,
@@ -254,14 +257,15 @@ class App:
         else:
             self.role.ready_flags[self.role.slot] = 1
             self._peers = asyncio.create_task(self._follow_peers())
-        # Latest versions load in the background: readiness does not wait for every model.
-        self._preload = asyncio.create_task(models.preload(index.latest()))
+        # Latest and aliased versions load in the background: readiness does not wait.
+        self._preload = asyncio.create_task(models.preload(index.served()))
         if self.role is not None and self.role.owner:
             registry.on_change(self.role.registry_changed)
+            registry.on_alias_change(self.role.registry_changed)
         if registry.shared:
             poller = RegistryPoller(registry, self.metrics)
             self._poll = asyncio.create_task(poller.run(settings.registry_poll_seconds))
-            models.refresh_on_miss = poller.poll
+            models.refresh_on_miss = poller.poll_on_miss
             if self.role is not None:
                 models.registry_moved = poller.moved_since(self.role.registry_generation)
         if settings.port_file:
@@ -286,7 +290,12 @@ class App:
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(
-                registry, jobs, explainer, data_dir / "uploads", settings.max_model_bytes
+                registry,
+                jobs,
+                explainer,
+                data_dir / "uploads",
+                settings.max_model_bytes,
+                Promoter(registry, self._require_dataplane(), explainer.compare),
             ),
             server,
         )
@@ -299,6 +308,11 @@ class App:
             ),
             server,
         )
+
+    def _require_dataplane(self) -> DataPlane:
+        if self.dataplane is None:
+            raise RuntimeError("the data plane is built before the control plane")
+        return self.dataplane
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (
@@ -447,6 +461,8 @@ async def _materialize_builtin(datasets_dir: Path) -> None:
 
 #: At most one warning a minute while the shared registry cannot be polled.
 POLL_WARNING_SECONDS = 60.0
+#: Requests for unknown models trigger at most one registry look this often.
+MISS_POLL_SECONDS = 0.1
 
 
 class RegistryPoller:
@@ -463,6 +479,7 @@ class RegistryPoller:
         self._lock = asyncio.Lock()  # refresh allows one caller at a time
         self._warned_at = -POLL_WARNING_SECONDS
         self._failing = False
+        self._polled_at = -MISS_POLL_SECONDS
 
     async def run(self, period: float) -> None:
         while True:
@@ -483,8 +500,16 @@ class RegistryPoller:
 
         return moved
 
+    async def poll_on_miss(self) -> bool:
+        """A look for a request that named an unknown model: at most one every
+        MISS_POLL_SECONDS, so a flood of bad names cannot turn into a flood of queries."""
+        if time.monotonic() - self._polled_at < MISS_POLL_SECONDS:
+            return False
+        return await self.poll()
+
     async def poll(self) -> bool:
         """One look; True when it found changes (and announced them)."""
+        self._polled_at = time.monotonic()
         async with self._lock:
             try:
                 changes = await asyncio.to_thread(self._registry.refresh)

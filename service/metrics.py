@@ -152,6 +152,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.model_alias = Gauge(
+            "paradigm_model_alias_info",
+            "1 per alias as this server resolves it now: the version an alias (champion, "
+            "...) of a model points at. Join on model and version to follow any serving "
+            "series by alias across promotions.",
+            ("model", "alias", "version"),
+            registry=registry,
+        )
         self.model_placement = Gauge(
             "paradigm_model_placement_info",
             "1 per loaded model version: its session's device, and the operator domains "
@@ -221,7 +229,8 @@ class Metrics:
         )
         self.registry_changes = Counter(
             "paradigm_registry_changes_total",
-            "Versions published or deleted by other replicas, as found by polling.",
+            "Versions published or deleted, and aliases set, moved or removed (event "
+            "aliased), by other replicas, as found by polling.",
             ("event",),
             registry=registry,
         )

@@ -283,6 +283,13 @@ def watch(request: pb.WatchJobRequest) -> Callable[[Api], object]:
     return lambda api: list(api.training.WatchJob(request))
 
 
+def set_alias(
+    name: str, version: str, alias: str, gates: pb.PromotionGates | None = None
+) -> Callable[[Api], object]:
+    request = pb.SetAliasRequest(name=name, version=version, alias=alias, gates=gates)
+    return lambda api: api.models.SetAlias(request)
+
+
 def export(name: str, version: str = "") -> Callable[[Api], object]:
     return lambda api: list(
         api.models.ExportModel(pb.ExportModelRequest(name=name, version=version))
@@ -300,8 +307,10 @@ CASES = [
     # -- inference: unknown things ------------------------------------------------------
     Case("infer-unknown-model", infer(raw_request(model="nope")), NOT_FOUND, "'nope' not found"),
     Case("infer-unknown-version", infer(raw_request(version="7")), NOT_FOUND, "versions: ['1']"),
-    Case("infer-version-not-a-number", infer(raw_request(version="latest")), NOT_FOUND,
-         "no version 'latest'"),
+    Case("infer-unknown-alias", infer(raw_request(version="gold")), NOT_FOUND,
+         "no version or alias 'gold'"),
+    Case("infer-version-not-a-number-nor-alias", infer(raw_request(version="1.5")), NOT_FOUND,
+         "versions are whole numbers"),
     Case("infer-version-superscript-digit", infer(raw_request(version="²")), NOT_FOUND,
          "no version '²'"),
     Case("infer-version-beyond-int64", infer(raw_request(version="9" * 30)), NOT_FOUND,
@@ -559,6 +568,33 @@ CASES = [
     Case("delete-model-odd-version",
          lambda api: api.models.DeleteModel(pb.DeleteModelRequest(name=MODEL, version="¹")),
          NOT_FOUND, "no version"),
+    # -- aliases --------------------------------------------------------------------------
+    Case("set-alias-unknown-model", set_alias("nope", "1", "champion"), NOT_FOUND,
+         "model 'nope' not found"),
+    Case("set-alias-unknown-version", set_alias(MODEL, "9", "champion"), NOT_FOUND,
+         "versions: ['1']"),
+    Case("set-alias-latest", set_alias(MODEL, "1", "latest"), INVALID,
+         "'latest' always means the highest version"),
+    Case("set-alias-number", set_alias(MODEL, "1", "2"), INVALID, "starting with a letter"),
+    Case("set-alias-slash", set_alias(MODEL, "1", "a/b"), INVALID, "is not valid"),
+    Case("set-alias-negative-epsilon",
+         set_alias(MODEL, "1", "champion", pb.PromotionGates(metric_epsilon=-0.1)), INVALID,
+         "metric_epsilon -0.1 must be 0 or more"),
+    Case("set-alias-nan-budget",
+         set_alias(MODEL, "1", "champion", pb.PromotionGates(max_p99_ms=float("nan"))),
+         INVALID, "max_p99_ms and max_joules_per_1k must be 0 (none) or more"),
+    Case("set-alias-too-many-probe-requests",
+         set_alias(MODEL, "1", "champion", pb.PromotionGates(probe_requests=10**6)), INVALID,
+         "probe_requests 1000000 must be between 0"),
+    Case("delete-alias-unknown",
+         lambda api: api.models.DeleteAlias(pb.DeleteAliasRequest(name=MODEL, alias="gold")),
+         NOT_FOUND, "has no alias 'gold'"),
+    Case("list-aliases-unknown-model",
+         lambda api: api.models.ListAliases(pb.ListAliasesRequest(name="nope")),
+         NOT_FOUND, "model 'nope' not found"),
+    Case("list-aliases-alias-without-model",
+         lambda api: api.models.ListAliases(pb.ListAliasesRequest(alias="champion")),
+         INVALID, "name the model"),
     Case("export-model-unknown", export("nope"), NOT_FOUND, "model 'nope' not found"),
     Case("export-model-odd-version", export(MODEL, "²"), NOT_FOUND, "no version"),
     Case("import-not-onnx", import_model(b"hello, I am a text file\n" * 10), INVALID,

@@ -7,6 +7,8 @@ Usage: python -m tests.triton_probe HOST:PORT MODEL ROWS.npy
        one tensor per column as its metadata says, words as BYTES)
        python -m tests.triton_probe --images HOST:PORT MODEL IMAGES.npy   (an image model:
        uint8 pixels sent as UINT8)
+       python -m tests.triton_probe --version HOST:PORT MODEL VERSION ROWS.npy   (every call
+       with model_version, e.g. an alias)
 """
 
 from __future__ import annotations
@@ -49,7 +51,37 @@ def images(url: str, model: str, images_path: str) -> None:
     print(json.dumps({"labels": labels, "inputs": metadata["inputs"]}))
 
 
+def versioned(url: str, model: str, version: str, rows_path: str) -> None:
+    """Every call with model_version set (a number or an alias): readiness, metadata and
+    labels; then the status of an unknown alias."""
+    rows = np.load(rows_path)
+    client = triton.InferenceServerClient(url=url)
+    metadata = client.get_model_metadata(model, model_version=version, as_json=True)
+    tensor = triton.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    result = client.infer(model, [tensor], model_version=version)
+    try:
+        client.infer(model, [tensor], model_version="no-such-alias")
+        missing = "no error"
+    except InferenceServerException as error:
+        missing = str(error.status())
+    print(
+        json.dumps(
+            {
+                "ready": client.is_model_ready(model, model_version=version),
+                "inputs": metadata["inputs"],
+                "answered_by": result.get_response().model_version,
+                "labels": result.as_numpy("label").tolist(),
+                "unknown_alias_status": missing,
+            }
+        )
+    )
+
+
 def main() -> None:
+    if sys.argv[1] == "--version":
+        versioned(*sys.argv[2:6])
+        return
     if sys.argv[1] == "--columns":
         columns(*sys.argv[2:4])
         return

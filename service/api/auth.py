@@ -57,6 +57,7 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     _TRAINING + "WatchJob": "predict",
     _MODELS + "ListModels": "predict",
     _MODELS + "GetModel": "predict",
+    _MODELS + "ListAliases": "predict",
     # Read-only analysis: it spends a worker's CPU, but bounded (one at a time, a short
     # queue, capped repeats and rows) and changes nothing.
     _MODELS + "Explain": "predict",
@@ -74,6 +75,9 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     _MODELS + "ImportModel": "admin",
     _MODELS + "ExportModel": "admin",
     _MODELS + "DeleteModel": "admin",
+    # Moves what every "champion" request is answered by (and may run a serving probe).
+    _MODELS + "SetAlias": "admin",
+    _MODELS + "DeleteAlias": "admin",
 }
 
 MISSING_TOKEN: Final = (

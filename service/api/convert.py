@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,9 @@ from service.datasets.layout import DatasetInfo
 from service.datasets.schema import ColumnInfo
 from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.registry.aliases import Alias, AliasEvent
 from service.registry.manifest import Manifest, TensorSpec
+from service.serving.promotion import Gates
 from service.training.catalog import Algorithm
 from service.training.explain import Explanation
 from service.training.job import Job
@@ -187,7 +190,7 @@ def _tensors(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
     return [pb.TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
 
 
-def model_to_proto(manifest: Manifest, *, latest: bool) -> pb.Model:
+def model_to_proto(manifest: Manifest, *, latest: bool, aliases: Sequence[str] = ()) -> pb.Model:
     message = pb.Model(
         name=manifest.name,
         version=manifest.version,
@@ -207,6 +210,7 @@ def model_to_proto(manifest: Manifest, *, latest: bool) -> pb.Model:
         created_at=timestamp(manifest.created_at),
         latest=latest,
         training_cost=cost_to_proto(training_charge(manifest)),
+        aliases=sorted(aliases),
     )
     for name, value in manifest.hyperparameters.items():
         message.hyperparameters[name].CopyFrom(param_to_proto(value))
@@ -282,4 +286,35 @@ def event_to_proto(job: Job, event: JobEvent) -> pb.JobEvent:
         metrics=event.metrics,
         progress=event.progress,
         job=job_to_proto(job),
+    )
+
+
+def alias_change_to_proto(event: AliasEvent) -> pb.AliasChange:
+    return pb.AliasChange(
+        name=event.name,
+        alias=event.alias,
+        version=event.version,
+        previous=event.previous,
+        at=timestamp(event.at),
+        evidence_json=json.dumps(event.evidence, sort_keys=True),
+    )
+
+
+def alias_to_proto(alias: Alias) -> pb.ModelAlias:
+    return pb.ModelAlias(
+        name=alias.name,
+        alias=alias.alias,
+        version=alias.version,
+        updated_at=timestamp(alias.updated_at),
+    )
+
+
+def gates_from_proto(gates: pb.PromotionGates) -> Gates:
+    return Gates(
+        require_parity=gates.require_parity,
+        metric_epsilon=gates.metric_epsilon if gates.HasField("metric_epsilon") else None,
+        metric=gates.metric,
+        max_p99_ms=gates.max_p99_ms,
+        max_joules_per_1k=gates.max_joules_per_1k,
+        probe_requests=gates.probe_requests,
     )

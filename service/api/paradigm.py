@@ -4,6 +4,7 @@ converts its message, calls the one object that does the work, and converts back
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from service.errors import InvalidArgument
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
 from service.registry.store import ModelRegistry, validate_model_name
+from service.serving.promotion import Promoter
 from service.training import catalog, uploads
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -220,8 +222,10 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         explainer: Explainer,
         uploads: Path,
         max_bytes: int,
+        promoter: Promoter,
     ):
         self._registry = registry
+        self._promoter = promoter
         self._jobs = jobs
         self._explainer = explainer
         self._uploads = uploads
@@ -237,27 +241,91 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         # One scan, off the loop: it reads every manifest of the metadata store. Each name's
         # versions come oldest first, so the last one seen is the latest.
         manifests = await asyncio.to_thread(self._registry.manifests, request.name)
+        aliases = await asyncio.to_thread(self._aliases_by_version, request.name)
         newest = {m.name: m.version for m in manifests}
         if request.latest_only:
             manifests = [m for m in manifests if newest[m.name] == m.version]
         return pb.ListModelsResponse(
             models=[
-                convert.model_to_proto(m, latest=newest.get(m.name) == m.version) for m in manifests
+                convert.model_to_proto(
+                    m,
+                    latest=newest.get(m.name) == m.version,
+                    aliases=aliases.get((m.name, m.version), []),
+                )
+                for m in manifests
             ]
         )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         check_strings(request)
-        manifest = self._registry.get(request.name, request.version)
-        return convert.model_to_proto(manifest, latest=self._registry.is_latest(manifest))
+        manifest = await asyncio.to_thread(self._registry.get, request.name, request.version)
+        aliases = await asyncio.to_thread(self._aliases_by_version, request.name)
+        return convert.model_to_proto(
+            manifest,
+            latest=self._registry.is_latest(manifest),
+            aliases=aliases.get((manifest.name, manifest.version), []),
+        )
+
+    def _aliases_by_version(self, name: str) -> dict[tuple[str, str], list[str]]:
+        by_version: dict[tuple[str, str], list[str]] = {}
+        for alias in self._registry.aliases(name):
+            by_version.setdefault((alias.name, alias.version), []).append(alias.alias)
+        return by_version
 
     async def DeleteModel(
         self, request: pb.DeleteModelRequest, context: Context
     ) -> pb.DeleteModelResponse:
         check_strings(request)
         # In a thread: deleting from S3 is a network round trip per file.
-        removed = await asyncio.to_thread(self._registry.delete, request.name, request.version)
+        removed = await asyncio.to_thread(
+            functools.partial(
+                self._registry.delete, request.name, request.version, force=request.force
+            )
+        )
         return pb.DeleteModelResponse(versions=removed)
+
+    async def SetAlias(self, request: pb.SetAliasRequest, context: Context) -> pb.AliasChange:
+        check_strings(request)
+        event = await self._promoter.promote(
+            request.name,
+            request.version,
+            request.alias,
+            convert.gates_from_proto(request.gates),
+            note=request.note,
+        )
+        return convert.alias_change_to_proto(event)
+
+    async def DeleteAlias(self, request: pb.DeleteAliasRequest, context: Context) -> pb.AliasChange:
+        check_strings(request)
+        evidence = {"note": request.note} if request.note else {"reason": "removed"}
+        event = await asyncio.to_thread(
+            self._registry.delete_alias, request.name, request.alias, evidence
+        )
+        return convert.alias_change_to_proto(event)
+
+    async def ListAliases(
+        self, request: pb.ListAliasesRequest, context: Context
+    ) -> pb.ListAliasesResponse:
+        check_strings(request)
+        if request.alias and not request.name:
+            raise InvalidArgument("name the model whose alias to list")
+        aliases = await asyncio.to_thread(self._registry.aliases, request.name)
+        history = (
+            await asyncio.to_thread(self._registry.alias_history, request.name, request.alias)
+            if request.name
+            else []
+        )
+        if request.name and not aliases and not history:
+            # An unknown name is NOT_FOUND, as everywhere; a known one may have no aliases.
+            await asyncio.to_thread(self._registry.get, request.name)
+        return pb.ListAliasesResponse(
+            aliases=[
+                convert.alias_to_proto(a)
+                for a in aliases
+                if not request.alias or a.alias == request.alias
+            ],
+            history=[convert.alias_change_to_proto(e) for e in history],
+        )
 
     async def ImportModel(
         self, request_iterator: AsyncIterator[pb.ImportModelRequest], context: Context

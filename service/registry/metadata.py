@@ -15,10 +15,18 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from service.errors import FailedPrecondition, Unavailable
+from service.errors import FailedPrecondition, NotFound, Unavailable
+from service.registry.aliases import (
+    Alias,
+    AliasEvent,
+    aliased_refusal,
+    decode_evidence,
+    encode_evidence,
+)
 from service.registry.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -59,8 +67,11 @@ class MetadataStore(Protocol):
         """Commits a version: its row, its number taken, the change marker moved, at once."""
         ...
 
-    def delete(self, name: str, versions: list[str]) -> None:
-        """Removes these versions' rows and moves the change marker, in one transaction."""
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        """Removes these versions' rows and moves the change marker, in one transaction,
+        with the aliases that point at them (recorded in their history); returns those
+        aliases. Without `force`, an alias pointing at one of them refuses the whole delete
+        (FailedPrecondition naming it), checked in the same transaction."""
         ...
 
     def get(self, name: str, version: str = "") -> Manifest | None:
@@ -80,7 +91,34 @@ class MetadataStore(Protocol):
         ...
 
     def generation(self) -> int:
-        """A number that moves with every insert and delete: one tiny query to poll."""
+        """A number that moves with every insert, delete and alias change: one tiny query
+        to poll."""
+        ...
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        evidence: dict[str, Any],
+        expected: str | None = None,
+    ) -> AliasEvent:
+        """Points alias at version, records the change with its evidence and moves the
+        marker, in one transaction. NotFound when the version does not exist; with
+        `expected` (the version the caller saw the alias at, "" for none) FailedPrecondition
+        when it has moved since."""
+        ...
+
+    def delete_alias(self, name: str, alias: str, evidence: dict[str, Any]) -> AliasEvent | None:
+        """Removes an alias, recording why; None when there was no such alias."""
+        ...
+
+    def aliases(self, name: str = "") -> list[Alias]:
+        """The aliases as they stand (of one name when given), by name then alias."""
+        ...
+
+    def alias_history(self, name: str, alias: str = "") -> list[AliasEvent]:
+        """Every change of name's aliases (of one alias when given), oldest first."""
         ...
 
     def close(self) -> None: ...
@@ -88,6 +126,28 @@ class MetadataStore(Protocol):
 
 def _decode(text: str) -> Manifest:
     return Manifest.from_dict(json.loads(text))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+#: The evidence of an alias removed because its version was deleted (with force).
+DELETED_WITH_VERSION = {"reason": "its version was deleted (force)"}
+
+
+def _check_expected(name: str, alias: str, current: str, expected: str | None) -> None:
+    if expected is not None and current != expected:
+        now = f"version {current}" if current else "no version"
+        was = f"version {expected}" if expected else "no version"
+        raise FailedPrecondition(
+            f"alias {alias!r} of model {name!r} moved while the promotion was checked: it "
+            f"points at {now}, not {was}; check the gates again"
+        )
+
+
+def _missing_version(name: str, version: str) -> NotFound:
+    return NotFound(f"model {name!r} has no version {version!r} to point an alias at")
 
 
 # ------------------------------------------------------------------------------ SQLite
@@ -108,6 +168,22 @@ CREATE TABLE IF NOT EXISTS registry_state (
     generation INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO registry_state (id, generation) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS model_aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS model_alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    at TEXT NOT NULL,
+    evidence TEXT NOT NULL
+);
 """
 
 
@@ -174,13 +250,102 @@ class SqliteMetadata:
             self._raise_next_version(manifest.name, version + 1)
             self._bump()
 
-    def delete(self, name: str, versions: list[str]) -> None:
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        numbers = {int(v) for v in versions}
         with self._lock, self._db:
+            held = [
+                Alias(name, alias, str(version), at)
+                for alias, version, at in self._db.execute(
+                    "SELECT alias, version, updated_at FROM model_aliases WHERE name = ? "
+                    "ORDER BY alias",
+                    (name,),
+                ).fetchall()
+                if version in numbers
+            ]
+            if held and not force:
+                raise aliased_refusal(name, held)
             self._db.executemany(
                 "DELETE FROM models WHERE name = ? AND version = ?",
-                [(name, int(v)) for v in versions],
+                [(name, number) for number in numbers],
+            )
+            for alias in held:
+                self._db.execute(
+                    "DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias.alias)
+                )
+                self._record(name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
+            self._bump()
+        return held
+
+    def _record(
+        self, name: str, alias: str, version: str, previous: str, evidence: dict[str, Any]
+    ) -> AliasEvent:
+        text = encode_evidence(evidence)  # the event says what the history holds
+        event = AliasEvent(name, alias, version, previous, _now(), decode_evidence(text))
+        self._db.execute(
+            "INSERT INTO model_alias_history (name, alias, version, previous, at, evidence) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (name, alias, version, previous, event.at, text),
+        )
+        return event
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        evidence: dict[str, Any],
+        expected: str | None = None,
+    ) -> AliasEvent:
+        with self._lock, self._db:
+            exists = self._db.execute(
+                "SELECT 1 FROM models WHERE name = ? AND version = ?", (name, int(version))
+            ).fetchone()
+            if exists is None:
+                raise _missing_version(name, version)
+            row = self._db.execute(
+                "SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            previous = str(row[0]) if row else ""
+            _check_expected(name, alias, previous, expected)
+            event = self._record(name, alias, str(int(version)), previous, evidence)
+            self._db.execute(
+                "INSERT INTO model_aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version, "
+                "updated_at = excluded.updated_at",
+                (name, alias, int(version), event.at),
             )
             self._bump()
+        return event
+
+    def delete_alias(self, name: str, alias: str, evidence: dict[str, Any]) -> AliasEvent | None:
+        with self._lock, self._db:
+            row = self._db.execute(
+                "DELETE FROM model_aliases WHERE name = ? AND alias = ? RETURNING version",
+                (name, alias),
+            ).fetchone()
+            if row is None:
+                return None
+            event = self._record(name, alias, "", str(row[0]), evidence)
+            self._bump()
+        return event
+
+    def aliases(self, name: str = "") -> list[Alias]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, alias, version, updated_at FROM model_aliases "
+                "WHERE ? = '' OR name = ? ORDER BY name, alias",
+                (name, name),
+            ).fetchall()
+        return [Alias(n, a, str(v), at) for n, a, v, at in rows]
+
+    def alias_history(self, name: str, alias: str = "") -> list[AliasEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, alias, version, previous, at, evidence FROM model_alias_history "
+                "WHERE name = ? AND (? = '' OR alias = ?) ORDER BY id",
+                (name, alias, alias),
+            ).fetchall()
+        return [AliasEvent(n, a, v, p, at, decode_evidence(e)) for n, a, v, p, at, e in rows]
 
     def _bump(self) -> None:
         self._db.execute("UPDATE registry_state SET generation = generation + 1 WHERE id = 1")
@@ -254,10 +419,29 @@ _PG_SCHEMA = (
         generation BIGINT NOT NULL
     )""",
     "INSERT INTO paradigm_registry_state (id, generation) VALUES (1, 0) ON CONFLICT DO NOTHING",
+    """CREATE TABLE IF NOT EXISTS paradigm_model_aliases (
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
+    )""",
+    """CREATE TABLE IF NOT EXISTS paradigm_model_alias_history (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        at TEXT NOT NULL,
+        evidence TEXT NOT NULL
+    )""",
 )
 # Two servers starting at once would both run CREATE TABLE IF NOT EXISTS, and one can fail
 # on the catalog's unique index; the transaction-scoped advisory lock makes them take turns.
 _SCHEMA_LOCK = 0x70617261  # "para"
+# With a hash of the model's name: changes of one name's aliases take turns across servers,
+# so each history row's `previous` is what the alias really pointed at.
+_ALIAS_LOCK = 0x616C6961  # "alia"
 # Applied unless the URL sets them: a dead server or network is noticed in seconds, not
 # after the kernel's TCP timeouts (minutes), while the registry's lock is held.
 _CONNECT_DEFAULTS = {
@@ -409,16 +593,134 @@ class PostgresMetadata:
 
         self._run(work)
 
-    def delete(self, name: str, versions: list[str]) -> None:
-        def work(conn: psycopg.Connection[Any]) -> None:
+    def delete(self, name: str, versions: list[str], *, force: bool = True) -> list[Alias]:
+        numbers = [int(v) for v in versions]
+
+        def work(conn: psycopg.Connection[Any]) -> list[Alias]:
             with conn.transaction():
+                # Under the lock no replica can point an alias at them meanwhile.
+                self._lock_aliases(conn, name)
+                held = [
+                    Alias(name, alias, str(version), at)
+                    for alias, version, at in conn.execute(
+                        "SELECT alias, version, updated_at FROM paradigm_model_aliases "
+                        'WHERE name = %s AND version = ANY(%s) ORDER BY alias COLLATE "C"',
+                        (name, numbers),
+                    ).fetchall()
+                ]
+                if held and not force:
+                    raise aliased_refusal(name, held)
                 conn.execute(
                     "DELETE FROM paradigm_models WHERE name = %s AND version = ANY(%s)",
-                    (name, [int(v) for v in versions]),
+                    (name, numbers),
+                )
+                conn.execute(
+                    "DELETE FROM paradigm_model_aliases WHERE name = %s AND version = ANY(%s)",
+                    (name, numbers),
+                )
+                for alias in held:
+                    self._record(conn, name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
+                self._bump(conn)
+            return held
+
+        return self._run(work)
+
+    @staticmethod
+    def _lock_aliases(conn: psycopg.Connection[Any], name: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_ALIAS_LOCK, name))
+
+    @staticmethod
+    def _record(
+        conn: psycopg.Connection[Any],
+        name: str,
+        alias: str,
+        version: str,
+        previous: str,
+        evidence: dict[str, Any],
+    ) -> AliasEvent:
+        text = encode_evidence(evidence)  # the event says what the history holds
+        event = AliasEvent(name, alias, version, previous, _now(), decode_evidence(text))
+        conn.execute(
+            "INSERT INTO paradigm_model_alias_history "
+            "(name, alias, version, previous, at, evidence) VALUES (%s, %s, %s, %s, %s, %s)",
+            (name, alias, version, previous, event.at, text),
+        )
+        return event
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        evidence: dict[str, Any],
+        expected: str | None = None,
+    ) -> AliasEvent:
+        def work(conn: psycopg.Connection[Any]) -> AliasEvent:
+            with conn.transaction():
+                self._lock_aliases(conn, name)
+                # FOR SHARE: the version cannot be deleted before this commits.
+                exists = conn.execute(
+                    "SELECT 1 FROM paradigm_models WHERE name = %s AND version = %s FOR SHARE",
+                    (name, int(version)),
+                ).fetchone()
+                if exists is None:
+                    raise _missing_version(name, version)
+                row = conn.execute(
+                    "SELECT version FROM paradigm_model_aliases WHERE name = %s AND alias = %s",
+                    (name, alias),
+                ).fetchone()
+                previous = str(row[0]) if row else ""
+                _check_expected(name, alias, previous, expected)
+                event = self._record(conn, name, alias, str(int(version)), previous, evidence)
+                conn.execute(
+                    "INSERT INTO paradigm_model_aliases (name, alias, version, updated_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (name, alias) DO UPDATE SET "
+                    "version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+                    (name, alias, int(version), event.at),
                 )
                 self._bump(conn)
+            return event
 
-        self._run(work)
+        return self._run(work)
+
+    def delete_alias(self, name: str, alias: str, evidence: dict[str, Any]) -> AliasEvent | None:
+        def work(conn: psycopg.Connection[Any]) -> AliasEvent | None:
+            with conn.transaction():
+                self._lock_aliases(conn, name)
+                row = conn.execute(
+                    "DELETE FROM paradigm_model_aliases WHERE name = %s AND alias = %s "
+                    "RETURNING version",
+                    (name, alias),
+                ).fetchone()
+                if row is None:
+                    return None
+                event = self._record(conn, name, alias, "", str(row[0]), evidence)
+                self._bump(conn)
+            return event
+
+        return self._run(work)
+
+    def aliases(self, name: str = "") -> list[Alias]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT name, alias, version, updated_at FROM paradigm_model_aliases "
+                "WHERE %s::text = '' OR name = %s "
+                'ORDER BY name COLLATE "C", alias COLLATE "C"',
+                (name, name),
+            ).fetchall()
+        )
+        return [Alias(n, a, str(v), at) for n, a, v, at in rows]
+
+    def alias_history(self, name: str, alias: str = "") -> list[AliasEvent]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT name, alias, version, previous, at, evidence "
+                "FROM paradigm_model_alias_history "
+                "WHERE name = %s AND (%s::text = '' OR alias = %s) ORDER BY id",
+                (name, alias, alias),
+            ).fetchall()
+        )
+        return [AliasEvent(n, a, v, p, at, decode_evidence(e)) for n, a, v, p, at, e in rows]
 
     @staticmethod
     def _bump(conn: psycopg.Connection[Any]) -> None:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.errors import (
     InvalidArgument,
@@ -40,6 +40,7 @@ from service.errors import (
     ParadigmError,
     storage_error,
 )
+from service.registry.aliases import LATEST, Alias, AliasEvent, is_alias_name, validate_alias
 from service.registry.artifacts import FAULT_VARIABLE as FAULT_VARIABLE
 from service.registry.artifacts import (
     ArtifactStore,
@@ -60,6 +61,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 # (event, name, versions): event is "published" or "deleted".
 ChangeListener = Callable[[str, str, list[str]], None]
+# (name, {alias: version} as they now stand): after any alias of name was set, moved or
+# removed (removed with a deleted version too), here or by another replica.
+AliasListener = Callable[[str, dict[str, str]], None]
 
 _MAX_VERSION_DIGITS = 18
 
@@ -92,8 +96,9 @@ def validate_model_name(name: str) -> str:
 class Change:
     """Versions of one name that appeared or went away: what listeners are told."""
 
-    event: str  # "published" or "deleted"
+    event: str  # "published", "deleted", or "aliased"
     name: str
+    #: The versions published or deleted; for "aliased", the aliases that changed.
     versions: list[str]
 
 
@@ -134,6 +139,7 @@ class ModelRegistry:
         # them: a version published or deleted here is never announced twice.
         self._known_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
+        self._alias_listeners: list[AliasListener] = []
         opened: list[MetadataStore] = []
         try:
             with _storage_errors(f"cannot write to {root}"):
@@ -156,6 +162,7 @@ class ModelRegistry:
                 # The marker before the keys: a change in between is seen again next poll.
                 self._marker = self._metadata.generation()
                 self._known = self._metadata.keys()
+                self._aliases = _alias_map(self._metadata.aliases())
                 # Versions read straight from a shared store before refresh knew them (a
                 # replica may load a version published and deleted between two polls):
                 # their deletion must be announced all the same, or they stay loaded.
@@ -181,6 +188,15 @@ class ModelRegistry:
     def on_change(self, listener: ChangeListener) -> None:
         """Calls listener(event, name, versions) after versions are published or deleted."""
         self._listeners.append(listener)
+
+    def on_alias_change(self, listener: AliasListener) -> None:
+        """Calls listener(name, {alias: version}) after name's aliases changed."""
+        self._alias_listeners.append(listener)
+
+    def known_aliases(self) -> dict[str, dict[str, str]]:
+        """name -> {alias: version}, from memory (kept current like known_versions)."""
+        with self._known_lock:
+            return _by_name(self._aliases)
 
     def new_staging_dir(self, prefix: str) -> Path:
         path = self.staging_dir / f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -287,8 +303,9 @@ class ModelRegistry:
             return set(self._known)
 
     def get(self, name: str, version: str = "") -> Manifest:
-        """The named version, or the latest when version is empty; NotFound otherwise."""
-        check_version(name, version)
+        """The named version, or the latest when version is empty or "latest", or the one
+        an alias points at; NotFound otherwise."""
+        version = self._version_of(name, version)
         manifest = self._metadata.get(name, version)
         if manifest is None:
             known = self.versions(name)
@@ -310,14 +327,37 @@ class ModelRegistry:
         versions = self.versions(manifest.name)
         return bool(versions) and versions[-1] == manifest.version
 
-    def delete(self, name: str, version: str = "") -> list[str]:
-        """Deletes one version, or all of a name; returns the versions removed."""
+    def _version_of(self, name: str, version: str) -> str:
+        """A version number ("" for the latest) from a number, "latest" or an alias."""
+        if version == LATEST:
+            return ""
+        if version and is_alias_name(version):
+            aliases = self._metadata.aliases(name)
+            for alias in aliases:
+                if alias.alias == version:
+                    return alias.version
+            versions = self.versions(name)
+            if not versions:
+                raise NotFound(f"model {name!r} not found")
+            raise NotFound(no_alias(name, version, versions, [a.alias for a in aliases]))
+        check_version(name, version)
+        return version
+
+    def delete(self, name: str, version: str = "", *, force: bool = False) -> list[str]:
+        """Deletes one version, or all of a name; returns the versions removed.
+
+        A version an alias points at is kept (FailedPrecondition naming the alias) unless
+        `force`, which removes its aliases with it (recorded in their history)."""
         removed = [self.get(name, version).version] if version else self.versions(name)
         if not removed:
             raise NotFound(f"model {name!r} not found")
         with self._known_lock:
-            self._metadata.delete(name, removed)
+            # The alias check is the store's, in the delete's own transaction: no replica
+            # can alias a version between a check here and the delete.
+            held = self._metadata.delete(name, removed, force=force)
             self._known.difference_update((name, v) for v in removed)
+            gone = {(name, a.alias) for a in held}
+            self._aliases = {k: v for k, v in self._aliases.items() if k not in gone}
         for v in removed:
             # Index row first, files second: a crash in between leaves only orphan files
             # (which _reconcile re-indexes on a single server) rather than a row whose file
@@ -328,7 +368,61 @@ class ModelRegistry:
                 log.warning("deleted %s version %s, but its files stay: %s", name, v, exc)
         log.info("deleted %s versions %s", name, removed)
         self._notify("deleted", name, removed)
+        if held:
+            log.info("removed aliases %s of %s with their versions", [a.alias for a in held], name)
+            self._notify_aliases(name)
         return removed
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        evidence: dict[str, Any] | None = None,
+        *,
+        expected: str | None = None,
+    ) -> AliasEvent:
+        """Points alias at a version (a number, "latest", or another alias), recording the
+        evidence in its history. `expected`: the version the caller checked the alias at
+        ("" for none); FailedPrecondition if it has moved since."""
+        validate_model_name(name)
+        validate_alias(alias)
+        target = self.get(name, version).version
+        with self._known_lock:
+            event = self._metadata.set_alias(name, alias, target, evidence or {}, expected)
+            self._aliases[(name, alias)] = target
+        log.info("alias %s of %s: version %s (was %s)", alias, name, target,
+                 event.previous or "unset")  # fmt: skip
+        self._notify_aliases(name)
+        return event
+
+    def delete_alias(
+        self, name: str, alias: str, evidence: dict[str, Any] | None = None
+    ) -> AliasEvent:
+        """Removes an alias (NotFound when there is none), recording why."""
+        validate_model_name(name)
+        validate_alias(alias)
+        with self._known_lock:
+            event = self._metadata.delete_alias(name, alias, evidence or {})
+            self._aliases.pop((name, alias), None)
+        if event is None:
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+        log.info("alias %s of %s removed (was version %s)", alias, name, event.previous)
+        self._notify_aliases(name)
+        return event
+
+    def aliases(self, name: str = "") -> list[Alias]:
+        """The aliases as they stand in the store (of one name when given)."""
+        return self._metadata.aliases(name)
+
+    def alias_history(self, name: str, alias: str = "") -> list[AliasEvent]:
+        """Every change of name's aliases (of one when given), oldest first."""
+        return self._metadata.alias_history(name, alias)
+
+    def _notify_aliases(self, name: str) -> None:
+        current = self.known_aliases().get(name, {})
+        for listener in self._alias_listeners:
+            listener(name, dict(current))
 
     def refresh(self) -> list[Change]:
         """Versions published or deleted by other servers since the last look.
@@ -341,21 +435,35 @@ class ModelRegistry:
             return []
         with self._known_lock:
             current = self._metadata.keys()
+            aliases = _alias_map(self._metadata.aliases())
             appeared = current - self._known
             gone = (self._known | self._seen) - current
-            self._known, self._seen = current, set()
+            moved = {
+                key for key in aliases.keys() | self._aliases.keys()
+                if aliases.get(key) != self._aliases.get(key)
+            }  # fmt: skip
+            self._known, self._seen, self._aliases = current, set(), aliases
         self._marker = marker
         for name, version in gone:
             self._artifacts.forget(name, version)
         return [
             *_group("published", appeared),
             *_group("deleted", gone),
+            *_group("aliased", moved, numbered=False),
         ]
 
     def announce(self, changes: list[Change]) -> None:
         """Tells the listeners of changes found by refresh; a failing listener is logged."""
         for change in changes:
             log.info("%s elsewhere: %s versions %s", change.event, change.name, change.versions)
+            if change.event == "aliased":
+                current = self.known_aliases().get(change.name, {})
+                for alias_listener in self._alias_listeners:
+                    try:
+                        alias_listener(change.name, dict(current))
+                    except Exception:
+                        log.exception("registry alias listener failed on %s", change)
+                continue
             for listener in self._listeners:
                 try:
                     listener(change.event, change.name, change.versions)
@@ -436,13 +544,36 @@ def open_registry(settings: Settings, data_dir: Path, *, follower: bool = False)
     return registry
 
 
-def _group(event: str, keys: set[tuple[str, str]]) -> list[Change]:
+def _group(event: str, keys: set[tuple[str, str]], *, numbered: bool = True) -> list[Change]:
     by_name: dict[str, list[str]] = {}
-    for name, version in keys:
-        by_name.setdefault(name, []).append(version)
+    for name, item in keys:
+        by_name.setdefault(name, []).append(item)
     return [
-        Change(event, name, sorted(versions, key=int)) for name, versions in sorted(by_name.items())
+        Change(event, name, sorted(items, key=int if numbered else None))
+        for name, items in sorted(by_name.items())
     ]
+
+
+def _alias_map(aliases: list[Alias]) -> dict[tuple[str, str], str]:
+    return {(a.name, a.alias): a.version for a in aliases}
+
+
+def _by_name(aliases: dict[tuple[str, str], str]) -> dict[str, dict[str, str]]:
+    by_name: dict[str, dict[str, str]] = {}
+    for (name, alias), version in aliases.items():
+        by_name.setdefault(name, {})[alias] = version
+    return by_name
+
+
+def no_alias(name: str, alias: str, versions: list[str], aliases: list[str] | None = None) -> str:
+    """The NotFound message for a version asked for that is neither a number nor an alias."""
+    known = f"versions: {versions}" if versions else "no versions"
+    if aliases:
+        known += f", aliases: {sorted(aliases)}"
+    return (
+        f"model {name!r} has no version or alias {alias!r}: versions are whole numbers "
+        f"like '1', aliases are names set with SetAlias; {known}"
+    )
 
 
 def _clear_staging(staging_dir: Path) -> None:

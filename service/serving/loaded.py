@@ -161,6 +161,11 @@ class LoadedModels:
         #: Set in the workers of `--workers N`: says (cheaply, in shared memory) that the
         #: owner changed the registry since this process last looked.
         self.registry_moved: Callable[[], bool] | None = None
+        # name -> {alias: version} as shown by the alias gauge.
+        self._shown_aliases: dict[str, dict[str, str]] = {}
+        registry.on_alias_change(self._on_alias_change)
+        for name, aliases in index.every_alias().items():
+            self._show_aliases(name, aliases)
 
     async def get(self, name: str, version: str = "") -> LoadedModel:
         """The loaded version (latest when empty); NotFound/Unavailable as the registry says.
@@ -333,6 +338,36 @@ class LoadedModels:
             self._registry_changed(event, name, versions)
         else:
             self._loop.call_soon_threadsafe(self._registry_changed, event, name, versions)
+
+    def _on_alias_change(self, name: str, aliases: dict[str, str]) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._aliases_changed(name, aliases)
+        else:
+            self._loop.call_soon_threadsafe(self._aliases_changed, name, aliases)
+
+    def _aliases_changed(self, name: str, aliases: dict[str, str]) -> None:
+        """Shows the aliases, and loads a version an alias now points at before its first
+        request (a promoted older version may not be loaded, e.g. after a restart)."""
+        self._show_aliases(name, aliases)
+        keys = sorted({(name, v) for v in aliases.values()} - set(self._models))
+        if keys:
+            task = asyncio.get_running_loop().create_task(self.preload(keys))
+            self._preloading.add(task)
+            task.add_done_callback(self._preloading.discard)
+
+    def _show_aliases(self, name: str, aliases: dict[str, str]) -> None:
+        gauge = self._metrics.model_alias
+        for alias, version in self._shown_aliases.pop(name, {}).items():
+            if aliases.get(alias) != version:
+                gauge.remove(name, alias, version)
+        for alias, version in aliases.items():
+            gauge.labels(name, alias, version).set(1)
+        if aliases:
+            self._shown_aliases[name] = dict(aliases)
 
     def _registry_changed(self, event: str, name: str, versions: list[str]) -> None:
         if event == "published":

@@ -33,7 +33,7 @@ from service.errors import (
 )
 from service.launcher import WorkerProcess
 from service.registry.manifest import Manifest
-from service.training.spec import SCORING, ExplainSpec, feature_names
+from service.training.spec import SCORING, CompareSpec, ExplainSpec, feature_names
 from service.training.validation import require_training_libraries
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Metrics a comparison can recompute on shared rows, by task.
+COMPARABLE_METRICS = {"classification": ("accuracy", "f1_macro"), "regression": ("r2", "rmse")}
 DEFAULT_REPEATS = 5
 DEFAULT_ROWS = 2000
 MAX_REPEATS = 100
@@ -161,6 +163,90 @@ class Explainer:
             charge=charge,
         )
 
+    async def compare(
+        self, candidate: Manifest, holder: Manifest, metric: str, timeout: float | None = None
+    ) -> tuple[int, float, float, Charge]:
+        """Scores two versions of one dataset on the rows both held out from training (their
+        recorded splits), in a worker: (rows, candidate's score, holder's score, what the
+        worker cost, charged under phase "compare"). FailedPrecondition where they cannot be
+        compared so; InvalidArgument when too few rows are shared."""
+        started = time.perf_counter()
+        require_training_libraries("classical")
+        dataset_dir, output = self._comparable(candidate, holder, metric)
+        budget = min(
+            self._settings.max_job_seconds if timeout is None else timeout,
+            self._settings.max_job_seconds,
+        )
+        paths = [
+            str(await asyncio.to_thread(self._registry.model_path, manifest))
+            for manifest in (candidate, holder)
+        ]
+        spec = CompareSpec(
+            model_paths=tuple(paths),
+            splits=tuple((m.split_seed, m.test_fraction) for m in (candidate, holder)),
+            task=candidate.task,
+            input=candidate.inputs[0].name,
+            output=output,
+            metric=metric,
+            dataset_dir=str(dataset_dir),
+            deadline=time.time() + budget,
+            blas_threads=self._settings.worker_blas_threads,
+        )
+        result, cpu_seconds = await self._run_in_worker(
+            spec, started + budget, entry=launcher.RUN_COMPARE
+        )
+        charges = self._ledger.price_training(cpu_seconds)
+        self._ledger.record_training(
+            charges, paradigm=candidate.paradigm, model=candidate.name,
+            version=candidate.version, algorithm=candidate.algorithm, phase="compare",
+        )  # fmt: skip
+        candidate_score, holder_score = (float(v) for v in result["scores"])
+        return int(result["rows"]), candidate_score, holder_score, charges["cpu"]
+
+    def _comparable(self, candidate: Manifest, holder: Manifest, metric: str) -> tuple[Path, str]:
+        """The dataset directory and output to score, or FailedPrecondition saying why the
+        two cannot be scored on shared rows."""
+        pair = f"versions {candidate.version} and {holder.version}"
+        if candidate.task != holder.task or candidate.task not in COMPARABLE_METRICS:
+            raise FailedPrecondition(
+                f"{pair} cannot be scored on shared rows: tasks {candidate.task!r} and "
+                f"{holder.task!r} (classification or regression, both the same, can)"
+            )
+        if metric not in COMPARABLE_METRICS[candidate.task]:
+            raise FailedPrecondition(
+                f"{metric!r} cannot be recomputed on shared rows; use one of "
+                f"{list(COMPARABLE_METRICS[candidate.task])}"
+            )
+        if not candidate.dataset or (candidate.dataset, candidate.dataset_fingerprint) != (
+            holder.dataset,
+            holder.dataset_fingerprint,
+        ):
+            raise FailedPrecondition(
+                f"{pair} were not trained on the same dataset (or one was imported): there "
+                "are no rows both held out"
+            )
+        if candidate.test_fraction <= 0 or holder.test_fraction <= 0:
+            raise FailedPrecondition(f"{pair}: one records no held-out split")
+        output = SCORING[candidate.task][1]
+        for manifest in (candidate, holder):
+            if output not in [o.name for o in manifest.outputs] or len(manifest.inputs) != 1:
+                raise FailedPrecondition(
+                    f"version {manifest.version} does not take one input and give {output!r}"
+                )
+        dataset_dir = self._datasets.path(candidate.dataset)
+        info = layout.read_info(dataset_dir)
+        if info.fingerprint != candidate.dataset_fingerprint:
+            raise FailedPrecondition(
+                f"dataset {candidate.dataset!r} changed since {pair} were trained on it"
+            )
+        if info.is_table or info.is_images:
+            raise FailedPrecondition(
+                f"dataset {candidate.dataset!r} is {'a table' if info.is_table else 'images'}: "
+                "shared held-out rows are scored for array datasets only; train both with the "
+                "same seed to compare their recorded metrics"
+            )
+        return dataset_dir, output
+
     def _dataset(self, manifest: Manifest, name: str) -> tuple[Path, DatasetInfo]:
         """The directory and info of the dataset to explain a model on, if it fits it."""
         if not name:
@@ -192,7 +278,10 @@ class Explainer:
             worker.kill()
 
     async def _run_in_worker(
-        self, spec: ExplainSpec, deadline: float
+        self,
+        spec: ExplainSpec | CompareSpec,
+        deadline: float,
+        entry: str = launcher.RUN_EXPLAIN,
     ) -> tuple[dict[str, Any], float]:
         if self._stopped:
             raise Unavailable("the server is shutting down")
@@ -212,13 +301,15 @@ class Explainer:
         finally:
             self._waiting -= 1
         try:
-            return await self._spawn(spec, deadline)
+            return await self._spawn(spec, deadline, entry)
         finally:
             self._slot.release()
 
-    async def _spawn(self, spec: ExplainSpec, deadline: float) -> tuple[dict[str, Any], float]:
+    async def _spawn(
+        self, spec: ExplainSpec | CompareSpec, deadline: float, entry: str
+    ) -> tuple[dict[str, Any], float]:
         worker = WorkerProcess(
-            launcher.RUN_EXPLAIN,
+            entry,
             spec,
             name="paradigm-explain",
             who="the explain worker",
@@ -231,6 +322,8 @@ class Explainer:
             self._running.discard(worker)
         final = ended.final
         if ended.timed_out:
+            if isinstance(spec, CompareSpec):
+                raise DeadlineExceeded("the comparison did not finish within the deadline")
             raise DeadlineExceeded(
                 f"the explanation did not finish within the deadline ({spec.n_repeats} "
                 "repeats per feature; ask for fewer repeats or rows)"

@@ -104,6 +104,28 @@ class ExplainSpec:
     blas_threads: int = 1
 
 
+@dataclass(frozen=True)
+class CompareSpec:
+    """Two published models of one dataset scored on the same rows: those that every one
+    of them held out from training (the intersection of their recorded test splits)."""
+
+    #: model.onnx of each model: the candidate first, then the current holder.
+    model_paths: tuple[str, ...]
+    #: Each model's recorded split, in the same order: (seed, test fraction).
+    splits: tuple[tuple[int, float], ...]
+    #: "classification" or "regression": the targets and the split's stratification.
+    task: str
+    input: str
+    #: The output scored ("label" or "prediction").
+    output: str
+    #: accuracy, f1_macro, r2 or rmse.
+    metric: str
+    dataset_dir: str
+    #: time.time() after which the worker gives up.
+    deadline: float
+    blas_threads: int = 1
+
+
 class FittedModel(Protocol):
     """A trained native model, whatever its library, as the pipeline sees it."""
 

@@ -1,4 +1,5 @@
-"""Entry points of worker processes (spawn start method): training, import and explain.
+"""Entry points of worker processes (spawn start method): training, import, explain and
+compare.
 
 Imports only the standard library at module level: the heavy libraries (scikit-learn,
 torch, skl2onnx) are imported inside the child, never in the serving process. Messages to
@@ -29,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from service.errors import describe_failure
-from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec
+from service.training.spec import CompareSpec, ExplainSpec, ImportSpec, TrainingSpec
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -86,6 +87,16 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
     Last message: {"type": "done", "result": {...}, "usage": {...}}, or {"type": "error",
     "message": ..., "status": <gRPC status name of a ParadigmError, else "">, "usage": ...}.
     """
+    _run_analysis("explain", spec, connection)
+
+
+def run_compare(spec: CompareSpec, connection: Connection) -> None:
+    """Scores models on their shared held-out rows (comparison.compute); reports as
+    run_explain does; never raises."""
+    _run_analysis("compare", spec, connection)
+
+
+def _run_analysis(what: str, spec: ExplainSpec | CompareSpec, connection: Connection) -> None:
     _die_with_parent()
     for variable in _THREAD_VARIABLES:
         os.environ[variable] = str(spec.blas_threads)
@@ -94,9 +105,14 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=spec.blas_threads):
-            from service.worker import importance
+            if isinstance(spec, CompareSpec):
+                from service.worker import comparison
 
-            result = importance.compute(spec)
+                result = comparison.compute(spec)
+            else:
+                from service.worker import importance
+
+                result = importance.compute(spec)
         send(connection, {"type": "done", "result": result, "usage": _usage()})
     except BaseException as exc:
         from service.errors import ParadigmError
@@ -104,7 +120,7 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         status = exc.status.name if isinstance(exc, ParadigmError) else ""
         if not status:
             log = logging.getLogger("paradigm.worker")
-            log.error("explain failed:\n%s", traceback.format_exc())
+            log.error("%s failed:\n%s", what, traceback.format_exc())
         message = {"type": "error", "message": describe_failure(exc), "status": status}
         send(connection, {**message, "usage": _usage()})
     finally:

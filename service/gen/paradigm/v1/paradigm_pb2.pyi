@@ -476,7 +476,7 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost")
+    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost", "aliases")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -517,6 +517,7 @@ class Model(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LATEST_FIELD_NUMBER: _ClassVar[int]
     TRAINING_COST_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     paradigm: Paradigm
@@ -536,7 +537,8 @@ class Model(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     latest: bool
     training_cost: Cost
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name", "latest_only")
@@ -561,12 +563,14 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "force")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteModelResponse(_message.Message):
     __slots__ = ("versions",)
@@ -746,3 +750,87 @@ class CostReport(_message.Message):
     serving_since: _timestamp_pb2.Timestamp
     price_per_device_hour: _containers.ScalarMap[str, float]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelCost, _Mapping]]] = ..., paradigms: _Optional[_Iterable[_Union[ParadigmCost, _Mapping]]] = ..., serving_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_per_device_hour: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PromotionGates(_message.Message):
+    __slots__ = ("require_parity", "metric_epsilon", "metric", "max_p99_ms", "max_joules_per_1k", "probe_requests")
+    REQUIRE_PARITY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    PROBE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    require_parity: bool
+    metric_epsilon: float
+    metric: str
+    max_p99_ms: float
+    max_joules_per_1k: float
+    probe_requests: int
+    def __init__(self, require_parity: _Optional[bool] = ..., metric_epsilon: _Optional[float] = ..., metric: _Optional[str] = ..., max_p99_ms: _Optional[float] = ..., max_joules_per_1k: _Optional[float] = ..., probe_requests: _Optional[int] = ...) -> None: ...
+
+class SetAliasRequest(_message.Message):
+    __slots__ = ("name", "version", "alias", "gates", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    alias: str
+    gates: PromotionGates
+    note: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., alias: _Optional[str] = ..., gates: _Optional[_Union[PromotionGates, _Mapping]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DeleteAliasRequest(_message.Message):
+    __slots__ = ("name", "alias", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    note: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class AliasChange(_message.Message):
+    __slots__ = ("name", "alias", "version", "previous", "at", "evidence_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    version: str
+    previous: str
+    at: _timestamp_pb2.Timestamp
+    evidence_json: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[str] = ..., previous: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evidence_json: _Optional[str] = ...) -> None: ...
+
+class ModelAlias(_message.Message):
+    __slots__ = ("name", "alias", "version", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    version: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAliasesRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ListAliasesResponse(_message.Message):
+    __slots__ = ("aliases", "history")
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[ModelAlias]
+    history: _containers.RepeatedCompositeFieldContainer[AliasChange]
+    def __init__(self, aliases: _Optional[_Iterable[_Union[ModelAlias, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[AliasChange, _Mapping]]] = ...) -> None: ...

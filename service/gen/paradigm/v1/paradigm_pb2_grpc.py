@@ -647,6 +647,21 @@ class ModelServiceStub:
                 request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Explanation.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/paradigm.v1.ModelService/SetAlias',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.AliasChange.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/paradigm.v1.ModelService/DeleteAlias',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.AliasChange.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/paradigm.v1.ModelService/ListAliases',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -698,6 +713,29 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAlias(self, request, context):
+        """Points an alias (e.g. "champion") at a version, behind optional gates. A gate that
+        fails refuses it with FAILED_PRECONDITION saying which and by how much; an accepted
+        change is kept in the alias history with its evidence. Returns that history entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Removes an alias (kept in its history). Returns that history entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """A model's aliases as they stand, and their history with its evidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -730,6 +768,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.FromString,
                     response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Explanation.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.SetAliasRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.AliasChange.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.AliasChange.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListAliasesRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListAliasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -895,6 +948,87 @@ class ModelService:
             '/paradigm.v1.ModelService/Explain',
             paradigm_dot_v1_dot_paradigm__pb2.ExplainRequest.SerializeToString,
             paradigm_dot_v1_dot_paradigm__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ModelService/SetAlias',
+            paradigm_dot_v1_dot_paradigm__pb2.SetAliasRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ModelService/DeleteAlias',
+            paradigm_dot_v1_dot_paradigm__pb2.DeleteAliasRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ModelService/ListAliases',
+            paradigm_dot_v1_dot_paradigm__pb2.ListAliasesRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ListAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,
