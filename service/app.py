@@ -268,6 +268,7 @@ class App:
             models.refresh_on_miss = poller.poll_on_miss
             if self.role is not None:
                 models.registry_moved = poller.moved_since(self.role.registry_generation)
+                models.catch_up = poller.poll
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         log.info(

@@ -115,7 +115,10 @@ def test_two_workers_serve_train_count_and_survive_a_killed_worker(tmp_path: Pat
 
         # A killed follower is replaced while the owner answers; health is SERVING again.
         os.kill(pids[1], signal.SIGKILL)
-        while alive(pids[1]):  # connections made while it dies are reset: clients retry those
+        # Until the supervisor has reaped it (all its threads gone, its listener closed),
+        # connections may still land on the dying worker and be reset: clients retry those.
+        reaped = f"serving worker 1 (pid {pids[1]}) exited"
+        while reaped not in server.log.read_text():
             time.sleep(0.01)
         answered = 0
         deadline = time.monotonic() + 120

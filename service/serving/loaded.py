@@ -161,6 +161,8 @@ class LoadedModels:
         #: Set in the workers of `--workers N`: says (cheaply, in shared memory) that the
         #: owner changed the registry since this process last looked.
         self.registry_moved: Callable[[], bool] | None = None
+        #: What registry_moved calls for: one look at the registry, not rate-limited.
+        self.catch_up: Callable[[], Awaitable[bool]] | None = None
         # name -> {alias: version} as shown by the alias gauge.
         self._shown_aliases: dict[str, dict[str, str]] = {}
         registry.on_alias_change(self._on_alias_change)
@@ -173,8 +175,8 @@ class LoadedModels:
         Which versions exist is answered from the index, in memory; only a first load
         reads the registry and the file, in the executor."""
         if self.registry_moved is not None and self.registry_moved():
-            assert self.refresh_on_miss is not None
-            await self.refresh_on_miss()
+            assert self.catch_up is not None
+            await self.catch_up()
         try:
             key = (name, self._index.resolve(name, version))
         except NotFound:
