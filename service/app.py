@@ -31,6 +31,7 @@ from service.api.paradigm import (
     ModelServicer,
     TrainingServicer,
 )
+from service.api.rest.server import RestServer, start_rest
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.nvml import Nvml
@@ -88,6 +89,8 @@ class App:
         self._samplers_stop = threading.Event()
         self.port = 0
         self.metrics_port = 0
+        self.http_port = 0
+        self._rest: RestServer | None = None
         self._ready = False
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -225,6 +228,9 @@ class App:
             else server.add_secure_port(address, credentials)
         )
         await server.start()
+        if settings.http_port >= 0:  # OIP v2 over REST: same loop, same data plane
+            self._rest = await start_rest(settings, dataplane, tokens, ready=lambda: self._ready)
+            self.http_port = self._rest.port
         if settings.metrics_port >= 0:
             self._http, _ = start_http_server(
                 settings.metrics_port, addr=settings.host, registry=self.metrics_registry
@@ -241,9 +247,12 @@ class App:
             )
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
+        if settings.http_port_file and self._rest is not None:
+            _write_atomically(settings.http_port_file, str(self.http_port))
         log.info(
-            "serving gRPC on %s:%d, metrics on %d, data in %s",
-            settings.host, self.port, self.metrics_port, data_dir,
+            "serving gRPC on %s:%d, REST on %s, metrics on %d, data in %s",
+            settings.host, self.port, self.http_port if self._rest else "off",
+            self.metrics_port, data_dir,
         )  # fmt: skip
 
     def _start_samplers(self) -> None:
@@ -291,6 +300,8 @@ class App:
             await self._jobs.stop()
         if self._explainer is not None:
             await self._explainer.stop()
+        if self._rest is not None:
+            await self._rest.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._http is not None:
