@@ -55,10 +55,17 @@ def call(
         connection.close()
 
 
-def post_json(url: str, path: str, message: Any, **kwargs: Any) -> Answer:
+def post_json(
+    url: str,
+    path: str,
+    message: Any,
+    *,
+    extra_headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> Answer:
     return call(
         url, "POST", path, json.dumps(message).encode(),
-        {"Content-Type": "application/json"}, **kwargs,
+        {"Content-Type": "application/json", **(extra_headers or {})}, **kwargs,
     )  # fmt: skip
 
 
