@@ -25,10 +25,9 @@ from tests.rest import Answer, call
 from tests.server import RunningServer
 from tests.test_bad_input_corpus import CASES, IRIS_ROWS, SMALL_MESSAGE_BYTES, Case
 
-#: gRPC-only cases: bytes that are not a protobuf, and ModelConfig (REST serves no /config).
+#: gRPC-only cases: bytes that are not a protobuf.
 SKIPPED = {
     "infer-not-a-protobuf": "HTTP bodies are JSON; bad JSON is covered in test_rest.py",
-    "config-unknown-version": "ModelConfig has no REST endpoint",
 }
 #: (status, fragment) where the REST answer rightly differs from the gRPC one.
 HTTP_ONLY: dict[str, tuple[int, str]] = {
@@ -84,9 +83,9 @@ def _values(tensor: ipb.ModelInferRequest.InferInputTensor) -> list[Any]:
 
 def replay(url: str, method: str, request: Any) -> Answer:
     """The HTTP form of one recorded gRPC request."""
-    if method in ("ModelMetadata", "ModelReady"):
-        tail = "/ready" if method == "ModelReady" else ""
-        return call(url, "GET", _path(request.name, request.version, tail))
+    tails = {"ModelMetadata": "", "ModelReady": "/ready", "ModelConfig": "/config"}
+    if method in tails:
+        return call(url, "GET", _path(request.name, request.version, tails[method]))
     assert method == "ModelInfer", method
     raw = list(request.raw_input_contents)
     inputs: list[dict[str, Any]] = []

@@ -75,6 +75,16 @@ def test_health_and_metadata_through_tritonclient(
         assert model["parameters"]["device"] == "cpu"
 
 
+def test_model_config_as_triton_writes_it(
+    http: triton_http.InferenceServerClient, iris_model: str
+) -> None:
+    config = http.get_model_config(iris_model)
+    assert config["name"] == iris_model and config["max_batch_size"] == 4096
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [4]}]
+    assert config["instance_group"][0]["kind"] == "KIND_CPU"
+    assert http.get_model_config(iris_model, "1") == config
+
+
 def test_tritonclient_binary_by_default_equals_grpc(
     http: triton_http.InferenceServerClient, iris_model: str, grpc_answer: dict[str, np.ndarray]
 ) -> None:

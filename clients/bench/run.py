@@ -18,6 +18,7 @@ PNG per paradigm into --out, and prints the target ratios with PASS/MISS.
     python -m clients.bench.run                       # the full run, ~8 s per point
     python -m clients.bench.run --quick --out /tmp/b  # seconds per point, for CI
     python -m clients.bench.run --peer mlserver=127.0.0.1:8081:digits-lr
+    python -m clients.bench.run --rest-peer mlserver-rest=127.0.0.1:8080:digits-lr
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ TARGET_VS_INPROCESS = 0.5
 TARGET_P50_OVERHEAD_MS = 0.3
 TARGET_COLD_START_S = 3.0
 TARGET_REST_VS_GRPC = 0.7
+TARGET_REST_VS_PEER_REST = 2.0
 #: The concurrency the REST target is judged at (the top one measured where it is absent).
 REST_TARGET_CONCURRENCY = 16
 
@@ -552,6 +554,7 @@ def evaluate_targets(
     concurrency: Mapping[str, Sequence[int]],
     in_process: Mapping[str, Sequence[dict[str, Any]]],
     cold: dict[str, Any] | None,
+    rest_peers: frozenset[str] = frozenset(),
 ) -> list[Target]:
     targets = []
 
@@ -622,6 +625,16 @@ def evaluate_targets(
         if rest is None:
             continue
         json_point = _find(points, paradigm, OURS_REST_JSON, level)
+        for peer in sorted({p.server for p in points if p.server in rest_peers}):
+            theirs = _find(points, paradigm, peer, level)
+            targets.append(
+                Target(
+                    f"{paradigm} REST binary / {peer} (REST JSON) at c={level}",
+                    ratio(_rps_of(rest), _rps_of(theirs)),
+                    TARGET_REST_VS_PEER_REST, True, "x",
+                    f"{_rps(rest)} vs {_rps(theirs)} req/s (our REST JSON {_rps(json_point)})",
+                )
+            )  # fmt: skip
         targets.append(
             Target(
                 f"{paradigm} REST binary / gRPC (same server) at c={level}",
@@ -892,6 +905,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="another OIP v2 server serving the same model (default paradigm classical); "
         "repeatable",
     )  # fmt: skip
+    parser.add_argument(
+        "--http-ours", metavar="HOST:PORT",
+        help="with --target-ours: its REST port, measured beside its gRPC",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rest-peer", type=parse_peer, action="append", default=[],
+        metavar="NAME=HOST:PORT:MODEL[:PARADIGM]",
+        help="another OIP v2 server's REST port (JSON requests: the binary extension is "
+        "Triton's); repeatable",
+    )  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and ONNX files")
     return parser
 
@@ -969,7 +992,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(the 'other CPU' column): compare servers at the same concurrency, measured back "
             "to back, or use --rounds"
         )
-    targets = evaluate_targets(points, concurrency, in_process, cold)
+    rest_peers = frozenset(name for name, *_ in args.rest_peer)
+    targets = evaluate_targets(points, concurrency, in_process, cold, rest_peers)
     report = {
         "schema": 1,
         "created": created.isoformat(timespec="seconds"),
@@ -1057,9 +1081,16 @@ def start_lineup(
                 ]
     else:
         notes.append("--target-ours: the batching-off server was not started")
-        ours.append(
-            Server(OURS, "Paradigm (given)", args.target_ours, metrics_url=args.metrics_ours)
-        )
+        given = Server(OURS, "Paradigm (given)", args.target_ours, metrics_url=args.metrics_ours)
+        ours.append(given)
+        if args.http_ours:
+            ours += [
+                dataclasses.replace(
+                    given, key=key, label=SERVER_LABELS[key], target=args.http_ours,
+                    protocol=protocol,
+                )
+                for key, protocol in REST_PROTOCOLS.items()
+            ]  # fmt: skip
     for server in ours:
         if server.protocol == "grpc":
             wait_models_ready(server.target, names)
@@ -1076,6 +1107,12 @@ def start_lineup(
             notes.append(f"peer {name}: paradigm {paradigm} not benchmarked, skipped")
             continue
         lineup[paradigm].append(Entry(Server(name, name, target), peer_model))
+    for name, target, peer_model, paradigm in args.rest_peer:
+        if paradigm not in models:
+            notes.append(f"REST peer {name}: paradigm {paradigm} not benchmarked, skipped")
+            continue
+        peer = Server(name, f"{name} (REST JSON)", target, protocol="rest-json")
+        lineup[paradigm].append(Entry(peer, peer_model))
     return lineup
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from service import __version__
 from service.api import auth
 from service.api.codec import check_length
 from service.api.errors import HTTP_STATUS, for_caller
-from service.api.inference import EXTENSIONS, PLATFORM
+from service.api.inference import EXTENSIONS, PLATFORM, model_config
 from service.api.rest.codec import (
     BINARY_TYPE,
     HEADER_LENGTH,
@@ -50,6 +51,7 @@ _METHODS = {
     "server_metadata": _INFERENCE + "ServerMetadata",
     "model_metadata": _INFERENCE + "ModelMetadata",
     "model_ready": _INFERENCE + "ModelReady",
+    "model_config": _INFERENCE + "ModelConfig",
     "infer": _INFERENCE + "ModelInfer",
 }
 
@@ -60,6 +62,8 @@ class RestLimits:
     max_body_bytes: int
     #: Requests in progress at once, as gRPC's max_concurrent_rpcs.
     max_in_flight: int
+    #: Largest batch a request may carry (ModelConfig's max_batch_size).
+    max_batch_size: int
 
 
 def build_rest_app(
@@ -88,6 +92,8 @@ def build_rest_app(
             route(version, "model_metadata"),
             route(model + "/ready", "model_ready"),
             route(version + "/ready", "model_ready"),
+            route(model + "/config", "model_config"),
+            route(version + "/config", "model_config"),
             route(model + "/infer", "infer", ("POST",)),
             route(version + "/infer", "infer", ("POST",)),
         ],
@@ -173,6 +179,7 @@ class _Endpoints:
         self._dataplane = dataplane
         self._ready = ready
         self._max_body_bytes = limits.max_body_bytes
+        self._max_batch_size = limits.max_batch_size
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
@@ -204,6 +211,18 @@ class _Endpoints:
         name, version = _model(request)
         ready = await self._dataplane.ready(name, version)
         return _json({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def model_config(self, request: Request) -> Response:
+        """Triton's model configuration extension, as its HTTP endpoint writes it."""
+        name, version = _model(request)
+        model = await self._dataplane.describe(name, version)
+        config = MessageToDict(
+            model_config(model, self._max_batch_size), preserving_proto_field_name=True
+        )
+        # int64 fields are strings in protobuf's JSON; Triton writes dims as numbers.
+        for tensor in (*config.get("input", ()), *config.get("output", ())):
+            tensor["dims"] = [int(dim) for dim in tensor.get("dims", ())]
+        return _json(config)
 
     async def infer(self, request: Request) -> Response:
         arrived = time.perf_counter()

@@ -142,6 +142,7 @@ async def start_rest(
         limits=RestLimits(
             max_body_bytes=settings.max_message_bytes,
             max_in_flight=settings.max_concurrent_rpcs,
+            max_batch_size=settings.max_batch_size,
         ),
     )
     tls = ssl_context(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
