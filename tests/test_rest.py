@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from clients.client import ParadigmClient
+from clients.harness import free_port, paradigm_server
+from service import cli
 from service.api.rest.server import bind_socket
 from tests.rest import call, post_binary, post_json
 from tests.server import RunningServer
@@ -384,3 +386,15 @@ def test_infer_error_from_tritonclient_carries_the_message(
         http.infer(iris_model, [tensor])
     assert raised.value.status() == "400"
     assert "model expects [-1, 4]" in raised.value.message()
+
+
+def test_paradigm_server_serves_rest_from_its_flags(tmp_path: Path) -> None:
+    assert cli.parse_args(["--http-port", "0", "--http-port-file", "f"]) == {
+        "http_port": 0, "http_port_file": Path("f"),
+    }  # fmt: skip
+    port, port_file = free_port(), tmp_path / "http.port"
+    flags = ["--http-port", str(port), "--http-port-file", str(port_file)]
+    with paradigm_server(tmp_path, "rest-cli", tmp_path / "data", metrics=False, args=flags):
+        assert int(port_file.read_text()) == port
+        answer = call(f"http://127.0.0.1:{port}", "GET", "/v2/health/ready")
+        assert answer.json() == {"ready": True}
