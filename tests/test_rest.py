@@ -238,6 +238,7 @@ def test_curl(server: RunningServer, iris_model: str, grpc_answer: dict[str, np.
     ("method", "path", "status", "fragment"),
     [
         ("GET", "/v2/nothing", 404, "no endpoint /v2/nothing"),
+        ("GET", "/v2/" + "x" * 5000, 404, "x" * 196 + "…; see /v2"),
         ("GET", "/v2/models/iris-lr/infer", 405, "GET is not allowed"),
         ("POST", "/v2/health/live", 405, "POST is not allowed"),
         ("GET", "/v2/models/iris-lr/versions/9", 404, "versions: ['1']"),

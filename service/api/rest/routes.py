@@ -111,10 +111,13 @@ def _json(value: Any, status: int = 200) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and methods answer JSON too, naming what exists."""
+    path = request.url.path
+    if len(path) > 200:  # echoed, so bounded like every name in a message
+        path = path[:200] + "…"
     if exc.status_code == 404:
-        message = f"no endpoint {request.url.path}; see /v2 and /v2/models/{{model}}"
+        message = f"no endpoint {path}; see /v2 and /v2/models/{{model}}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        message = f"{request.method[:16]} is not allowed on {path}"
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, message)
