@@ -103,6 +103,9 @@ class RestServer:
             timeout_keep_alive=30,
         )
         config.load()
+        # Its INFO lines ("Started server process", "Shutting down") repeat service.app's
+        # under a misleading logger name; its warnings and errors still show.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self.tls = tls is not None
