@@ -399,3 +399,33 @@ def test_paradigm_server_serves_rest_from_its_flags(tmp_path: Path) -> None:
         assert int(port_file.read_text()) == port
         answer = call(f"http://127.0.0.1:{port}", "GET", "/v2/health/ready")
         assert answer.json() == {"ready": True}
+
+
+def test_requests_past_max_concurrent_rpcs_get_429(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One request held in progress (its body not yet sent) fills a bound of one; its
+    client hanging up is no internal error."""
+    running = RunningServer(tmp_path / "data", max_concurrent_rpcs=1)
+    try:
+        port = running.app.http_port
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as held:
+            held.sendall(
+                b"POST /v2/models/iris-lr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+            )
+            deadline = 50
+            while True:  # the held request reaches the app once its headers are read
+                answer = call(running.http_url, "GET", "/v2/health/live")
+                if answer.status == 429 or deadline == 0:
+                    break
+                deadline -= 1
+            assert answer.status == 429
+            assert "max_concurrent_rpcs" in answer.error
+        # The held connection closed: its request is no longer in progress.
+        for _ in range(50):
+            if call(running.http_url, "GET", "/v2/health/live").status == 200:
+                break
+        assert call(running.http_url, "GET", "/v2/health/live").status == 200
+    finally:
+        running.stop()
+    assert "request id" not in caplog.text

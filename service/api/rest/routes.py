@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -152,6 +152,9 @@ class _Guard:
             self._in_flight += 1
             try:
                 return await handler(request)
+            except ClientDisconnect:
+                # Gone before its body arrived: nobody reads this answer, and it is no bug.
+                return error_response(499, "the client closed the connection")
             except Exception as exc:
                 return _failure(exc, what)
             finally:
