@@ -33,6 +33,7 @@ from service.api.paradigm import (
     ModelServicer,
     TrainingServicer,
 )
+from service.api.rest.server import RestServer, start_rest
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.multiprocess import serving_totals as shared_serving_totals
@@ -105,6 +106,8 @@ class App:
         self._samplers_stop = threading.Event()
         self.port = 0
         self.metrics_port = 0
+        self.http_port = 0
+        self._rest: RestServer | None = None
         self._ready = False
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -246,6 +249,12 @@ class App:
             # supervisor's private run directory, not reachable from the network.
             server.add_insecure_port(self.role.owner_address)
         await server.start()
+        if settings.http_port >= 0:  # OIP v2 over REST: same loop, same data plane
+            self._rest = await start_rest(
+                settings, dataplane, tokens, ready=lambda: self.ready,
+                reuse_port=self.role is not None,
+            )  # fmt: skip
+            self.http_port = self._rest.port
         if settings.metrics_port >= 0:
             self._http, _ = start_http_server(
                 settings.metrics_port, addr=settings.host, registry=self.metrics_registry
@@ -271,9 +280,12 @@ class App:
                 models.catch_up = poller.poll
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
+        if settings.http_port_file and self._rest is not None:
+            _write_atomically(settings.http_port_file, str(self.http_port))
         log.info(
-            "serving gRPC on %s:%d, metrics on %d, data in %s",
-            settings.host, self.port, self.metrics_port, data_dir,
+            "serving gRPC on %s:%d, REST on %s, metrics on %d, data in %s",
+            settings.host, self.port, self.http_port if self._rest else "off",
+            self.metrics_port, data_dir,
         )  # fmt: skip
 
     async def _add_control_plane(
@@ -384,6 +396,8 @@ class App:
             await self._jobs.stop()
         if self._explainer is not None:
             await self._explainer.stop()
+        if self._rest is not None:
+            await self._rest.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._forwarder is not None:

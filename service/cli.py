@@ -30,8 +30,14 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
         type=int,
         help="Prometheus port, 0 = any, -1 = off (PARADIGM_METRICS_PORT)",
     )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        help="OIP v2 REST port, 0 = any, -1 = off (the default) (PARADIGM_HTTP_PORT)",
+    )
     parser.add_argument("--data-dir", type=Path, help="models and datasets (PARADIGM_DATA_DIR)")
     parser.add_argument("--port-file", type=Path, help="write the bound gRPC port here")
+    parser.add_argument("--http-port-file", type=Path, help="write the bound REST port here")
     parser.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="serving device (PARADIGM_DEVICE)"
     )

@@ -22,8 +22,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         8002, ge=-1, le=65535, description="Prometheus port; 0 picks a free one, -1 disables"
     )
+    http_port: int = Field(
+        -1,
+        ge=-1,
+        le=65535,
+        description="OIP v2 REST port (8000 is Triton's); 0 picks a free one, -1 disables",
+    )
     data_dir: Path = Path("./var")
     port_file: Path | None = Field(None, description="write the bound gRPC port here")
+    http_port_file: Path | None = Field(None, description="write the bound REST port here")
 
     device: Device = Field("auto", description="serving device for ONNX Runtime")
     # Per-model serving device, e.g. PARADIGM_DEVICE_MODELS='{"iris-lr": "cpu"}': models

@@ -125,9 +125,18 @@ class Supervisor:
             self._cleanup()
             return 1
         port = reservation.getsockname()[1]
-        worker_settings = settings.model_copy(
-            update={"port": port, "metrics_port": -1, "port_file": None, "workers": 1}
-        )
+        update: dict[str, Any] = {"port": port, "metrics_port": -1, "port_file": None, "workers": 1}
+        http_reservation = None
+        if settings.http_port >= 0:  # REST shares its port the same way
+            try:
+                http_reservation = reserve_port(settings.host, settings.http_port)
+            except OSError as exc:
+                log.error("could not start: cannot use HTTP port %d (%s)", settings.http_port, exc)
+                reservation.close()
+                self._cleanup()
+                return 1
+            update |= {"http_port": http_reservation.getsockname()[1], "http_port_file": None}
+        worker_settings = settings.model_copy(update=update)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         try:
@@ -141,16 +150,20 @@ class Supervisor:
             log.error("could not start: %s", exc)
             self._stop_all()
             self._cleanup()
-            reservation.close()
+            for held in (reservation, http_reservation):
+                if held is not None:
+                    held.close()
             return 1
+        if settings.http_port_file and http_reservation is not None:
+            _write_atomically(settings.http_port_file, str(update["http_port"]))
         if settings.port_file:
-            temporary = settings.port_file.with_name(settings.port_file.name + ".tmp")
-            temporary.write_text(str(port))
-            temporary.replace(settings.port_file)
+            _write_atomically(settings.port_file, str(port))
         log.info("%d serving workers on %s:%d", self.workers, settings.host, port)
         self._keep(worker_settings)
         self._stop_all()
-        reservation.close()
+        for held in (reservation, http_reservation):
+            if held is not None:
+                held.close()
         self._cleanup()
         return 0
 
@@ -268,6 +281,12 @@ class Supervisor:
         os.close(self._wake_read)
         os.close(self._wake_write)
         shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def supervise(settings: Settings, worker_main: WorkerMain) -> int:

@@ -18,7 +18,10 @@ class RunningServer:
     """Starts `build_app(settings)` in a thread; `target` is what clients dial."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        settings = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, **overrides}
+        # REST on too: every test server answers OIP v2 over HTTP beside gRPC.
+        settings = {
+            "host": "127.0.0.1", "port": 0, "metrics_port": 0, "http_port": 0, **overrides,
+        }  # fmt: skip
         self.settings = Settings(data_dir=data_dir, **settings)
         self.metrics_registry = CollectorRegistry()
         self.app: App = build_app(self.settings, self.metrics_registry)
@@ -39,6 +42,12 @@ class RunningServer:
     def run(self, coroutine: Any, timeout: float = 120) -> Any:
         """Runs a coroutine on the server's own loop (a serving-side call) and returns it."""
         return self._call(coroutine, timeout)
+
+    @property
+    def http_url(self) -> str:
+        """Where REST clients send requests ("http://127.0.0.1:PORT", https with TLS)."""
+        scheme = "https" if self.settings.tls_cert_file else "http"
+        return f"{scheme}://127.0.0.1:{self.app.http_port}"
 
     def _call(self, coroutine: Any, timeout: float) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)

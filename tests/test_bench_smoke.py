@@ -31,7 +31,9 @@ def test_quick_run_writes_json_table_and_plot(tmp_path: Path) -> None:
     report = json.loads(report_file.read_text())
 
     servers = {point["server"] for point in report["points"]}
-    assert servers == {run.OURS, run.OURS_NO_BATCHING, run.BARE}
+    assert servers == {
+        run.OURS, run.OURS_NO_BATCHING, run.OURS_REST_BINARY, run.OURS_REST_JSON, run.BARE,
+    }  # fmt: skip
     for point in report["points"]:
         assert point["throughput_rps"] > 0, point
         assert point["errors"] == {}, point
@@ -54,7 +56,9 @@ def test_quick_run_writes_json_table_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "bench-classical.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "bench.md").read_text()
     assert "| classical | Paradigm (batching on) | 2 |" in table
+    assert "| classical | Paradigm REST binary (batching on) | 2 |" in table
     assert "## Targets" in table
+    assert any(t["name"].startswith("classical REST binary / gRPC") for t in report["targets"])
 
 
 def test_peer_and_input_specs_parse() -> None:

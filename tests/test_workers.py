@@ -7,6 +7,7 @@ kernel spreads them over the workers as it spreads real clients.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,7 +63,9 @@ def test_workers_resolve_auto_to_the_cores_and_refuse_zero() -> None:
 
 
 def test_two_workers_serve_train_count_and_survive_a_killed_worker(tmp_path: Path) -> None:
-    with paradigm_server(tmp_path, "workers", tmp_path / "data", args=["--workers", "2"]) as server:
+    http_port_file = tmp_path / "http.port"
+    args = ["--workers", "2", "--http-port", "0", "--http-port-file", str(http_port_file)]
+    with paradigm_server(tmp_path, "workers", tmp_path / "data", args=args) as server:
         pids = worker_pids(server.log)
         assert sorted(pids) == [0, 1] and len(set(pids.values())) == 2
 
@@ -81,6 +84,19 @@ def test_two_workers_serve_train_count_and_survive_a_killed_worker(tmp_path: Pat
                     assert answer.model_version == expected_version
                     assert answer.as_numpy("label").shape == (3,)
                     sent_rows += len(ROWS)
+        # REST shares its port the same way, on the same data planes.
+        http = f"http://127.0.0.1:{http_port_file.read_text().strip()}"
+        body = json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4],
+                         "data": ROWS.ravel().tolist()}]}
+        ).encode()  # fmt: skip
+        for _ in range(6):
+            request = urllib.request.Request(
+                f"{http}/v2/models/iris-logistic_regression/infer", data=body, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert json.load(answer)["model_version"] == "2"
+            sent_rows += len(ROWS)
         for _ in range(6):
             with fresh(server.target) as client:
                 listed = {job.id for job in client.list_jobs()}

@@ -1,4 +1,5 @@
-"""Closed-loop load for any Open Inference Protocol v2 server (ours, the bare one, MLServer).
+"""Closed-loop load for any Open Inference Protocol v2 server (ours, the bare one, MLServer),
+over gRPC or, with protocol "rest-binary" / "rest-json", over REST (rest_load.py).
 
 N streams each keep one ModelInfer in flight: send, wait for the answer, send again. They
 are spread over P worker processes (spawn), each with one grpc.aio channel. The client
@@ -39,6 +40,14 @@ import grpc.aio
 import numpy as np
 
 from clients import dtypes
+from clients.bench.rest_load import (
+    PROTOCOLS,
+    RestConnection,
+    RestError,
+    RestRequest,
+    make_rest_request,
+    output_shapes,
+)
 from clients.client import make_infer_request
 from service.gen.inference import grpc_predict_v2_pb2 as oip
 
@@ -89,6 +98,24 @@ def make_request(
     Values are uniform in [0, 1) (floats) or zero (integers): finite, so servers that
     reject NaN accept them, and the models served here do the same work whatever they are.
     """
+    return make_request_from(model, random_inputs(inputs, seed), version=version)
+
+
+def make_http_request(
+    target: str,
+    model: str,
+    inputs: Sequence[InputSpec],
+    *,
+    binary: bool,
+    version: str = "",
+    seed: int = 0,
+) -> bytes:
+    """The whole HTTP request (REST) with the same data make_request sends over gRPC."""
+    arrays = random_inputs(inputs, seed)
+    return make_rest_request(target, model, arrays, binary=binary, version=version).wire
+
+
+def random_inputs(inputs: Sequence[InputSpec], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for spec in inputs:
@@ -97,7 +124,7 @@ def make_request(
             arrays[spec.name] = rng.random(spec.shape).astype(dtype)
         else:
             arrays[spec.name] = np.zeros(spec.shape, dtype=dtype)
-    return make_request_from(model, arrays, version=version)
+    return arrays
 
 
 def make_request_from(model: str, inputs: Mapping[str, np.ndarray], *, version: str = "") -> bytes:
@@ -221,6 +248,8 @@ class _WorkerPlan:
     timeout_s: float
     #: TCP connections this process spreads its streams over (each its own subchannel).
     connections: int = 1
+    #: "grpc", or "rest-binary" / "rest-json": request is then a whole HTTP request.
+    protocol: str = "grpc"
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -251,6 +280,9 @@ def _own_cpu_seconds() -> float:
 
 
 async def _drive(conn: multiprocessing.connection.Connection, plan: _WorkerPlan) -> None:
+    if plan.protocol != "grpc":
+        await _drive_rest(conn, plan)
+        return
     options = [
         ("grpc.max_receive_message_length", -1),
         ("grpc.max_send_message_length", -1),
@@ -311,6 +343,54 @@ async def _drive(conn: multiprocessing.connection.Connection, plan: _WorkerPlan)
         conn.send(("done", latencies.tobytes(), dict(errors), cpu_used))
 
 
+async def _drive_rest(conn: multiprocessing.connection.Connection, plan: _WorkerPlan) -> None:
+    """As _drive, over REST: one keep-alive HTTP/1.1 connection per stream."""
+    request = RestRequest("", plan.request)
+    connections: list[RestConnection] = []
+    try:
+        for _ in range(plan.streams):
+            connections.append(await RestConnection.open(plan.target))
+        try:
+            headers, body = await asyncio.wait_for(connections[0].send(request), plan.timeout_s)
+        except RestError as error:
+            conn.send(("error", f"HTTP {error}"))
+            return
+        conn.send(("ready", output_shapes(headers, body)))
+        _, start, end = conn.recv()
+
+        loop = asyncio.get_running_loop()
+        cpu: dict[str, float] = {}
+        loop.call_at(start, lambda: cpu.__setitem__("start", _own_cpu_seconds()))
+        loop.call_at(end, lambda: cpu.__setitem__("end", _own_cpu_seconds()))
+        latencies = array("d")
+        errors: Counter[str] = Counter()
+        clock = time.monotonic
+
+        async def stream(connection: RestConnection) -> None:
+            while (sent := clock()) < end:
+                try:
+                    await connection.send(request)
+                    failed = ""
+                except RestError as error:
+                    failed = f"HTTP {error}"
+                done = clock()
+                if start <= done <= end:
+                    if failed:
+                        errors[failed] += 1
+                    else:
+                        latencies.append(done - sent)
+                if failed:
+                    await asyncio.sleep(_ERROR_BACKOFF_S)
+
+        await asyncio.gather(*(stream(connection) for connection in connections))
+        now = _own_cpu_seconds()
+        cpu_used = cpu.get("end", now) - cpu.get("start", now)
+        conn.send(("done", latencies.tobytes(), dict(errors), cpu_used))
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, plan: _WorkerPlan) -> None:
     try:
         asyncio.run(_drive(conn, plan))
@@ -341,12 +421,14 @@ def run_load(
     timeout_s: float = 30.0,
     probes: Sequence[WindowProbe] = (),
     connections: int = 1,
+    protocol: str = "grpc",
 ) -> LoadResult:
     """Runs one closed-loop point and returns its measurements.
 
     `connections`: TCP connections per load process (1: all its streams share one).
 
-    `request` is a serialized ModelInferRequest (see make_request). `probes` are sampled at
+    `request` is a serialized ModelInferRequest (see make_request), or for protocol
+    "rest-binary" / "rest-json" a whole HTTP request (make_http_request). `probes` are sampled at
     the window's start and end (ProcessCpu of the server, say); SystemCpu always is.
     """
     if concurrency < 1 or processes < 1 or duration_s <= 0:
@@ -357,7 +439,7 @@ def run_load(
     try:
         for n in streams:
             parent_end, child_end = context.Pipe()
-            plan = _WorkerPlan(target, request, n, timeout_s, connections)
+            plan = _WorkerPlan(target, request, n, timeout_s, connections, protocol)
             proc = context.Process(target=_worker_main, args=(child_end, plan), daemon=True)
             proc.start()
             child_end.close()
@@ -483,8 +565,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--pid", type=int, action="append", default=[], help="observe its CPU")
+    parser.add_argument(
+        "--protocol", choices=("grpc", *PROTOCOLS), default="grpc",
+        help="gRPC, or REST (OIP v2 over HTTP) with binary tensor data or JSON",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    request = make_request(args.model, args.input, version=args.version)
+    if args.protocol == "grpc":
+        request = make_request(args.model, args.input, version=args.version)
+    else:
+        request = make_http_request(
+            args.target, args.model, args.input,
+            binary=args.protocol == "rest-binary", version=args.version,
+        )  # fmt: skip
     result = run_load(
         args.target,
         args.model,
@@ -495,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_s=args.warmup,
         processes=args.processes,
         probes=[ProcessCpu(f"pid{pid}", pid) for pid in args.pid],
+        protocol=args.protocol,
     )
     json.dump(result.to_dict(), sys.stdout, indent=2)
     print()

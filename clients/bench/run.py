@@ -3,7 +3,9 @@
 Trains logistic regression on digits (classical) and the guide's CNN on the 28x28 scale
 dataset (deep; digits if the dataset cannot be generated) on a setup instance of our server,
 exports both, then starts on free ports, with copies of its data directory: ours with dynamic
-batching on, ours with it off, and the bare grpc.aio server (bare_server.py) per model. At
+batching on, ours with it off, and the bare grpc.aio server (bare_server.py) per model. The
+batching-on server also serves REST, measured as two more line-up entries (OIP v2 over HTTP
+with binary tensor data, and with JSON; rest_load.py) beside its own gRPC. At
 each concurrency every server (and any --peer) gets the same closed-loop load (load.py,
 batch-1 requests), back to back, so noise from other work hits them alike. With every
 server stopped it then times ONNX Runtime in-process (inprocess.py) at batch 1 and at the
@@ -16,12 +18,14 @@ PNG per paradigm into --out, and prints the target ratios with PASS/MISS.
     python -m clients.bench.run                       # the full run, ~8 s per point
     python -m clients.bench.run --quick --out /tmp/b  # seconds per point, for CI
     python -m clients.bench.run --peer mlserver=127.0.0.1:8081:digits-lr
+    python -m clients.bench.run --rest-peer mlserver-rest=127.0.0.1:8080:digits-lr
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +45,14 @@ from typing import Any
 import grpc
 
 from clients.bench import inprocess
-from clients.bench.load import InputSpec, LoadResult, ProcessCpu, make_request, run_load
+from clients.bench.load import (
+    InputSpec,
+    LoadResult,
+    ProcessCpu,
+    make_http_request,
+    make_request,
+    run_load,
+)
 from clients.cli import format_markdown
 from clients.client import ParadigmClient, ParadigmClientError
 from clients.harness import (
@@ -62,12 +73,18 @@ DEFAULT_OUT = Path("docs/benchmarks")
 
 OURS = "paradigm"
 OURS_NO_BATCHING = "paradigm-nobatch"
+OURS_REST_BINARY = "paradigm-rest-binary"
+OURS_REST_JSON = "paradigm-rest-json"
 BARE = "bare"
 SERVER_LABELS = {
     OURS: "Paradigm (batching on)",
     OURS_NO_BATCHING: "Paradigm (batching off)",
+    OURS_REST_BINARY: "Paradigm REST binary (batching on)",
+    OURS_REST_JSON: "Paradigm REST JSON (batching on)",
     BARE: "bare grpc.aio + ORT",
 }
+#: The REST entries: our batching-on server's second port, and how requests travel there.
+REST_PROTOCOLS = {OURS_REST_BINARY: "rest-binary", OURS_REST_JSON: "rest-json"}
 
 # The targets from the issue, as (key, threshold, comparison): ratios are "at least",
 # milliseconds and seconds "at most".
@@ -76,6 +93,10 @@ TARGET_BATCHING_GAIN = 3.0
 TARGET_VS_INPROCESS = 0.5
 TARGET_P50_OVERHEAD_MS = 0.3
 TARGET_COLD_START_S = 3.0
+TARGET_REST_VS_GRPC = 0.7
+TARGET_REST_VS_PEER_REST = 2.0
+#: The concurrency the REST target is judged at (the top one measured where it is absent).
+REST_TARGET_CONCURRENCY = 16
 
 OURS_ENV = {"PARADIGM_BATCHING": "true"}
 # Cores of other work during a point above which the report warns of a noisy machine.
@@ -95,6 +116,8 @@ class Server:
     pid: int | None = None
     metrics_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: "grpc", or "rest-binary" / "rest-json" (target is then the REST port).
+    protocol: str = "grpc"
 
 
 @contextlib.contextmanager
@@ -105,9 +128,12 @@ def our_server(
     env: Mapping[str, str],
     *,
     metrics: bool = True,
+    http_port: int | None = None,
 ) -> Iterator[Server]:
-    """Our server as a point of the benchmark: `paradigm_server` labelled by its key."""
-    with paradigm_server(workdir, key, data_dir, env=env, metrics=metrics) as server:
+    """Our server as a point of the benchmark: `paradigm_server` labelled by its key; with
+    http_port, it serves REST there too."""
+    args = [] if http_port is None else ["--http-port", str(http_port)]
+    with paradigm_server(workdir, key, data_dir, env=env, metrics=metrics, args=args) as server:
         yield Server(
             key=key,
             label=SERVER_LABELS.get(key, key),
@@ -306,10 +332,16 @@ def measure_point(
         probes.append(ProcessCpu("server", server.pid))
     if server.metrics_url is not None:
         probes.append(ServerMetrics(server.metrics_url, name))
+    if server.protocol == "grpc":
+        request = make_request(name, [model.input])
+    else:
+        binary = server.protocol == "rest-binary"
+        request = make_http_request(server.target, name, [model.input], binary=binary)
     result = run_load(
         server.target,
         name,
-        make_request(name, [model.input]),
+        request,
+        protocol=server.protocol,
         rows_per_request=model.input.rows,
         concurrency=concurrency,
         duration_s=args.duration,
@@ -522,6 +554,7 @@ def evaluate_targets(
     concurrency: Mapping[str, Sequence[int]],
     in_process: Mapping[str, Sequence[dict[str, Any]]],
     cold: dict[str, Any] | None,
+    rest_peers: frozenset[str] = frozenset(),
 ) -> list[Target]:
     targets = []
 
@@ -583,6 +616,33 @@ def evaluate_targets(
                 TARGET_P50_OVERHEAD_MS, False, " ms",
                 f"p50 {ours.result.latency_ms['p50']:.3f} ms, ORT {limit['median_us']:.1f} µs"
                 if ours is not None and limit is not None else "not measured",
+            )
+        )  # fmt: skip
+    for paradigm, levels in concurrency.items():
+        level = REST_TARGET_CONCURRENCY if REST_TARGET_CONCURRENCY in levels else max(levels)
+        rest = _find(points, paradigm, OURS_REST_BINARY, level)
+        grpc_point = _find(points, paradigm, OURS, level)
+        if rest is None:
+            continue
+        json_point = _find(points, paradigm, OURS_REST_JSON, level)
+        for peer in sorted({p.server for p in points if p.server in rest_peers}):
+            theirs = _find(points, paradigm, peer, level)
+            targets.append(
+                Target(
+                    f"{paradigm} REST binary / {peer} (REST JSON) at c={level}",
+                    ratio(_rps_of(rest), _rps_of(theirs)),
+                    TARGET_REST_VS_PEER_REST, True, "x",
+                    f"{_rps(rest)} vs {_rps(theirs)} req/s (our REST JSON {_rps(json_point)})",
+                )
+            )  # fmt: skip
+        targets.append(
+            Target(
+                f"{paradigm} REST binary / gRPC (same server) at c={level}",
+                ratio(_rps_of(rest), _rps_of(grpc_point)),
+                TARGET_REST_VS_GRPC, True, "x",
+                f"{_rps(rest)} vs {_rps(grpc_point)} req/s (REST JSON {_rps(json_point)}); "
+                f"server CPU per request {_cpu_per_request(rest)} vs "
+                f"{_cpu_per_request(grpc_point)} µs",
             )
         )  # fmt: skip
     if cold is not None:
@@ -666,7 +726,9 @@ def write_markdown(report: dict[str, Any], points: Sequence[Point], targets: Seq
         "Closed loop, batch-1 requests in `raw_input_contents`, "
         f"{report['settings']['duration']:g} s measured after {report['settings']['warmup']:g} s "
         f"of warm-up per point, load from {report['settings']['processes']} grpc.aio process(es) "
-        "on the same machine. All servers stay up (idle ones cost next to nothing) and at each "
+        "on the same machine (REST rows: the same server's HTTP port, one keep-alive "
+        "connection per stream, prebuilt requests, `clients/bench/rest_load.py`). "
+        "All servers stay up (idle ones cost next to nothing) and at each "
         "concurrency they are measured back to back, so other work on a shared machine "
         f"disturbs them alike; {report['settings']['rounds']} round(s), each point its median "
         "round by throughput. CPU columns are CPU-seconds per second over the measured window "
@@ -843,6 +905,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="another OIP v2 server serving the same model (default paradigm classical); "
         "repeatable",
     )  # fmt: skip
+    parser.add_argument(
+        "--http-ours", metavar="HOST:PORT",
+        help="with --target-ours: its REST port, measured beside its gRPC",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rest-peer", type=parse_peer, action="append", default=[],
+        metavar="NAME=HOST:PORT:MODEL[:PARADIGM]",
+        help="another OIP v2 server's REST port (JSON requests: the binary extension is "
+        "Triton's); repeatable",
+    )  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and ONNX files")
     return parser
 
@@ -920,7 +992,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(the 'other CPU' column): compare servers at the same concurrency, measured back "
             "to back, or use --rounds"
         )
-    targets = evaluate_targets(points, concurrency, in_process, cold)
+    rest_peers = frozenset(name for name, *_ in args.rest_peer)
+    targets = evaluate_targets(points, concurrency, in_process, cold, rest_peers)
     report = {
         "schema": 1,
         "created": created.isoformat(timespec="seconds"),
@@ -989,14 +1062,38 @@ def start_lineup(
         for key, env in ((OURS, OURS_ENV), (OURS_NO_BATCHING, {"PARADIGM_BATCHING": "false"})):
             data_dir = workdir / f"data-{key}"
             shutil.copytree(workdir / "data", data_dir)
-            ours.append(stack.enter_context(our_server(workdir, key, data_dir, env)))
+            http_port = free_port() if key == OURS else None
+            server = stack.enter_context(
+                our_server(workdir, key, data_dir, env, http_port=http_port)
+            )
+            ours.append(server)
+            if http_port is not None:
+                # The same process on its REST port: gRPC and REST compared on one server.
+                ours += [
+                    dataclasses.replace(
+                        server,
+                        key=rest_key,
+                        label=SERVER_LABELS[rest_key],
+                        target=f"127.0.0.1:{http_port}",
+                        protocol=protocol,
+                    )
+                    for rest_key, protocol in REST_PROTOCOLS.items()
+                ]
     else:
         notes.append("--target-ours: the batching-off server was not started")
-        ours.append(
-            Server(OURS, "Paradigm (given)", args.target_ours, metrics_url=args.metrics_ours)
-        )
+        given = Server(OURS, "Paradigm (given)", args.target_ours, metrics_url=args.metrics_ours)
+        ours.append(given)
+        if args.http_ours:
+            ours += [
+                dataclasses.replace(
+                    given, key=key, label=SERVER_LABELS[key], target=args.http_ours,
+                    protocol=protocol,
+                )
+                for key, protocol in REST_PROTOCOLS.items()
+            ]  # fmt: skip
     for server in ours:
-        wait_models_ready(server.target, names)
+        if server.protocol == "grpc":
+            wait_models_ready(server.target, names)
     lineup: dict[str, list[Entry]] = {}
     for paradigm, model in models.items():
         bare = stack.enter_context(bare_server(workdir, model.onnx, model.name, paradigm))
@@ -1010,6 +1107,12 @@ def start_lineup(
             notes.append(f"peer {name}: paradigm {paradigm} not benchmarked, skipped")
             continue
         lineup[paradigm].append(Entry(Server(name, name, target), peer_model))
+    for name, target, peer_model, paradigm in args.rest_peer:
+        if paradigm not in models:
+            notes.append(f"REST peer {name}: paradigm {paradigm} not benchmarked, skipped")
+            continue
+        peer = Server(name, f"{name} (REST JSON)", target, protocol="rest-json")
+        lineup[paradigm].append(Entry(peer, peer_model))
     return lineup
 
 

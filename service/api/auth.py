@@ -173,48 +173,18 @@ def _digest(token: str) -> bytes:
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token of every call against the scope its method needs."""
+class Tokens:
+    """The configured tokens, checked the same way for gRPC metadata and HTTP headers."""
 
     def __init__(self, tokens: Mapping[str, Scope]) -> None:
         if not tokens:
-            raise ValueError("AuthInterceptor needs tokens; with none, do not install it")
+            raise ValueError("Tokens needs tokens; with none, authentication is off")
         # Digests are all 32 bytes, so compare_digest's time says nothing about token lengths.
         self._tokens = tuple((_digest(token), scope) for token, scope in tokens.items())
-        # A method's handler never changes; only registered ones are kept, so callers
-        # inventing method names cannot grow this.
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        required = required_scope(method)
-        handler = self._handlers.get(method)
-        if handler is None:
-            handler = await continuation(handler_call_details)
-            if handler is not None:
-                self._handlers[method] = handler
-        if required is None:
-            return handler
-        scope, problem = self._authenticate(handler_call_details.invocation_metadata)
-        if scope is None:
-            log.info("%s refused: %s", method, problem.split(":")[0])
-            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, problem)
-        if handler is None:
-            return handler  # an authenticated caller may learn the method does not exist
-        if required not in _GRANTS[scope]:
-            log.info("%s refused: a %s token lacks the %s scope", method, scope, required)
-            return _deny(
-                handler,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{method.lstrip('/')} needs a token with the {required!r} scope; the token "
-                f"sent has only {scope!r}: call it with an admin token",
-            )
-        return handler
-
-    def _authenticate(self, metadata: Iterable[tuple[str, Any]] | None) -> tuple[Scope | None, str]:
-        values = [value for key, value in metadata or () if key == "authorization"]
+    def authenticate(self, values: list[Any]) -> tuple[Scope | None, str]:
+        """The scope of the one "Bearer <token>" among values (every authorization
+        header or metadata value sent), or None and what the caller must fix."""
         if not values:
             return None, MISSING_TOKEN
         if len(values) > 1 or not isinstance(values[0], str):
@@ -231,6 +201,58 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if hmac.compare_digest(digest, known):
                 found = scope
         return found, "" if found else UNKNOWN_TOKEN
+
+
+def refusal(scope: Scope, required: Scope, what: str) -> str | None:
+    """Why a token of scope may not call what (which needs required); None if it may."""
+    if required in _GRANTS[scope]:
+        return None
+    log.info("%s refused: a %s token lacks the %s scope", what, scope, required)
+    return (
+        f"{what} needs a token with the {required!r} scope; the token sent has only "
+        f"{scope!r}: call it with an admin token"
+    )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token of every call against the scope its method needs."""
+
+    def __init__(self, tokens: Mapping[str, Scope]) -> None:
+        if not tokens:
+            raise ValueError("AuthInterceptor needs tokens; with none, do not install it")
+        self._tokens = Tokens(tokens)
+        # A method's handler never changes; only registered ones are kept, so callers
+        # inventing method names cannot grow this.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        required = required_scope(method)
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await continuation(handler_call_details)
+            if handler is not None:
+                self._handlers[method] = handler
+        if required is None:
+            return handler
+        scope, problem = self._tokens.authenticate(
+            _authorization(handler_call_details.invocation_metadata)
+        )
+        if scope is None:
+            log.info("%s refused: %s", method, problem.split(":")[0])
+            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, problem)
+        if handler is None:
+            return handler  # an authenticated caller may learn the method does not exist
+        refused = refusal(scope, required, method.lstrip("/"))
+        if refused is not None:
+            return _deny(handler, grpc.StatusCode.PERMISSION_DENIED, refused)
+        return handler
+
+
+def _authorization(metadata: Iterable[tuple[str, Any]] | None) -> list[Any]:
+    return [value for key, value in metadata or () if key == "authorization"]
 
 
 def _deny(

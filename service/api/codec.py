@@ -1,4 +1,9 @@
-"""The only place protobuf tensors become numpy arrays and back (OIP v2 ModelInfer).
+"""Where OIP v2 tensors become numpy arrays and back, for gRPC (protobuf) and REST alike.
+
+The protocol-neutral part (`check_length`, `input_layout`, `from_raw`, `serialize_bytes`) is
+what both transports call: REST's binary tensor data extension carries the same bytes as
+gRPC's raw contents, so it is checked by the same code with the same messages
+(service/api/rest/codec.py adds only the JSON framing).
 
 Raw contents are the fast path: one `np.frombuffer` per input, no copy. Typed contents are
 accepted too (a grpcurl user sending JSON) and answered in kind.
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable
 
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
@@ -42,12 +48,12 @@ def check_strings(message: Message, prefix: str = "") -> None:
         if field.type == FieldDescriptor.TYPE_STRING:
             limit = LONG_STRING_FIELDS.get(field.name, MAX_STRING_CHARS)
             for item in value if field.is_repeated else (value,):
-                _check_length(item, where, limit)
+                check_length(item, where, limit)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.message_type.GetOptions().map_entry:
                 for key, item in value.items():
                     if isinstance(key, str):
-                        _check_length(key, f"{where} key", MAX_STRING_CHARS)
+                        check_length(key, f"{where} key", MAX_STRING_CHARS)
                     if isinstance(item, Message):
                         check_strings(item, f"{where}[...].")
             else:
@@ -55,7 +61,8 @@ def check_strings(message: Message, prefix: str = "") -> None:
                     check_strings(item, f"{where}.")
 
 
-def _check_length(value: str, where: str, limit: int = MAX_STRING_CHARS) -> None:
+def check_length(value: str, where: str, limit: int = MAX_STRING_CHARS) -> None:
+    """InvalidArgument if value is longer than limit; names where, never echoes value."""
     if len(value) > limit:
         raise InvalidArgument(
             f"{where} is {len(value)} characters long; the most accepted is {limit}"
@@ -71,32 +78,23 @@ def decode_request(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
             "send one entry per input, in order"
         )
-    _check_length(request.model_name, "model_name")
-    _check_length(request.model_version, "model_version")
+    check_length(request.model_name, "model_name")
+    check_length(request.model_version, "model_version")
     inputs = []
     for index, tensor in enumerate(request.inputs):
-        _check_length(tensor.name, "input name")
-        datatype = DATATYPES.get(tensor.datatype)
-        if datatype is None:
-            _check_length(tensor.datatype, f"input {tensor.name!r}: datatype")
-            raise InvalidArgument(
-                f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of "
-                f"{sorted(DATATYPES)}"
-            )
-        shape = tuple(tensor.shape)
-        count = _count(tensor.name, shape)
+        datatype, shape, count = input_layout(tensor.name, tensor.datatype, tensor.shape)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
                     f"input {tensor.name!r} has typed contents although raw_input_contents is "
                     "used; send all inputs one way"
                 )
-            data = _from_raw(tensor.name, datatype, shape, count, raw[index])
+            data = from_raw(tensor.name, datatype, shape, count, raw[index])
         else:
             data = _from_typed(tensor, datatype, shape, count)
         inputs.append(InferInput(name=tensor.name, datatype=tensor.datatype, data=data))
     for output in request.outputs:
-        _check_length(output.name, "output name")
+        check_length(output.name, "output name")
     return InferRequest(
         model_name=request.model_name,
         model_version=request.model_version,
@@ -123,10 +121,26 @@ def encode_response(response: InferResponse, *, typed: bool) -> pb.ModelInferRes
         if typed:
             _to_typed(tensor, output.datatype, output.data)
         elif output.datatype == "BYTES":
-            message.raw_output_contents.append(_serialize_bytes(output.data))
+            message.raw_output_contents.append(serialize_bytes(output.data))
         else:
             message.raw_output_contents.append(np.ascontiguousarray(output.data).tobytes())
     return message
+
+
+def input_layout(
+    name: str, datatype_name: str, dims: Iterable[int]
+) -> tuple[Datatype, tuple[int, ...], int]:
+    """An input's datatype, shape and element count, once its name, datatype and shape are
+    ones this server can hold (the model's own signature is checked by the data plane)."""
+    check_length(name, "input name")
+    datatype = DATATYPES.get(datatype_name)
+    if datatype is None:
+        check_length(datatype_name, f"input {name!r}: datatype")
+        raise InvalidArgument(
+            f"input {name!r}: datatype {datatype_name!r} is not one of {sorted(DATATYPES)}"
+        )
+    shape = tuple(dims)
+    return datatype, shape, _count(name, shape)
 
 
 def _count(name: str, shape: tuple[int, ...]) -> int:
@@ -146,11 +160,13 @@ def _count(name: str, shape: tuple[int, ...]) -> int:
     return count
 
 
-def _from_raw(
-    name: str, datatype: Datatype, shape: tuple[int, ...], count: int, raw: bytes
+def from_raw(
+    name: str, datatype: Datatype, shape: tuple[int, ...], count: int, raw: bytes | memoryview
 ) -> np.ndarray:
+    """An input from its little-endian bytes (BYTES: 4-byte length-prefixed elements), read
+    in place where the datatype allows (a read-only view of raw)."""
     if datatype.name == "BYTES":
-        return _deserialize_bytes(name, raw, count).reshape(shape)
+        return _deserialize_bytes(name, bytes(raw), count).reshape(shape)
     expected = count * datatype.size
     if len(raw) != expected:
         raise InvalidArgument(
@@ -246,7 +262,8 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
-def _serialize_bytes(data: np.ndarray) -> bytes:
+def serialize_bytes(data: np.ndarray) -> bytes:
+    """A BYTES tensor as 4-byte little-endian length-prefixed elements (str as UTF-8)."""
     parts = []
     for item in data.reshape(-1):
         encoded = item if isinstance(item, bytes) else str(item).encode()

@@ -1,7 +1,9 @@
-"""One interceptor maps every failure of every RPC to a gRPC status.
+"""Every failure of every call becomes one status and message for the caller.
 
 ParadigmError subclasses carry their status and a message for the caller. Anything else is
 a bug: the trace goes to the log with a request id, the caller gets INTERNAL and that id.
+`for_caller` decides this for both transports: gRPC's interceptor below aborts with it, and
+REST (service/api/rest) answers the HTTP status of HTTP_STATUS with the same message.
 """
 
 from __future__ import annotations
@@ -132,21 +134,52 @@ def _streaming(
     return wrapper
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
+#: The HTTP status of each gRPC status, for REST answers (docs/api.md has the table).
+#: FAILED_PRECONDITION is 400 as in gRPC's own HTTP mapping (google.rpc.Code): the request
+#: cannot succeed until the caller or an operator changes something, which is not a 409
+#: conflict between concurrent writers.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+def for_caller(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message a failed call answers, whatever the transport; a bug is
+    logged here with the request id the caller is given."""
     if isinstance(exc, ParadigmError):
-        await context.abort(exc.status, _bounded(exc.message))
+        return exc.status, _bounded(exc.message)
     # A full or read-only disk is the operator's to fix, not a bug: say so, not INTERNAL.
     storage = storage_error(exc, "could not write to the data directory")
     if storage is not None:
-        await context.abort(storage.status, storage.message)
+        return storage.status, storage.message
     request_id = uuid.uuid4().hex[:12]
     log.error("%s failed, request id %s", method, request_id, exc_info=exc)
-    await context.abort(
+    return (
         grpc.StatusCode.INTERNAL,
         f"internal error (request id {request_id}; details are in the server log)",
     )
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    await context.abort(*for_caller(exc, method))
 
 
 def _bounded(message: str) -> str:

@@ -92,36 +92,38 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelConfigResponse:
         codec.check_strings(request)
         model = await self._dataplane.describe(request.name, request.version)
-        return pb.ModelConfigResponse(config=self._config(model))
+        return pb.ModelConfigResponse(config=model_config(model, self._max_batch_size))
 
-    def _config(self, model: ModelDescription) -> pb.ModelConfig:
-        specs = [*model.inputs, *model.outputs]
-        # Triton's convention: with max_batch_size > 0 the dims leave out the batch dim.
-        batched = all(spec.shape and spec.shape[0] == -1 for spec in specs)
-        skip = 1 if batched else 0
-        kind = (
-            pb.ModelInstanceGroup.KIND_GPU if model.device == "cuda"
-            else pb.ModelInstanceGroup.KIND_CPU
-        )  # fmt: skip
-        return pb.ModelConfig(
-            name=model.name,
-            platform=PLATFORM,
-            backend="onnxruntime",
-            max_batch_size=self._max_batch_size if batched else 0,
-            input=[
-                pb.ModelInput(
-                    name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
-                )
-                for s in model.inputs
-            ],
-            output=[
-                pb.ModelOutput(
-                    name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
-                )
-                for s in model.outputs
-            ],
-            instance_group=[pb.ModelInstanceGroup(name=model.name, count=1, kind=kind)],
-        )
+
+def model_config(model: ModelDescription, max_batch_size: int) -> pb.ModelConfig:
+    """Triton's ModelConfig of a version (ModelConfig over gRPC, /config over REST)."""
+    specs = [*model.inputs, *model.outputs]
+    # Triton's convention: with max_batch_size > 0 the dims leave out the batch dim.
+    batched = all(spec.shape and spec.shape[0] == -1 for spec in specs)
+    skip = 1 if batched else 0
+    kind = (
+        pb.ModelInstanceGroup.KIND_GPU if model.device == "cuda"
+        else pb.ModelInstanceGroup.KIND_CPU
+    )  # fmt: skip
+    return pb.ModelConfig(
+        name=model.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=max_batch_size if batched else 0,
+        input=[
+            pb.ModelInput(
+                name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
+            )
+            for s in model.inputs
+        ],
+        output=[
+            pb.ModelOutput(
+                name=s.name, data_type=_CONFIG_TYPES.get(s.datatype, 0), dims=s.shape[skip:]
+            )
+            for s in model.outputs
+        ],
+        instance_group=[pb.ModelInstanceGroup(name=model.name, count=1, kind=kind)],
+    )
 
 
 def _metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -108,7 +108,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Lays out and starts one MLServer: start_mlserver NAME MAX_BATCH_SIZE. Sets ML_TARGET.
+# Lays out and starts one MLServer: start_mlserver NAME MAX_BATCH_SIZE. Sets ML_TARGET
+# (gRPC) and ML_HTTP (REST).
 start_mlserver() {
   local name=$1 batch_size=$2 grpc http
   read -r grpc http < <(free_ports 2)
@@ -120,6 +121,7 @@ start_mlserver() {
   (cd "$WORK/$name" && exec "$ROOT/$PEERS_VENV/bin/mlserver" start .) >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   ML_TARGET=127.0.0.1:$grpc
+  ML_HTTP=127.0.0.1:$http
 }
 
 ROOT=$PWD
@@ -146,6 +148,8 @@ PEER_ARGS=()
 PERF_SERVERS=()
 start_mlserver mlserver 0
 PEER_ARGS+=(--peer "mlserver=$ML_TARGET:$MODEL")
+# Its REST port too (JSON: MLServer has no binary tensor data extension), against ours.
+REST_ARGS=(--rest-peer "mlserver-rest=$ML_HTTP:$MODEL")
 # MLServer's input is [-1, 64] (a variable batch), so perf_analyzer needs --shape for it
 # (the trailing :input); ours has fixed dims in its ModelConfig.
 PERF_SERVERS+=(--server "mlserver=$ML_TARGET:$MODEL:input")
@@ -158,11 +162,12 @@ if ((MLSERVER_BATCH_SIZE > 1)); then
 fi
 
 log "Paradigm: starting the server and training $MODEL"
-read -r METRICS_PORT < <(free_ports 1)
+read -r METRICS_PORT HTTP_PORT < <(free_ports 2)
 # Metrics are recorded whether or not they are served; the endpoint lets the driver read
 # the batch sizes our server formed. Batching is on, its default.
 .venv/bin/paradigm-server --host 127.0.0.1 --port 0 --port-file "$WORK/paradigm.port" \
-  --metrics-port "$METRICS_PORT" --data-dir "$WORK/paradigm-data" >"$WORK/paradigm.log" 2>&1 &
+  --metrics-port "$METRICS_PORT" --http-port "$HTTP_PORT" --data-dir "$WORK/paradigm-data" \
+  >"$WORK/paradigm.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 120); do
   [[ -s $WORK/paradigm.port ]] && break
@@ -195,8 +200,8 @@ log "Shared driver: python -m clients.bench.run (ours, its limits, MLServer)"
 # One run's files in $OUT: the driver names its JSON by time, so older ones would pile up.
 rm -f "$OUT"/bench-*.json
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options, split on purpose
-"$PY" -m clients.bench.run --target-ours "$OURS" \
-  --metrics-ours "http://127.0.0.1:$METRICS_PORT/metrics" "${PEER_ARGS[@]}" \
+"$PY" -m clients.bench.run --target-ours "$OURS" --http-ours "127.0.0.1:$HTTP_PORT" \
+  --metrics-ours "http://127.0.0.1:$METRICS_PORT/metrics" "${PEER_ARGS[@]}" "${REST_ARGS[@]}" \
   --paradigms classical --skip-cold-start --out "$OUT" $BENCH_ARGS
 
 log "perf_analyzer against every server"
