@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from service import __version__, launcher
+from service import __version__, launcher, tracing
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
@@ -34,6 +34,7 @@ from service.api.paradigm import (
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
+from service.api.traced import TracingInterceptor
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.multiprocess import serving_totals as shared_serving_totals
@@ -150,6 +151,7 @@ class App:
         )
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        tracing.configure()  # OTEL_* variables; off unless they ask for traces
         datasets_dir = data_dir / "datasets"
         if self.owns_jobs:
             await _materialize_builtin(datasets_dir)
@@ -204,8 +206,10 @@ class App:
         # Auth runs first, so refused calls never reach a servicer; with no tokens it is not
         # installed at all and ModelInfer pays nothing for it.
         auth = [AuthInterceptor(tokens)] if tokens else []
+        # Innermost, and only when traces are on: off, no call pays for it.
+        traced = [TracingInterceptor()] if tracing.ENABLED else []
         server = self._server = grpc.aio.server(
-            interceptors=[*auth, ErrorInterceptor()],
+            interceptors=[*auth, ErrorInterceptor(), *traced],
             # Past this many RPCs in progress gRPC answers RESOURCE_EXHAUSTED at once instead
             # of queueing without bound.
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -413,6 +417,7 @@ class App:
         self._cpu_meter.stop()
         if self._nvml is not None:
             self._nvml.close()
+        tracing.shutdown()  # exports the spans still buffered
         log.info("stopped")
 
 

@@ -16,16 +16,20 @@ import grpc
 import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
 
+from service import tracing
+
 #: Headers gRPC sets itself on the new call; passing the caller's would duplicate them.
 _TRANSPORT_HEADERS = frozenset({"user-agent", "te", "content-type", "grpc-accept-encoding"})
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
-    return [
+    metadata = [
         (key, value)
         for key, value in context.invocation_metadata() or ()
         if key not in _TRANSPORT_HEADERS and not key.startswith(":")
     ]
+    # The owner's span continues this worker's (itself the caller's child), not the caller's.
+    return tracing.inject(metadata) if tracing.ENABLED else metadata
 
 
 async def _relay_error(context: grpc.aio.ServicerContext[Any, Any], error: grpc.RpcError) -> None:

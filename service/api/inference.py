@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import grpc.aio
 
-from service import __version__
+from service import __version__, tracing
 from service.api import codec
 from service.datatypes import DATATYPES
 from service.gen.inference import grpc_predict_v2_pb2 as pb
@@ -85,6 +85,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = None if remaining is None else arrived + remaining
         decoded = codec.decode_request(request, arrived=arrived, deadline=deadline)
         response = await self._dataplane.infer(decoded)
+        if tracing.ENABLED:
+            with tracing.span("encode"):
+                return codec.encode_response(response, typed=not request.raw_input_contents)
         return codec.encode_response(response, typed=not request.raw_input_contents)
 
     async def ModelConfig(

@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,12 @@ from service.errors import DeadlineExceeded, ResourceExhausted
 
 # (feeds, output names, rows, [enqueue times]) -> outputs; runs in an inference thread.
 RunBatch = Callable[[dict[str, np.ndarray], list[str], int, list[float]], list[np.ndarray]]
+# After a run that succeeded, on the loop: (each request's contextvars, or None for the
+# current task's; enqueue times; when the run was handed over; when it came back; rows).
+# service/tracing.py's RunObserver; None (no call at all) when traces are off.
+RunObserver = Callable[
+    [Sequence[contextvars.Context] | None, Sequence[float], float, float, int], None
+]
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,10 @@ class Batcher:
         run_in_thread: Callable[..., asyncio.Future[list[np.ndarray]]],
         config: BatchingConfig,
         slots: int,
+        observe: RunObserver | None = None,
     ) -> None:
         self.name = name
+        self._observe = observe
         self._inputs = input_names
         self._outputs = output_names
         self._run = run
@@ -92,12 +100,14 @@ class Batcher:
             # cancelled caller frees its slot while its run may go on in its thread, so the
             # runs handed to the executor can exceed the slots by at most its thread count.
             self._free_slots -= 1
+            handed = time.perf_counter()
             try:
-                return await self._run_in_thread(
-                    self._run, feeds, self._outputs, rows, [time.perf_counter()]
-                )
+                outputs = await self._run_in_thread(self._run, feeds, self._outputs, rows, [handed])
             finally:
                 self._release()
+            if self._observe is not None:
+                self._observe(None, (handed,), handed, time.perf_counter(), rows)
+            return outputs
         pending = _Pending(
             feeds,
             rows,
@@ -227,9 +237,9 @@ class Batcher:
                     name: np.concatenate([p.feeds[name] for p in batch]) for name in self._inputs
                 }
             rows = sum(p.rows for p in batch)
-            outputs = await self._run_in_thread(
-                self._run, feeds, self._outputs, rows, [p.enqueued for p in batch]
-            )
+            enqueued = [p.enqueued for p in batch]
+            handed = time.perf_counter()
+            outputs = await self._run_in_thread(self._run, feeds, self._outputs, rows, enqueued)
         except BaseException as exc:
             for pending in batch:
                 if not pending.future.done():
@@ -239,6 +249,9 @@ class Batcher:
             return
         finally:
             self._release()
+        if self._observe is not None:
+            contexts = [p.context for p in batch]
+            self._observe(contexts, enqueued, handed, time.perf_counter(), rows)
         start = 0
         for pending in batch:
             end = start + pending.rows

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from service import tracing
 from service.cost.ledger import CostLedger
 from service.errors import InvalidArgument, NotFound, ParadigmError, Unavailable
 from service.logs import model_name_var, model_version_var, request_id_var
@@ -244,6 +245,7 @@ class DataPlane:
             run_in_thread=runner,
             config=config,
             slots=self._run_slots,
+            observe=tracing.RunObserver(model.name, model.version) if tracing.ENABLED else None,
         )
         self._batchers[(model.name, model.version)] = batcher
         return batcher

@@ -15,6 +15,7 @@ from service.training.spec import ImportSpec, TrainingSpec
 
 if TYPE_CHECKING:
     from service.registry.manifest import Manifest
+    from service.training.job_trace import JobTrace
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "cancelled",
@@ -38,6 +39,8 @@ class Job(JobRecord):
     #: only those, so what a watcher saw survives a killed server.
     settled: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Its spans while it runs, when traces are on.
+    trace: JobTrace | None = None
 
     def add_event(
         self,

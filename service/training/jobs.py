@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from service import tracing
 from service.errors import (
     FailedPrecondition,
     NotFound,
@@ -38,6 +39,7 @@ from service.training.job import (
     import_job,
     training_job,
 )
+from service.training.job_trace import JobTrace
 from service.training.journal import JOURNAL_FILE, JobEvent, JobJournal, JournalWriter
 from service.training.runner import JobRunner
 
@@ -195,9 +197,20 @@ class JobManager:
         # Journal first: a job that could not be written down would vanish in a restart,
         # so it is refused instead (a full or read-only disk would fail its publish anyway).
         self._admitting += 1
+        if tracing.ENABLED:  # in the queuing call's context: the job's span is its child
+            job.trace = JobTrace(
+                job.id,
+                job.kind,
+                {"paradigm.model": job.model_name, "paradigm.algorithm": job.algorithm,
+                 "paradigm.dataset": job.dataset},
+            )  # fmt: skip
         try:
             queued = f"{job.kind} job queued"
             await self._written(job, self._record(job, stage=QUEUED, message=queued, required=True))
+        except BaseException:
+            if job.trace is not None:
+                job.trace.end(FAILED, "not queued: the job journal could not be written")
+            raise
         finally:
             self._admitting -= 1
         self._jobs[job.id] = job
@@ -300,6 +313,12 @@ class JobManager:
         also stop running jobs), unless it is `required`: its caller awaits the future.
         """
         event = job.add_event(stage, message, **details)
+        if job.trace is not None:
+            if stage in TERMINAL:
+                job.trace.end(stage, job.error if stage == FAILED else "")
+                job.trace = None
+            else:
+                job.trace.stage(stage, message, details.get("epoch", 0), details.get("metrics"))
         written = asyncio.wrap_future(self._journal.save(job, event, durable=durable or required))
         written.add_done_callback(functools.partial(_settle, job, event, required=required))
         return written

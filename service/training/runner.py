@@ -160,6 +160,8 @@ class JobRunner:
             manifest.training_cost["worker_start"] = ended.start
             self._count_samples(manifest)
 
+        if job.trace is not None:
+            job.trace.stage("publish")
         try:
             # In a thread: fsyncs, or an upload to S3, must not stall serving.
             manifest = await asyncio.to_thread(

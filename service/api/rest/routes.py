@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import __version__
+from service import __version__, tracing
 from service.api import auth
 from service.api.codec import check_length
 from service.api.errors import HTTP_STATUS, for_caller
@@ -35,6 +35,7 @@ from service.api.rest.codec import (
     dumps,
     encode_infer,
 )
+from service.api.traced import traced_http
 from service.errors import InvalidArgument, ResourceExhausted
 from service.serving.dataplane import DataPlane
 
@@ -78,8 +79,10 @@ def build_rest_app(
     guard = _Guard(tokens, limits)
 
     def route(path: str, name: str, methods: tuple[str, ...] = ("GET",)) -> Route:
-        handler = getattr(endpoints, name)
-        return Route(path, guard.wrap(handler, name), methods=list(methods), name=name)
+        handler = guard.wrap(getattr(endpoints, name), name)
+        if tracing.ENABLED:  # off, no request pays for it
+            handler = traced_http(handler, path)
+        return Route(path, handler, methods=list(methods), name=name)
 
     model = "/v2/models/{model}"
     version = model + "/versions/{version}"
@@ -243,7 +246,11 @@ class _Endpoints:
             body, request.headers.get(HEADER_LENGTH), name, version, arrived=arrived
         )
         response = await self._dataplane.infer(decoded)
-        content, header_length = encode_infer(response, answer)
+        if tracing.ENABLED:
+            with tracing.span("encode"):
+                content, header_length = encode_infer(response, answer)
+        else:
+            content, header_length = encode_infer(response, answer)
         if header_length is None:
             return Response(content, media_type=JSON_TYPE)
         return Response(

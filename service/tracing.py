@@ -1,0 +1,190 @@
+"""OpenTelemetry traces, configured the standard way and off unless asked for.
+
+`configure()` (once, at server start) installs a tracer provider only when the environment
+asks for traces: OTEL_TRACES_EXPORTER=otlp|console, or an OTLP endpoint
+(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT). Everything else is read
+by the SDK itself from its OTEL_* variables: the sampler (OTEL_TRACES_SAMPLER, e.g.
+parentbased_traceidratio with OTEL_TRACES_SAMPLER_ARG), the exporter's endpoint, headers and
+TLS, the batch processor's schedule (OTEL_BSP_*), the service name and resource attributes.
+
+Off, nothing here is imported from OpenTelemetry and the hot path pays one check of
+`ENABLED`: callers test it before building anything, and the gRPC interceptor and the
+batcher's run observer are not installed at all. On, W3C `traceparent`/`tracestate` are
+read from gRPC metadata and HTTP headers (a caller's trace continues here) and written into
+the metadata of calls forwarded to the job-owning worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
+
+log = logging.getLogger(__name__)
+
+#: Whether traces are on in this process; read it before calling anything below.
+ENABLED = False
+
+#: The W3C trace context headers (lower case, as gRPC metadata and ASGI carry them).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+_tracer: Tracer | None = None
+_provider: Any = None
+#: Added to a perf_counter() reading to make it nanoseconds since the epoch.
+_epoch_offset_ns = 0
+
+
+def requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for traces (see the module's docstring)."""
+    env = os.environ if environ is None else environ
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none" or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    return bool(exporter) or bool(endpoint)
+
+
+def configure() -> bool:
+    """Installs the tracer provider if the environment asks for traces; returns whether
+    traces are on. ValueError for an exporter this server does not ship."""
+    global ENABLED, _tracer, _provider, _epoch_offset_ns
+    if ENABLED or not requested():
+        return ENABLED
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    names = [
+        name.strip().lower()
+        for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
+        if name.strip()
+    ]
+    exporters: list[Any] = []
+    for name in names:
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        else:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER={name!r} is not available: use otlp (OTLP over gRPC), "
+                "console or none"
+            )
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over this default.
+    default = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "paradigm"}
+    provider = TracerProvider(resource=Resource.create(default))  # sampler: OTEL_TRACES_SAMPLER
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if _provider is None:  # the global one can be set once per process
+        trace.set_tracer_provider(provider)
+    _provider = provider
+    _tracer = provider.get_tracer("paradigm")
+    _epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
+    ENABLED = True
+    log.info("OpenTelemetry traces on: exporting to %s (%s)", ",".join(names), provider.sampler)
+    return True
+
+
+def shutdown() -> None:
+    """Exports what is buffered and stops the exporter (at server stop)."""
+    global ENABLED
+    if _provider is not None and ENABLED:
+        _provider.shutdown()
+        ENABLED = False
+
+
+def tracer() -> Tracer:
+    assert _tracer is not None, "tracing.configure() turned traces on first"
+    return _tracer
+
+
+def epoch_ns(perf_counter_seconds: float) -> int:
+    """A time.perf_counter() reading as OpenTelemetry's nanoseconds since the epoch."""
+    return int(perf_counter_seconds * 1e9) + _epoch_offset_ns
+
+
+def extract(headers: Iterable[tuple[str, Any]]) -> Context:
+    """The caller's trace context from gRPC metadata or HTTP headers (lower-case keys)."""
+    from opentelemetry.propagate import extract as otel_extract
+
+    carrier = {key: value for key, value in headers if key in TRACE_HEADERS}
+    return otel_extract(carrier)
+
+
+def inject(metadata: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The metadata with the caller's trace headers replaced by the current span's, so the
+    next hop's spans are children of this one."""
+    from opentelemetry.propagate import inject as otel_inject
+
+    carrier: dict[str, str] = {}
+    otel_inject(carrier)
+    kept = [(key, value) for key, value in metadata if key not in TRACE_HEADERS]
+    return kept + list(carrier.items())
+
+
+def current_context() -> Context:
+    from opentelemetry.context import get_current
+
+    return get_current()
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Span]:
+    """A child span of the current one, current meanwhile."""
+    with tracer().start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+def _parent(context: contextvars.Context | None) -> Any:
+    """The OpenTelemetry context inside a request's contextvars (None: the current one)."""
+    from opentelemetry.context import get_current
+
+    return get_current() if context is None else context.run(get_current)
+
+
+class RunObserver:
+    """The batcher's hook after each model run: a "queue wait" and a "run" span in the
+    trace of every sampled request the run served. A batch serves several requests, each
+    in its own trace, so each gets its own copy of the run span; `paradigm.batch.requests`
+    and `paradigm.batch.rows` say how many shared it."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self._attributes = {"paradigm.model": model, "paradigm.model_version": version}
+
+    def __call__(
+        self,
+        contexts: Sequence[contextvars.Context] | None,
+        enqueued: Sequence[float],
+        handed: float,
+        done: float,
+        rows: int,
+    ) -> None:
+        from opentelemetry import trace
+
+        run_started, run_ended = epoch_ns(handed), epoch_ns(done)
+        attributes: dict[str, str | int] = {
+            **self._attributes,
+            "paradigm.batch.rows": rows,
+            "paradigm.batch.requests": len(enqueued),
+        }
+        for index, moment in enumerate(enqueued):
+            parent = _parent(None if contexts is None else contexts[index])
+            if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
+                continue
+            queue = tracer().start_span("queue wait", parent, start_time=epoch_ns(moment))
+            queue.end(end_time=run_started)
+            run = tracer().start_span("run", parent, start_time=run_started, attributes=attributes)
+            run.end(end_time=run_ended)

@@ -1,0 +1,194 @@
+"""OpenTelemetry traces over real OTLP: a `paradigm-server` process configured by OTEL_*
+variables exports to a TraceService receiver this test runs on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clients.client import ParadigmClient, make_infer_request
+from clients.harness import free_port, paradigm_server
+from service import tracing
+from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from service.gen.paradigm.v1 import paradigm_pb2 as pb
+from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
+from tests.otlp import ReceivedSpan, RunningReceiver, children, running_receiver, tree
+
+
+def traceparent() -> tuple[str, str, str]:
+    """A caller's W3C traceparent, sampled: (header, trace id, span id)."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[RunningReceiver]:
+    yield from running_receiver()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, receiver: RunningReceiver) -> Iterator[dict]:
+    workdir = tmp_path_factory.mktemp("traced")
+    http_port = free_port()
+    with (
+        paradigm_server(
+            workdir,
+            "traced",
+            workdir / "data",
+            env=receiver.environment(),
+            args=["--http-port", str(http_port)],
+        ) as process,
+        ParadigmClient(process.target, timeout=300) as client,
+    ):
+        client.wait_until_ready(30)
+        yield {"target": process.target, "http": f"http://127.0.0.1:{http_port}",
+               "client": client, "log": process.log}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits_model(server: dict) -> str:
+    client: ParadigmClient = server["client"]
+    job = client.start_training("digits", "logistic_regression", model_name="traced-logreg")
+    client.wait_for_job(job.id)
+    return "traced-logreg"
+
+
+def one_named(spans: list[ReceivedSpan], name: str, trace_id: str) -> ReceivedSpan:
+    found = [s for s in spans if s.name == name and s.trace_id == trace_id]
+    assert len(found) == 1, (name, [s.name for s in spans if s.trace_id == trace_id])
+    return found[0]
+
+
+def assert_inference_tree(spans: list[ReceivedSpan], root: ReceivedSpan) -> None:
+    names = [child.name for child in children(spans, root)]
+    assert names == ["queue wait", "run", "encode"], names
+    run = next(child for child in children(spans, root) if child.name == "run")
+    assert run.attributes["paradigm.batch.rows"] == 1
+    assert run.attributes["paradigm.batch.requests"] == 1
+    assert run.attributes["paradigm.model"] == "traced-logreg"
+
+
+def test_model_infer_continues_the_callers_trace(
+    server: dict, receiver: RunningReceiver, digits_model: str
+) -> None:
+    header, trace_id, caller_span = traceparent()
+    rows = np.zeros((1, 64), np.float32)
+    with grpc.insecure_channel(server["target"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(
+            make_infer_request(digits_model, rows), metadata=[("traceparent", header)], timeout=30
+        )
+    name = "inference.GRPCInferenceService/ModelInfer"
+    spans = receiver.receiver.wait_for(
+        lambda spans: (
+            any(s.trace_id == trace_id and s.name == "encode" for s in spans)
+            and any(s.trace_id == trace_id and s.name == name for s in spans)
+        )
+    )
+    root = one_named(spans, name, trace_id)
+    assert root.parent_span_id == caller_span
+    assert root.attributes["rpc.system"] == "grpc"
+    assert root.attributes["rpc.grpc.status_code"] == 0
+    assert root.service == "paradigm-test"
+    assert_inference_tree(spans, root)
+    print("\n" + tree(spans, root))
+
+
+def test_rest_infer_continues_the_callers_trace(
+    server: dict, receiver: RunningReceiver, digits_model: str
+) -> None:
+    header, trace_id, caller_span = traceparent()
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64],
+                        "data": [0.0] * 64}]}  # fmt: skip
+    request = urllib.request.Request(
+        f"{server['http']}/v2/models/{digits_model}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "traceparent": header},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+    name = "POST /v2/models/{model}/infer"
+    spans = receiver.receiver.wait_for(
+        lambda spans: any(s.trace_id == trace_id and s.name == name for s in spans)
+    )
+    root = one_named(spans, name, trace_id)
+    assert root.parent_span_id == caller_span
+    assert root.attributes["http.response.status_code"] == 200
+    assert_inference_tree(spans, root)
+
+
+def test_a_bad_request_is_traced_but_not_an_error(server: dict, receiver: RunningReceiver) -> None:
+    header, trace_id, _ = traceparent()
+    with grpc.insecure_channel(server["target"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelInfer(
+                make_infer_request("no-such-model", np.zeros((1, 4), np.float32)),
+                metadata=[("traceparent", header)],
+                timeout=30,
+            )
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    name = "inference.GRPCInferenceService/ModelInfer"
+    spans = receiver.receiver.wait_for(
+        lambda spans: any(s.trace_id == trace_id and s.name == name for s in spans)
+    )
+    root = one_named(spans, name, trace_id)
+    assert root.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert root.status_code != 2  # STATUS_CODE_ERROR: the caller's mistake, not the server's
+
+
+def test_training_job_tree(server: dict, receiver: RunningReceiver) -> None:
+    header, trace_id, caller_span = traceparent()
+    request = pb.StartTrainingRequest(
+        dataset="digits", algorithm="mlp", model_name="traced-mlp", test_fraction=0.2
+    )
+    request.hyperparameters["epochs"].int_value = 2
+    with grpc.insecure_channel(server["target"]) as channel:
+        stub = pb_grpc.TrainingServiceStub(channel)
+        job = stub.StartTraining(request, metadata=[("traceparent", header)], timeout=30)
+    server["client"].wait_for_job(job.id)
+    spans = receiver.receiver.wait_for(
+        lambda spans: any(s.trace_id == trace_id and s.name == "train job" for s in spans)
+    )
+    rpc = one_named(spans, "paradigm.v1.TrainingService/StartTraining", trace_id)
+    assert rpc.parent_span_id == caller_span
+    root = one_named(spans, "train job", trace_id)
+    assert root.parent_span_id == rpc.span_id
+    assert root.attributes["paradigm.job.id"] == job.id
+    assert root.attributes["paradigm.job.state"] == "succeeded"
+    phases = children(spans, root)
+    names = [span.name for span in phases]
+    assert names == [
+        "queued", "start worker", "load", "fit", "evaluate", "export", "parity", "publish"
+    ], names  # fmt: skip
+    for earlier, later in itertools.pairwise(phases):
+        assert earlier.end_ns <= later.start_ns + 1
+    fit = phases[names.index("fit")]
+    epochs = [attributes for name, attributes in fit.events if name == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all("metric.loss" in e for e in epochs), epochs
+    print("\n" + tree(spans, rpc))
+
+
+def test_off_unless_the_environment_asks() -> None:
+    assert not tracing.requested({})
+    assert not tracing.requested({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"})
+    assert tracing.requested({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert tracing.requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
+    assert not tracing.requested(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}
+    )
+    assert not tracing.requested({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"})
+
+
+def test_log_says_traces_are_on(server: dict) -> None:
+    assert "OpenTelemetry traces on" in Path(server["log"]).read_text()
