@@ -128,7 +128,9 @@ def inject(metadata: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """The metadata with the caller's trace headers replaced by the current span's, so the
     next hop's spans are children of this one."""
     from opentelemetry.propagate import inject as otel_inject
+    from opentelemetry.trace import get_current_span
 
+    get_current_span().set_attribute("paradigm.forwarded_to_owner", True)
     carrier: dict[str, str] = {}
     otel_inject(carrier)
     kept = [(key, value) for key, value in metadata if key not in TRACE_HEADERS]

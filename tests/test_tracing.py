@@ -192,3 +192,40 @@ def test_off_unless_the_environment_asks() -> None:
 
 def test_log_says_traces_are_on(server: dict) -> None:
     assert "OpenTelemetry traces on" in Path(server["log"]).read_text()
+
+
+def test_forwarded_control_plane_calls_keep_the_trace(
+    tmp_path: Path, receiver: RunningReceiver
+) -> None:
+    """With --workers 2 a follower forwards ListAlgorithms to the owner: the owner's span is
+    the follower's child, itself the caller's."""
+    name = "paradigm.v1.AlgorithmService/ListAlgorithms"
+    with paradigm_server(
+        tmp_path, "traced-workers", tmp_path / "data", env=receiver.environment(),
+        args=["--workers", "2"],
+    ) as server:  # fmt: skip
+        for _ in range(40):  # each call on its own connection: the kernel picks the worker
+            header, trace_id, caller_span = traceparent()
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(server.target, options=options) as channel:
+                pb_grpc.AlgorithmServiceStub(channel).ListAlgorithms(
+                    pb.ListAlgorithmsRequest(), metadata=[("traceparent", header)], timeout=30
+                )
+            spans = receiver.receiver.wait_for(
+                lambda spans, trace_id=trace_id: any(
+                    s.trace_id == trace_id and s.name == name for s in spans
+                )
+            )
+            first = next(
+                s for s in spans if s.trace_id == trace_id and s.parent_span_id == caller_span
+            )
+            if first.attributes.get("paradigm.forwarded_to_owner"):
+                break
+        else:
+            pytest.fail("no call reached the follower in 40 tries")
+        spans = receiver.receiver.wait_for(
+            lambda spans: sum(s.trace_id == trace_id and s.name == name for s in spans) == 2
+        )
+    follower = one_named([s for s in spans if s.parent_span_id == caller_span], name, trace_id)
+    owner = one_named([s for s in spans if s.parent_span_id == follower.span_id], name, trace_id)
+    assert owner.span_id != follower.span_id
