@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,11 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 _tracer: Tracer | None = None
 _provider: Any = None
+#: The share of requests without a caller's trace that start one; None: the sampler says.
+_root_ratio: float | None = None
+# Bound by configure(): what the per-request functions use, without an import each call.
+_get_current_span: Any = None
+_server_kind: Any = None
 #: Added to a perf_counter() reading to make it nanoseconds since the epoch.
 _epoch_offset_ns = 0
 
@@ -57,12 +63,13 @@ def requested(environ: Mapping[str, str] | None = None) -> bool:
 def configure() -> bool:
     """Installs the tracer provider if the environment asks for traces; returns whether
     traces are on. ValueError for an exporter this server does not ship."""
-    global ENABLED, _tracer, _provider, _epoch_offset_ns
+    global ENABLED, _tracer, _provider, _epoch_offset_ns, _root_ratio
+    global _get_current_span, _server_kind
     if ENABLED or not requested():
         return ENABLED
     from opentelemetry import trace
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider, sampling
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     names = [
@@ -83,19 +90,45 @@ def configure() -> bool:
                 f"OTEL_TRACES_EXPORTER={name!r} is not available: use otlp (OTLP over gRPC), "
                 "console or none"
             )
+    # A request without a caller's trace that the sampler would drop is dropped before any
+    # span object exists: the SDK's own drop costs tens of microseconds, a tenth of a
+    # batch-1 request. parentbased_traceidratio's roots are then decided here, and its
+    # sampler keeps everything that has a sampled parent, as it would have.
+    sampler: Any = None  # the SDK's, from OTEL_TRACES_SAMPLER
+    _root_ratio = None
+    chosen = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if chosen == "parentbased_traceidratio":
+        _root_ratio = _ratio(os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
+        sampler = sampling.ParentBased(sampling.ALWAYS_ON)
+    elif chosen == "parentbased_always_off":
+        _root_ratio = 0.0
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over this default.
     default = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "paradigm"}
-    provider = TracerProvider(resource=Resource.create(default))  # sampler: OTEL_TRACES_SAMPLER
+    provider = TracerProvider(sampler=sampler, resource=Resource.create(default))
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if _provider is None:  # the global one can be set once per process
         trace.set_tracer_provider(provider)
     _provider = provider
     _tracer = provider.get_tracer("paradigm")
+    _get_current_span, _server_kind = trace.get_current_span, trace.SpanKind.SERVER
     _epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
     ENABLED = True
-    log.info("OpenTelemetry traces on: exporting to %s (%s)", ",".join(names), provider.sampler)
+    roots = "sampler" if _root_ratio is None else f"ratio {_root_ratio:g}"
+    log.info(
+        "OpenTelemetry traces on: exporting to %s (%s; requests without a trace: %s)",
+        ",".join(names), provider.sampler.get_description(), roots,
+    )  # fmt: skip
     return True
+
+
+def _ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a number: sampling every trace", text)
+        return 1.0
+    return min(max(ratio, 0.0), 1.0)
 
 
 def shutdown() -> None:
@@ -126,15 +159,63 @@ def extract(headers: Iterable[tuple[str, Any]]) -> Context:
 
 def inject(metadata: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """The metadata with the caller's trace headers replaced by the current span's, so the
-    next hop's spans are children of this one."""
+    next hop's spans are children of this one; unchanged when this request is not traced."""
     from opentelemetry.propagate import inject as otel_inject
     from opentelemetry.trace import get_current_span
 
-    get_current_span().set_attribute("paradigm.forwarded_to_owner", True)
+    current = get_current_span()
+    if not current.is_recording():
+        return metadata
+    current.set_attribute("paradigm.forwarded_to_owner", True)
     carrier: dict[str, str] = {}
     otel_inject(carrier)
     kept = [(key, value) for key, value in metadata if key not in TRACE_HEADERS]
     return kept + list(carrier.items())
+
+
+def start_server_span(
+    name: str, traceparent: Any, tracestate: Any, attributes: Mapping[str, Any]
+) -> Span | None:
+    """The span of a request that arrived with these trace headers (None when absent),
+    or None when it is not sampled: the caller then runs the request untouched."""
+    if traceparent is None:
+        if _root_ratio is not None and (_root_ratio == 0.0 or random.random() >= _root_ratio):
+            return None
+        parent = None
+    else:
+        parent = extract([("traceparent", traceparent), ("tracestate", tracestate or "")])
+    started = tracer().start_span(name, parent, kind=_server_kind, attributes=attributes)
+    return started if started.is_recording() else None
+
+
+def trace_headers(metadata: Iterable[tuple[str, Any]]) -> tuple[Any, Any]:
+    """traceparent and tracestate from gRPC metadata (None where absent)."""
+    parent = state = None
+    for key, value in metadata:
+        if key == "traceparent":
+            parent = value
+        elif key == "tracestate":
+            state = value
+    return parent, state
+
+
+def activate(current: Span) -> object:
+    """Makes the span current (its children hang under it); returns the token for
+    deactivate()."""
+    from opentelemetry import context, trace
+
+    return context.attach(trace.set_span_in_context(current))
+
+
+def deactivate(token: object) -> None:
+    from opentelemetry import context
+
+    context.detach(token)  # type: ignore[arg-type]
+
+
+def recording() -> bool:
+    """Whether the current request is being traced (its children are worth making)."""
+    return bool(_get_current_span().is_recording())
 
 
 def current_context() -> Context:
@@ -145,7 +226,7 @@ def current_context() -> Context:
 
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Span]:
-    """A child span of the current one, current meanwhile."""
+    """A child span of the current one, current meanwhile (callers check recording())."""
     with tracer().start_as_current_span(name, attributes=attributes) as current:
         yield current
 

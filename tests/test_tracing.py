@@ -3,6 +3,7 @@ variables exports to a TraceService receiver this test runs on loopback."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import secrets
@@ -16,11 +17,11 @@ import pytest
 
 from clients.client import ParadigmClient, make_infer_request
 from clients.harness import free_port, paradigm_server
+from clients.otlp import ReceivedSpan, RunningReceiver, children, running_receiver, tree
 from service import tracing
 from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
-from tests.otlp import ReceivedSpan, RunningReceiver, children, running_receiver, tree
 
 
 def traceparent() -> tuple[str, str, str]:
@@ -59,6 +60,14 @@ def digits_model(server: dict) -> str:
     job = client.start_training("digits", "logistic_regression", model_name="traced-logreg")
     client.wait_for_job(job.id)
     return "traced-logreg"
+
+
+def has_span(trace_id: str, name: str, spans: list[ReceivedSpan]) -> bool:
+    return any(s.trace_id == trace_id and s.name == name for s in spans)
+
+
+def has_child(trace_id: str, parent_span_id: str, spans: list[ReceivedSpan]) -> bool:
+    return any(s.trace_id == trace_id and s.parent_span_id == parent_span_id for s in spans)
 
 
 def one_named(spans: list[ReceivedSpan], name: str, trace_id: str) -> ReceivedSpan:
@@ -211,11 +220,8 @@ def test_forwarded_control_plane_calls_keep_the_trace(
                 pb_grpc.AlgorithmServiceStub(channel).ListAlgorithms(
                     pb.ListAlgorithmsRequest(), metadata=[("traceparent", header)], timeout=30
                 )
-            spans = receiver.receiver.wait_for(
-                lambda spans, trace_id=trace_id: any(
-                    s.trace_id == trace_id and s.name == name for s in spans
-                )
-            )
+            # The span the caller's call made: the follower's, or the owner's if it went there.
+            spans = receiver.receiver.wait_for(functools.partial(has_child, trace_id, caller_span))
             first = next(
                 s for s in spans if s.trace_id == trace_id and s.parent_span_id == caller_span
             )
@@ -229,3 +235,31 @@ def test_forwarded_control_plane_calls_keep_the_trace(
     follower = one_named([s for s in spans if s.parent_span_id == caller_span], name, trace_id)
     owner = one_named([s for s in spans if s.parent_span_id == follower.span_id], name, trace_id)
     assert owner.span_id != follower.span_id
+
+
+def test_ratio_sampling_drops_untraced_requests_and_keeps_sampled_callers(
+    tmp_path: Path, receiver: RunningReceiver
+) -> None:
+    """parentbased_traceidratio at 0: a request without a trace, or with an unsampled one,
+    makes no span; one whose caller sampled its trace still does."""
+    name = "paradigm.v1.AlgorithmService/ListAlgorithms"
+    env = receiver.environment(
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0",
+        OTEL_SERVICE_NAME="paradigm-ratio-0",
+    )
+    with paradigm_server(tmp_path, "ratio-0", tmp_path / "data", env=env) as server:
+        header, trace_id, caller_span = traceparent()
+        unsampled = header[:-2] + "00"
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.AlgorithmServiceStub(channel)
+            stub.ListAlgorithms(pb.ListAlgorithmsRequest(), timeout=30)
+            stub.ListAlgorithms(
+                pb.ListAlgorithmsRequest(), metadata=[("traceparent", unsampled)], timeout=30
+            )
+            stub.ListAlgorithms(
+                pb.ListAlgorithmsRequest(), metadata=[("traceparent", header)], timeout=30
+            )
+        spans = receiver.receiver.wait_for(functools.partial(has_span, trace_id, name))
+    mine = [s for s in spans if s.service == "paradigm-ratio-0"]
+    assert [(s.name, s.parent_span_id) for s in mine] == [(name, caller_span)]

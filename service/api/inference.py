@@ -85,7 +85,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = None if remaining is None else arrived + remaining
         decoded = codec.decode_request(request, arrived=arrived, deadline=deadline)
         response = await self._dataplane.infer(decoded)
-        if tracing.ENABLED:
+        if tracing.ENABLED and tracing.recording():
             with tracing.span("encode"):
                 return codec.encode_response(response, typed=not request.raw_input_contents)
         return codec.encode_response(response, typed=not request.raw_input_contents)

@@ -31,6 +31,10 @@ SERVER_FAULTS = frozenset(
 )
 
 
+#: Services whose calls make no spans.
+UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 class TracingInterceptor(grpc.aio.ServerInterceptor):
     """Innermost interceptor (after ErrorInterceptor): it sees a handler's own exceptions,
     and keeps the handler's (de)serializers for the ErrorInterceptor to wrap."""
@@ -49,7 +53,9 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler
-            wrapped = self._wrapped[method] = _wrap(handler, method)
+            # Health probes come every few seconds from every load balancer: untraced.
+            untraced = method.startswith(UNTRACED)
+            wrapped = self._wrapped[method] = handler if untraced else _wrap(handler, method)
         return wrapped
 
 
@@ -80,44 +86,46 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     return handler
 
 
-def _start(name: str, attributes: dict[str, str], context: grpc.aio.ServicerContext) -> Any:
-    from opentelemetry.trace import SpanKind
-
-    parent = tracing.extract(context.invocation_metadata() or ())
-    return tracing.tracer().start_as_current_span(
-        name,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    )
-
-
-def _unary(behavior: Callable[..., Any], name: str, attributes: dict[str, str]) -> Any:
+def _unary(behavior: Callable[..., Any], name: str, attributes: dict[str, Any]) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _start(name, attributes, context) as span:
-            try:
-                response = await behavior(request, context)
-            except BaseException as exc:
-                _failed(span, exc, context)
-                raise
+        parent, state = tracing.trace_headers(context.invocation_metadata() or ())
+        span = tracing.start_server_span(name, parent, state, attributes)
+        if span is None:  # not sampled: no span, nothing current
+            return await behavior(request, context)
+        token = tracing.activate(span)
+        try:
+            response = await behavior(request, context)
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
             return response
+        except BaseException as exc:
+            _failed(span, exc, context)
+            raise
+        finally:
+            tracing.deactivate(token)
+            span.end()
 
     return wrapper
 
 
-def _streaming(behavior: Callable[..., Any], name: str, attributes: dict[str, str]) -> Any:
+def _streaming(behavior: Callable[..., Any], name: str, attributes: dict[str, Any]) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _start(name, attributes, context) as span:
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            except BaseException as exc:
-                _failed(span, exc, context)
-                raise
+        parent, state = tracing.trace_headers(context.invocation_metadata() or ())
+        span = tracing.start_server_span(name, parent, state, attributes)
+        if span is None:
+            async for item in behavior(request, context):
+                yield item
+            return
+        token = tracing.activate(span)
+        try:
+            async for item in behavior(request, context):
+                yield item
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
+        except BaseException as exc:
+            _failed(span, exc, context)
+            raise
+        finally:
+            tracing.deactivate(token)
+            span.end()
 
     return wrapper
 
@@ -145,22 +153,29 @@ Handler = Callable[[Any], Awaitable[Any]]
 def traced_http(handler: Handler, route: str) -> Handler:
     """An HTTP endpoint (a Starlette request -> response) in a server span named after its
     method and route template."""
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import Status, StatusCode
 
     async def traced(request: Any) -> Any:
-        parent = tracing.extract(request.headers.items())
         method = request.method
-        with tracing.tracer().start_as_current_span(
+        headers = request.headers
+        span = tracing.start_server_span(
             f"{method} {route}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "http.route": route},
-        ) as span:
+            headers.get("traceparent"),
+            headers.get("tracestate"),
+            {"http.request.method": method, "http.route": route},
+        )
+        if span is None:
+            return await handler(request)
+        token = tracing.activate(span)
+        try:
             response = await handler(request)
             status = response.status_code
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return response
+        finally:
+            tracing.deactivate(token)
+            span.end()
 
     return traced

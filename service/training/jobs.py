@@ -197,7 +197,8 @@ class JobManager:
         # Journal first: a job that could not be written down would vanish in a restart,
         # so it is refused instead (a full or read-only disk would fail its publish anyway).
         self._admitting += 1
-        if tracing.ENABLED:  # in the queuing call's context: the job's span is its child
+        # In the queuing call's context: the job's span is its child, sampled with it.
+        if tracing.ENABLED and tracing.recording():
             job.trace = JobTrace(
                 job.id,
                 job.kind,

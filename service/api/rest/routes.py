@@ -246,7 +246,7 @@ class _Endpoints:
             body, request.headers.get(HEADER_LENGTH), name, version, arrived=arrived
         )
         response = await self._dataplane.infer(decoded)
-        if tracing.ENABLED:
+        if tracing.ENABLED and tracing.recording():
             with tracing.span("encode"):
                 content, header_length = encode_infer(response, answer)
         else:

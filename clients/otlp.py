@@ -42,10 +42,21 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 @dataclass
 class OtlpReceiver(collector_grpc.TraceServiceServicer):
     spans: list[ReceivedSpan] = field(default_factory=list)
+    #: False: count the spans, keep none (a benchmark's receiver).
+    keep: bool = True
+    count: int = 0
     exports: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def Export(self, request: collector.ExportTraceServiceRequest, context: Any) -> Any:
+        if not self.keep:
+            counted = sum(
+                len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans
+            )
+            with self._lock:
+                self.count += counted
+                self.exports += 1
+            return collector.ExportTraceServiceResponse()
         received = []
         for resource_spans in request.resource_spans:
             service = str(_attributes(resource_spans.resource.attributes).get("service.name"))
@@ -67,6 +78,7 @@ class OtlpReceiver(collector_grpc.TraceServiceServicer):
                     )
         with self._lock:
             self.spans.extend(received)
+            self.count += len(received)
             self.exports += 1
         return collector.ExportTraceServiceResponse()
 
@@ -135,8 +147,8 @@ class RunningReceiver:
         }
 
 
-def start_receiver() -> tuple[grpc.Server, RunningReceiver]:
-    receiver = OtlpReceiver()
+def start_receiver(keep: bool = True) -> tuple[grpc.Server, RunningReceiver]:
+    receiver = OtlpReceiver(keep=keep)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     collector_grpc.add_TraceServiceServicer_to_server(receiver, server)
     port = server.add_insecure_port("127.0.0.1:0")
