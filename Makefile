@@ -9,7 +9,7 @@ DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-text bench-peers bench-tracing soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-col
 
 bench-text: install ## Text: raw strings in (tokenised in the graph) vs precomputed features, batch 1 and 64
 	$(PY) -m clients.bench.text --out docs/benchmarks
+
+# The last commit before traces existed: its server runs beside ours (empty: skip it).
+TRACING_BASELINE ?= 6c1e9d0
+bench-tracing: install ## OpenTelemetry traces: server CPU per request off vs on at 1 % vs every request (and vs the code before traces)
+	$(PY) -m clients.bench.tracing $(if $(TRACING_BASELINE),--baseline $(TRACING_BASELINE))
 
 bench-peers: install ## The same benchmark with Seldon MLServer and perf_analyzer beside us
 	bash clients/bench/peers/run.sh
