@@ -43,6 +43,7 @@ _provider: Any = None
 _root_ratio: float | None = None
 # Bound by configure(): what the per-request functions use, without an import each call.
 _get_current_span: Any = None
+_get_current: Any = None
 _server_kind: Any = None
 #: Added to a perf_counter() reading to make it nanoseconds since the epoch.
 _epoch_offset_ns = 0
@@ -64,10 +65,10 @@ def configure() -> bool:
     """Installs the tracer provider if the environment asks for traces; returns whether
     traces are on. ValueError for an exporter this server does not ship."""
     global ENABLED, _tracer, _provider, _epoch_offset_ns, _root_ratio
-    global _get_current_span, _server_kind
+    global _get_current_span, _get_current, _server_kind
     if ENABLED or not requested():
         return ENABLED
-    from opentelemetry import trace
+    from opentelemetry import context, trace
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider, sampling
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -112,6 +113,7 @@ def configure() -> bool:
     _provider = provider
     _tracer = provider.get_tracer("paradigm")
     _get_current_span, _server_kind = trace.get_current_span, trace.SpanKind.SERVER
+    _get_current = context.get_current
     _epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
     ENABLED = True
     roots = "sampler" if _root_ratio is None else f"ratio {_root_ratio:g}"
@@ -231,11 +233,13 @@ def span(name: str, **attributes: Any) -> Iterator[Span]:
         yield current
 
 
-def _parent(context: contextvars.Context | None) -> Any:
-    """The OpenTelemetry context inside a request's contextvars (None: the current one)."""
-    from opentelemetry.context import get_current
-
-    return get_current() if context is None else context.run(get_current)
+def _context_in(request_context: contextvars.Context) -> Any:
+    """The OpenTelemetry context inside a request's contextvars. A batch's task runs in its
+    first request's, and a Context cannot be entered twice: that one is the current one."""
+    try:
+        return request_context.run(_get_current)
+    except RuntimeError:
+        return _get_current()
 
 
 class RunObserver:
@@ -255,19 +259,19 @@ class RunObserver:
         done: float,
         rows: int,
     ) -> None:
-        from opentelemetry import trace
-
-        run_started, run_ended = epoch_ns(handed), epoch_ns(done)
-        attributes: dict[str, str | int] = {
-            **self._attributes,
-            "paradigm.batch.rows": rows,
-            "paradigm.batch.requests": len(enqueued),
-        }
+        attributes: dict[str, str | int] | None = None
         for index, moment in enumerate(enqueued):
-            parent = _parent(None if contexts is None else contexts[index])
-            if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
-                continue
+            parent = _get_current() if contexts is None else _context_in(contexts[index])
+            if not _get_current_span(parent).is_recording():
+                continue  # the request is not traced (the usual case: check it first)
+            if attributes is None:
+                attributes = {
+                    **self._attributes,
+                    "paradigm.batch.rows": rows,
+                    "paradigm.batch.requests": len(enqueued),
+                }
+            run_started = epoch_ns(handed)
             queue = tracer().start_span("queue wait", parent, start_time=epoch_ns(moment))
             queue.end(end_time=run_started)
             run = tracer().start_span("run", parent, start_time=run_started, attributes=attributes)
-            run.end(end_time=run_ended)
+            run.end(end_time=epoch_ns(done))

@@ -263,3 +263,68 @@ def test_ratio_sampling_drops_untraced_requests_and_keeps_sampled_callers(
         spans = receiver.receiver.wait_for(functools.partial(has_span, trace_id, name))
     mine = [s for s in spans if s.service == "paradigm-ratio-0"]
     assert [(s.name, s.parent_span_id) for s in mine] == [(name, caller_span)]
+
+
+def test_a_batch_writes_its_run_into_every_sampled_requests_trace(
+    receiver: RunningReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, a slow first run: the next three requests queue and run as one batch; each
+    of their traces gets a `run` span saying it served 3 requests of 3 rows."""
+    import asyncio
+    import time
+
+    from service.serving.batcher import Batcher, BatchingConfig
+
+    for key, value in receiver.environment(OTEL_SERVICE_NAME="paradigm-batcher").items():
+        monkeypatch.setenv(key, value)
+    assert tracing.configure()
+    try:
+
+        def run(feeds: dict, outputs: list, rows: int, enqueued: list) -> list:
+            time.sleep(0.2)
+            return [feeds["x"] * 2]
+
+        async def scenario() -> list[tuple[str, str]]:
+            loop = asyncio.get_running_loop()
+            batcher = Batcher(
+                "m", ["x"], ["y"], run,
+                lambda run, *args: loop.run_in_executor(None, run, *args),
+                BatchingConfig(), slots=1, observe=tracing.RunObserver("m", "1"),
+            )  # fmt: skip
+            callers = [traceparent() for _ in range(4)]
+
+            async def request(header: str, delay: float) -> None:
+                await asyncio.sleep(delay)
+                span = tracing.start_server_span("request", header, None, {})
+                assert span is not None
+                token = tracing.activate(span)
+                try:
+                    await batcher.submit({"x": np.ones((1, 2), np.float32)}, 1, None)
+                finally:
+                    tracing.deactivate(token)
+                    span.end()
+
+            await asyncio.gather(
+                *(
+                    request(header, 0.0 if i == 0 else 0.05)
+                    for i, (header, _, _) in enumerate(callers)
+                )
+            )
+            batcher.close()
+            return [(trace_id, span_id) for _, trace_id, span_id in callers]
+
+        callers = asyncio.run(scenario())
+        spans = receiver.receiver.wait_for(
+            lambda spans: (
+                sum(s.service == "paradigm-batcher" and s.name == "run" for s in spans) == 4
+            )
+        )
+    finally:
+        tracing.shutdown()
+    runs = {s.trace_id: s for s in spans if s.service == "paradigm-batcher" and s.name == "run"}
+    assert runs[callers[0][0]].attributes["paradigm.batch.requests"] == 1
+    for trace_id, _ in callers[1:]:
+        assert runs[trace_id].attributes["paradigm.batch.requests"] == 3
+        assert runs[trace_id].attributes["paradigm.batch.rows"] == 3
+        request = one_named(spans, "request", trace_id)
+        assert [c.name for c in children(spans, request)] == ["queue wait", "run"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import DeadlineExceeded, ResourceExhausted
+
+log = logging.getLogger(__name__)
 
 # (feeds, output names, rows, [enqueue times]) -> outputs; runs in an inference thread.
 RunBatch = Callable[[dict[str, np.ndarray], list[str], int, list[float]], list[np.ndarray]]
@@ -106,7 +109,10 @@ class Batcher:
             finally:
                 self._release()
             if self._observe is not None:
-                self._observe(None, (handed,), handed, time.perf_counter(), rows)
+                try:
+                    self._observe(None, (handed,), handed, time.perf_counter(), rows)
+                except Exception:  # a trace is not worth the request's answer
+                    log.exception("%s: recording the run in its trace failed", self.name)
             return outputs
         pending = _Pending(
             feeds,
@@ -251,7 +257,10 @@ class Batcher:
             self._release()
         if self._observe is not None:
             contexts = [p.context for p in batch]
-            self._observe(contexts, enqueued, handed, time.perf_counter(), rows)
+            try:
+                self._observe(contexts, enqueued, handed, time.perf_counter(), rows)
+            except Exception:  # a trace is not worth the batch's answers
+                log.exception("%s: recording the batch's run in its traces failed", self.name)
         start = 0
         for pending in batch:
             end = start + pending.rows
