@@ -133,6 +133,7 @@ def test_rest_infer_continues_the_callers_trace(
     assert root.parent_span_id == caller_span
     assert root.attributes["http.response.status_code"] == 200
     assert_inference_tree(spans, root)
+    print("\n" + tree(spans, root))
 
 
 def test_a_bad_request_is_traced_but_not_an_error(server: dict, receiver: RunningReceiver) -> None:
