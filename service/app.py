@@ -112,6 +112,8 @@ class App:
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
         self._explainer: Explainer | None = None
+        #: The data plane once started (serving probes run through it).
+        self.dataplane: DataPlane | None = None
         self._preload: asyncio.Task[None] | None = None
         self._poll: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
@@ -174,7 +176,7 @@ class App:
             io_binding=settings.io_binding,
             measure_runs_below_s=settings.inline_run_us / 1e6,
         )
-        dataplane = DataPlane(
+        dataplane = self.dataplane = DataPlane(
             models,
             index,
             self.ledger,
