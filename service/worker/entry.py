@@ -24,12 +24,13 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
 from service.errors import describe_failure
-from service.training.spec import ExplainSpec, ImportSpec, TrainingSpec
+from service.training.spec import CalibrationRowsSpec, ExplainSpec, ImportSpec, TrainingSpec
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -86,17 +87,39 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
     Last message: {"type": "done", "result": {...}, "usage": {...}}, or {"type": "error",
     "message": ..., "status": <gRPC status name of a ParadigmError, else "">, "usage": ...}.
     """
+
+    def compute() -> dict[str, Any]:
+        from service.worker import importance
+
+        return importance.compute(spec)
+
+    _answer(connection, spec.blas_threads, "explain", compute)
+
+
+def run_calibration_rows(spec: CalibrationRowsSpec, connection: Connection) -> None:
+    """Writes a cascade's calibration rows (calibration.write_rows); answers as run_explain."""
+
+    def compute() -> dict[str, Any]:
+        from service.worker import calibration
+
+        return calibration.write_rows(spec)
+
+    _answer(connection, spec.blas_threads, "calibration rows", compute)
+
+
+def _answer(
+    connection: Connection, blas_threads: int, what: str, compute: Callable[[], dict[str, Any]]
+) -> None:
+    """Runs `compute` in a worker with its BLAS threads bounded and sends its one answer."""
     _die_with_parent()
     for variable in _THREAD_VARIABLES:
-        os.environ[variable] = str(spec.blas_threads)
+        os.environ[variable] = str(blas_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     try:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=spec.blas_threads):
-            from service.worker import importance
-
-            result = importance.compute(spec)
+        with threadpool_limits(limits=blas_threads):
+            result = compute()
         send(connection, {"type": "done", "result": result, "usage": _usage()})
     except BaseException as exc:
         from service.errors import ParadigmError
@@ -104,7 +127,7 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
         status = exc.status.name if isinstance(exc, ParadigmError) else ""
         if not status:
             log = logging.getLogger("paradigm.worker")
-            log.error("explain failed:\n%s", traceback.format_exc())
+            log.error("%s failed:\n%s", what, traceback.format_exc())
         message = {"type": "error", "message": describe_failure(exc), "status": status}
         send(connection, {**message, "usage": _usage()})
     finally:

@@ -1,0 +1,222 @@
+"""Cascades against a real server: calibration, serving by name, versions, metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from clients.client import ParadigmClient, ParadigmClientError
+from tests.server import RunningServer
+
+
+def _train(
+    client: ParadigmClient, dataset: str, algorithm: str, name: str, **options: object
+) -> str:
+    job = client.start_training(dataset, algorithm, model_name=name, seed=0, **options)  # type: ignore[arg-type]
+    client.wait_for_job(job.id)
+    return name
+
+
+@pytest.fixture(scope="module")
+def digits_pair(client: ParadigmClient) -> tuple[str, str]:
+    """A cheap, less accurate first model and a better second one, on one split."""
+    return (
+        _train(client, "digits", "naive_bayes", "cascade-digits-nb"),
+        _train(client, "digits", "logistic_regression", "cascade-digits-lr"),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits_rows() -> np.ndarray:
+    return load_digits().data.astype(np.float32)[:300]
+
+
+def test_target_reached_on_calibration(
+    client: ParadigmClient, digits_pair: tuple[str, str]
+) -> None:
+    first, then = digits_pair
+    cascade = client.create_cascade("digits-target", first, then, target_accuracy=0.9)
+    assert cascade.version == "1" and cascade.target_met
+    assert cascade.chosen.accuracy >= 0.9
+    # The cheapest point reaching the target: no dearer than B alone, on the curve.
+    assert cascade.chosen.dollars_per_1k <= cascade.then_alone.dollars_per_1k
+    assert cascade.chosen in cascade.curve and len(cascade.curve) >= 3
+    assert cascade.then_alone.escalated == 1.0 and cascade.first_alone.escalated == 0.0
+    assert cascade.first_cost.dollars_per_1k > 0 and cascade.then_cost.dollars_per_1k > 0
+    assert cascade.dataset == "digits" and cascade.calibration_rows > 100
+    assert set(cascade.evaluation) >= {"accuracy", "escalated", "then_accuracy"}
+
+
+def test_rows_in_order_with_mixed_answers_in_one_batch(
+    server: RunningServer,
+    client: ParadigmClient,
+    digits_pair: tuple[str, str],
+    digits_rows: np.ndarray,
+) -> None:
+    first, then = digits_pair
+    made = client.create_cascade("digits-mixed", first, then, target_accuracy=0.9)
+    # At most half the cost of sending every row on: some rows stay with A, and (B being
+    # the more accurate) the most accurate point within the cap escalates some.
+    cap = made.first_cost.dollars_per_1k + 0.5 * made.then_cost.dollars_per_1k
+    cascade = client.recalibrate_cascade("digits-mixed", max_dollars_per_1k=cap)
+    assert cascade.version == "2" and 0 < cascade.chosen.escalated <= 0.5
+
+    result = client.infer("digits-mixed", digits_rows)
+    assert result.model_name == "digits-mixed" and result.model_version == "2"
+    answered = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("answered_by")]
+    first_stage, then_stage = f"{first}:{cascade.first_version}", f"{then}:{cascade.then_version}"
+    assert set(answered) == {first_stage, then_stage}  # mixed in one request
+    a = client.infer(first, digits_rows)
+    b = client.infer(then, digits_rows)
+    by_then = np.array([stage == then_stage for stage in answered])
+    top = a.as_numpy("probabilities").max(axis=1)
+    np.testing.assert_array_equal(by_then, top < cascade.threshold)
+    # Every row holds the answer of the model that answered it, in the request's order.
+    for output in ("label", "probabilities"):
+        expected = np.where(
+            by_then.reshape(-1, *[1] * (a.as_numpy(output).ndim - 1)),
+            b.as_numpy(output),
+            a.as_numpy(output),
+        )
+        np.testing.assert_allclose(result.as_numpy(output), expected, rtol=1e-6)
+    assert result.parameters["cascade_escalated"] == str(int(by_then.sum()))
+
+    # Asking for one output gives that one only.
+    only = client.infer("digits-mixed", digits_rows[:5], outputs=["answered_by"])
+    assert list(only.outputs) == ["answered_by"]
+
+    labels = {"cascade": "digits-mixed", "version": "2", "first": first_stage, "then": then_stage}
+    registry = server.metrics_registry
+    rows_then = registry.get_sample_value(
+        "paradigm_cascade_rows_total", {**labels, "stage": "then"}
+    )
+    rows_first = registry.get_sample_value(
+        "paradigm_cascade_rows_total", {**labels, "stage": "first"}
+    )
+    assert rows_then is not None and rows_first is not None
+    assert rows_first + rows_then == len(digits_rows) + 5
+    assert rows_then >= by_then.sum()
+    spent = registry.get_sample_value("paradigm_cascade_cost_total", {**labels, "unit": "dollars"})
+    alone = registry.get_sample_value(
+        "paradigm_cascade_then_alone_cost_total", {**labels, "unit": "dollars"}
+    )
+    assert spent is not None and spent > 0 and alone is not None and alone > 0
+    assert registry.get_sample_value("paradigm_cascade_threshold", labels) == pytest.approx(
+        cascade.threshold
+    )
+
+
+def test_versions_listed_shown_and_deleted(
+    client: ParadigmClient, digits_pair: tuple[str, str], digits_rows: np.ndarray
+) -> None:
+    first, then = digits_pair
+    client.create_cascade("digits-versions", first, then, accuracy_within_then=0.01)
+    again = client.recalibrate_cascade("digits-versions")
+    assert again.version == "2" and again.target_accuracy > 0  # the goal kept
+    listed = [c for c in client.list_cascades("digits-versions")]
+    assert [c.version for c in listed] == ["1", "2"] and not listed[0].curve
+    assert client.get_cascade("digits-versions", "1").curve
+    assert client.model_ready("digits-versions") and client.model_ready("digits-versions", "1")
+    metadata = client.model_metadata("digits-versions")
+    assert [o.name for o in metadata.outputs][-1] == "answered_by"
+    assert metadata.parameters["paradigm"].string_param == "cascade"
+    old = client.infer("digits-versions", digits_rows[:3], version="1")
+    assert old.model_version == "1"
+    assert client.delete_cascade("digits-versions", "1") == ["1"]
+    assert client.delete_cascade("digits-versions") == ["2"]
+    assert not client.model_ready("digits-versions")
+    with pytest.raises(ParadigmClientError) as error:
+        client.infer("digits-versions", digits_rows[:3])
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_mismatched_models_refused(
+    client: ParadigmClient, digits_pair: tuple[str, str], iris_model: str
+) -> None:
+    first, _ = digits_pair
+    with pytest.raises(ParadigmClientError) as error:
+        client.create_cascade("bad-pair", iris_model, first, target_accuracy=0.9)
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "different inputs" in error.value.details
+    other_split = _train(
+        client, "digits", "logistic_regression", "cascade-digits-lr-split", test_fraction=0.3
+    )
+    with pytest.raises(ParadigmClientError) as error:
+        client.create_cascade("bad-split", first, other_split, target_accuracy=0.9)
+    assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "split differently" in error.value.details
+
+
+def test_unknown_and_bad_requests(client: ParadigmClient, digits_pair: tuple[str, str]) -> None:
+    first, then = digits_pair
+    cases = [
+        (("c", "no-such-model", then), {"target_accuracy": 0.9}, grpc.StatusCode.NOT_FOUND),
+        (("c", first, f"{then}:99"), {"target_accuracy": 0.9}, grpc.StatusCode.NOT_FOUND),
+        (("c", first, then), {"target_accuracy": 1.5}, grpc.StatusCode.INVALID_ARGUMENT),
+        (("bad name!", first, then), {"target_accuracy": 0.9}, grpc.StatusCode.INVALID_ARGUMENT),
+        ((first, first, then), {"target_accuracy": 0.9}, grpc.StatusCode.ALREADY_EXISTS),
+    ]
+    for args, goal, code in cases:
+        with pytest.raises(ParadigmClientError) as error:
+            client.create_cascade(*args, **goal)  # type: ignore[arg-type]
+        assert error.value.code == code, (args, goal, error.value.details)
+    for call in (
+        lambda: client.get_cascade("no-such-cascade"),
+        lambda: client.recalibrate_cascade("no-such-cascade"),
+        lambda: client.delete_cascade("no-such-cascade"),
+    ):
+        with pytest.raises(ParadigmClientError) as error:
+            call()
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_served_through_tritonclient(
+    server: RunningServer,
+    client: ParadigmClient,
+    digits_pair: tuple[str, str],
+    digits_rows: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    first, then = digits_pair
+    cascade = client.create_cascade("digits-triton", first, then, target_accuracy=0.9)
+    np.save(tmp_path / "rows.npy", digits_rows[:40])
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.triton_probe", "--cascade", server.target,
+         "digits-triton", str(tmp_path / "rows.npy")],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(completed.stdout)
+    assert answer["model_ready"] and answer["outputs"][-1] == "answered_by"
+    ours = client.infer("digits-triton", digits_rows[:40])
+    assert answer["labels"] == ours.as_numpy("label").tolist()
+    stages = {f"{first}:{cascade.first_version}", f"{then}:{cascade.then_version}"}
+    assert set(answer["answered_by"]) <= stages and len(answer["answered_by"]) == 40
+
+
+def test_table_cascade(client: ParadigmClient) -> None:
+    """A mixed table (text categories as BYTES): the rows are split column by column."""
+    first = _train(client, "penguins", "logistic_regression", "cascade-penguins-lr")
+    then = _train(client, "penguins", "random_forest", "cascade-penguins-rf")
+    cascade = client.create_cascade("penguins-cascade", first, then, accuracy_within_then=0.0)
+    assert cascade.dataset == "penguins" and cascade.calibration_rows > 20
+    rows = {
+        "island": ["Biscoe", "Dream", "Torgersen"],
+        "bill_length_mm": [45.0, 48.0, 39.0],
+        "bill_depth_mm": [15.0, 18.0, 18.5],
+        "flipper_length_mm": [215.0, 195.0, 190.0],
+        "body_mass_g": [5000.0, 3700.0, 3600.0],
+        "sex": ["male", "female", None],
+        "year": [2008.0, 2009.0, 2007.0],
+    }
+    prediction = client.predict("penguins-cascade", rows)
+    assert len(prediction.outputs["label"]) == 3
+    assert len(prediction.outputs["answered_by"]) == 3
