@@ -197,6 +197,8 @@ class App:
         # Every serving process serves cascades, from the table beside the registry.
         cascade_store = await asyncio.to_thread(CascadeStore, data_dir)
         cascades = CascadePlane(dataplane, cascade_store, self.metrics, data_dir)
+        if self.role is not None:
+            cascades.follow(self.role.registry_generation, owner=self.role.owner)
         self._start_samplers()
 
         if tokens:

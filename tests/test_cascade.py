@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -13,7 +14,10 @@ import pytest
 from sklearn.datasets import load_digits
 
 from clients.client import ParadigmClient, ParadigmClientError
+from clients.harness import paradigm_server
 from tests.server import RunningServer
+from tests.test_server_process import scrape
+from tests.test_workers import fresh
 
 
 def _train(
@@ -220,3 +224,31 @@ def test_table_cascade(client: ParadigmClient) -> None:
     prediction = client.predict("penguins-cascade", rows)
     assert len(prediction.outputs["label"]) == 3
     assert len(prediction.outputs["answered_by"]) == 3
+
+
+def test_every_worker_serves_cascades(tmp_path: Path, digits_rows: np.ndarray) -> None:
+    """`--workers 2`: created through whichever worker, served by every one of them."""
+    with paradigm_server(tmp_path, "workers", tmp_path / "data", args=["--workers", "2"]) as server:
+        with fresh(server.target) as client:
+            first = _train(client, "digits", "naive_bayes", "nb")
+            then = _train(client, "digits", "logistic_regression", "lr")
+        with fresh(server.target) as client:
+            made = client.create_cascade("digits-workers", first, then, target_accuracy=0.9)
+        sent = 0
+        for _ in range(12):
+            with fresh(server.target) as client:
+                answer = client.infer("digits-workers", digits_rows[:20])
+                assert answer.model_version == made.version
+                assert len(answer.as_numpy("answered_by")) == 20
+                sent += 20
+        with fresh(server.target) as client:
+            again = client.recalibrate_cascade("digits-workers")
+        for _ in range(6):
+            with fresh(server.target) as client:
+                assert client.infer("digits-workers", digits_rows[:20]).model_version == "2"
+                sent += 20
+        assert server.metrics_url is not None
+        with urllib.request.urlopen(server.metrics_url) as response:
+            samples = scrape(response.read().decode())
+        counted = sum(value for _, value in samples["paradigm_cascade_rows_total"])
+        assert counted == sent and again.version == "2"

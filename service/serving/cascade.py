@@ -23,7 +23,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -327,15 +327,37 @@ class CascadePlane:
         self._stamp: tuple[int, int] | None = None
         self._looked = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        # `--workers N`: the owner's shared change counter, bumped after each change it
+        # makes (announce), and the last value this follower saw of it.
+        self._generation: MutableSequence[int] | None = None
+        self._owner = False
+        self._seen = 0
         self._publish(store.all())
+
+    def follow(self, generation: MutableSequence[int], *, owner: bool) -> None:
+        """Shares changes with the other workers through their shared counter: the owner
+        bumps it after a change, the others re-read the table before serving once it moved."""
+        self._generation = generation
+        self._owner = owner
+        self._seen = generation[0]
 
     @property
     def dataplane(self) -> DataPlane:
         return self._dataplane
 
     def reload(self) -> None:
-        """Re-reads the table now (after this process changed it)."""
+        """Re-reads the table now (after this process changed it) and tells the others."""
         self._publish(self._store.all())
+        if self._generation is not None and self._owner:
+            self._generation[0] += 1
+
+    async def _catch_up(self) -> None:
+        """A follower re-reads the table before serving when the owner changed it."""
+        generation = self._generation
+        if generation is None or self._owner or generation[0] == self._seen:
+            return
+        self._seen = generation[0]
+        await self._refresh(force=True)
 
     def _publish(self, cascades: list[Cascade]) -> None:
         by_name: dict[str, list[Cascade]] = {}
@@ -364,12 +386,21 @@ class CascadePlane:
             return None
         return (info.st_mtime_ns, info.st_size)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, force: bool = False) -> bool:
+        """Re-reads the table if its file changed (or when forced); whether it did."""
         stamp = await asyncio.to_thread(self._stat)
-        if stamp != self._stamp:
-            cascades = await asyncio.to_thread(self._store.all)
-            self._stamp = stamp
-            self._publish(cascades)
+        if stamp == self._stamp and not force:
+            return False
+        cascades = await asyncio.to_thread(self._store.all)
+        self._stamp = stamp
+        self._publish(cascades)
+        return True
+
+    async def _find_now(self, name: str, version: str) -> Cascade | None:
+        """find(), after re-reading the table if it changed: for a name (or version) that
+        was not found, since another worker may have created it a moment ago."""
+        await self._refresh()
+        return self.find(name, version)
 
     def _maybe_refresh(self) -> None:
         """Looks at the table's file at most once a second, off the request's path."""
@@ -404,26 +435,47 @@ class CascadePlane:
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        cascade = self.find(request.model_name, request.model_version)
-        if cascade is None:
-            return await self._dataplane.infer(request)
+        name, version = request.model_name, request.model_version
+        await self._catch_up()
+        try:
+            cascade = self.find(name, version)
+            if cascade is None:
+                return await self._dataplane.infer(request)
+        except NotFound:
+            cascade = await self._find_now(name, version)
+            if cascade is None:
+                raise
         return await self._infer_cascade(cascade, request)
 
     async def ready(self, name: str, version: str = "") -> bool:
+        await self._catch_up()
         try:
             cascade = self.find(name, version)
         except NotFound:
-            return False
+            cascade = None
         if cascade is None:
-            return await self._dataplane.ready(name, version)
+            if await self._dataplane.ready(name, version):
+                return True
+            try:
+                cascade = await self._find_now(name, version)
+            except NotFound:
+                return False
+            if cascade is None:
+                return False
         return await self._dataplane.ready(
             cascade.first, cascade.first_version
         ) and await self._dataplane.ready(cascade.then, cascade.then_version)
 
     async def describe(self, name: str, version: str = "") -> ModelDescription:
-        cascade = self.find(name, version)
-        if cascade is None:
-            return await self._dataplane.describe(name, version)
+        await self._catch_up()
+        try:
+            cascade = self.find(name, version)
+            if cascade is None:
+                return await self._dataplane.describe(name, version)
+        except NotFound:
+            cascade = await self._find_now(name, version)
+            if cascade is None:
+                raise
         first = await self._dataplane.describe(cascade.first, cascade.first_version)
         rows = first.outputs[0].shape[0] if first.outputs else -1
         return replace(
