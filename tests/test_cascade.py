@@ -16,6 +16,7 @@ from sklearn.datasets import load_digits
 from clients.client import ParadigmClient, ParadigmClientError
 from clients.harness import paradigm_server
 from tests.server import RunningServer
+from tests.test_cli import paradigm
 from tests.test_server_process import scrape
 from tests.test_workers import fresh
 
@@ -252,3 +253,31 @@ def test_every_worker_serves_cascades(tmp_path: Path, digits_rows: np.ndarray) -
             samples = scrape(response.read().decode())
         counted = sum(value for _, value in samples["paradigm_cascade_rows_total"])
         assert counted == sent and again.version == "2"
+
+
+def test_cascade_through_the_cli(
+    server: RunningServer, digits_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    first, then = digits_pair
+    made = paradigm(
+        server, "cascade", "create", "cli-cascade", "--first", first, "--then", then,
+        "--target-accuracy", "0.9", "--curve", str(tmp_path / "curve.csv"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "cli-cascade version 1" in made.stdout and "first alone" in made.stdout
+    assert (tmp_path / "curve.csv").read_text().startswith("threshold,escalated,accuracy")
+    again = paradigm(server, "cascade", "recalibrate", "cli-cascade", "--within", "0.01")
+    assert again.returncode == 0 and "version 2" in again.stdout, again.stderr
+    listed = paradigm(server, "cascade", "list")
+    assert listed.returncode == 0 and "cli-cascade" in listed.stdout
+    shown = paradigm(server, "cascade", "show", "cli-cascade", "--version", "1")
+    assert shown.returncode == 0 and "version 1" in shown.stdout
+    refused = paradigm(server, "cascade", "create", "x", "--first", first, "--then", "nothing")
+    assert refused.returncode != 0  # no goal: argparse refuses
+    missing = paradigm(
+        server, "cascade", "create", "x", "--first", first, "--then", "nothing",
+        "--target-accuracy", "0.9",
+    )  # fmt: skip
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    deleted = paradigm(server, "cascade", "delete", "cli-cascade")
+    assert deleted.returncode == 0 and "1, 2" in deleted.stdout
