@@ -571,8 +571,11 @@ class CascadePlane:
             alone = rows * b
             metrics.cascade_then_alone_cost.labels(*labels, unit).inc(alone)
             saved = alone - rows * a - escalated * b
-            if saved > 0 and math.isfinite(saved):
-                metrics.cascade_saved.labels(*labels, unit).inc(saved)
+            # A counter only rises: a request that cost more than B alone adds nothing
+            # (inc(0) still makes the series, so its panel has data from the start).
+            metrics.cascade_saved.labels(*labels, unit).inc(
+                saved if saved > 0 and math.isfinite(saved) else 0.0
+            )
 
 
 def replace_request(
