@@ -945,7 +945,7 @@ def save_curve(cascade: pb.Cascade, path: Path) -> None:
 
     fields = [
         "threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k",
-        "joules_per_1k",
+        "joules_per_1k", "agreement",
     ]  # fmt: skip
     points = [{f: getattr(p, f) for f in fields} for p in cascade.curve]
     if path.suffix == ".json":

@@ -50,8 +50,12 @@ def test_target_reached_on_calibration(
     cascade = client.create_cascade("digits-target", first, then, target_accuracy=0.9)
     assert cascade.version == "1" and cascade.target_met
     assert cascade.chosen.accuracy >= 0.9
-    # The cheapest point reaching the target: no dearer than B alone, on the curve.
-    assert cascade.chosen.dollars_per_1k <= cascade.then_alone.dollars_per_1k
+    # The cheapest point of the curve reaching the target.
+    reaching = [p for p in cascade.curve if p.accuracy >= 0.9]
+    assert cascade.chosen.dollars_per_1k == min(p.dollars_per_1k for p in reaching)
+    # B alone costs B only; escalating every row costs A and B.
+    assert cascade.then_alone.dollars_per_1k == cascade.then_cost.dollars_per_1k
+    assert cascade.curve[-1].dollars_per_1k > cascade.then_alone.dollars_per_1k
     assert cascade.chosen in cascade.curve and len(cascade.curve) >= 3
     assert cascade.then_alone.escalated == 1.0 and cascade.first_alone.escalated == 0.0
     assert cascade.first_cost.dollars_per_1k > 0 and cascade.then_cost.dollars_per_1k > 0

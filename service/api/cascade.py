@@ -93,6 +93,7 @@ def to_proto(cascade: Cascade, *, curve: bool = True) -> pb.Cascade:
         curve=[_point(p) for p in cascade.curve] if curve else [],
         evaluation=cascade.evaluation,
         created_at=convert.timestamp(cascade.created_at),
+        accuracy_within_then=cascade.accuracy_within_then,
     )
 
 
@@ -135,6 +136,8 @@ class CascadeServicer(pb_grpc.CascadeServiceServicer):
         current = await asyncio.to_thread(self._store.get, request.name)
         if request.HasField("goal"):
             goal = _goal(request.goal)
+        elif current.accuracy_within_then >= 0:
+            goal = {"accuracy_within_then": current.accuracy_within_then}
         elif current.max_dollars_per_1k > 0:
             goal = {"max_dollars_per_1k": current.max_dollars_per_1k}
         else:

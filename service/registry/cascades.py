@@ -35,6 +35,8 @@ class CurvePoint:
     dollars_per_1k: float
     device_seconds_per_1k: float
     joules_per_1k: float
+    #: Share of rows the cascade answers as B alone would (1 where it escalates them all).
+    agreement: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Cascade:
     first_cost: StageCost
     then_cost: StageCost
     curve: list[CurvePoint] = field(default_factory=list)
+    #: The goal "within this much of B's accuracy" as asked (-1: another goal); the
+    #: target_accuracy above is what it resolved to on the calibration rows.
+    accuracy_within_then: float = -1.0
     #: The chosen threshold on rows the calibration did not see (the other half of the
     #: held-out split): accuracy, escalated share, and A and B alone there.
     evaluation: dict[str, float] = field(default_factory=dict)

@@ -51,6 +51,7 @@ CURVE_POINTS = 101
 PROBE_REQUESTS = 20
 PROBE_BATCH = 64
 REFRESH_SECONDS = 1.0
+_FREE = StageCost(dollars_per_1k=0.0, device_seconds_per_1k=0.0, joules_per_1k=0.0, batch_size=0)
 COST_UNITS = ("device_seconds", "joules", "dollars")
 
 
@@ -108,15 +109,20 @@ def calibration_curve(
     then_right: np.ndarray,
     first_cost: StageCost,
     then_cost: StageCost,
+    same: np.ndarray | None = None,
 ) -> list[CurvePoint]:
     """The cascade at every distinct threshold: 0 (A answers all), each distinct top
-    probability (rows below it escalate), and ALL_TO_THEN (B answers all)."""
+    probability (rows below it escalate), and ALL_TO_THEN (B answers all). `same` marks the
+    rows where A and B answer alike (the points' agreement with B)."""
+    if same is None:
+        same = first_right == then_right
     order = np.argsort(top, kind="stable")
     top_sorted = top[order]
     rows = len(top)
     # Escalating the k least sure rows: B's right answers among them, A's among the rest.
     then_cum = np.concatenate([[0], np.cumsum(then_right[order])])
     first_cum = np.concatenate([[0], np.cumsum(first_right[order])])
+    same_cum = np.concatenate([[0], np.cumsum(same[order])])
     values, first_index = np.unique(top_sorted, return_index=True)
     thresholds = [0.0, *values.tolist(), ALL_TO_THEN]
     escalated_counts = [0, *first_index.tolist(), rows]
@@ -124,12 +130,21 @@ def calibration_curve(
     for threshold, k in zip(thresholds, escalated_counts, strict=True):
         share = k / rows
         right = then_cum[k] + (first_cum[rows] - first_cum[k])
-        points.append(_point(threshold, share, float(right) / rows, first_cost, then_cost))
+        # Escalated rows get B's own answer; kept rows agree with B where A does.
+        agreement = (k + same_cum[rows] - same_cum[k]) / rows
+        points.append(
+            _point(threshold, share, float(right) / rows, first_cost, then_cost, float(agreement))
+        )
     return points
 
 
 def _point(
-    threshold: float, share: float, accuracy: float, first: StageCost, then: StageCost
+    threshold: float,
+    share: float,
+    accuracy: float,
+    first: StageCost,
+    then: StageCost,
+    agreement: float = 1.0,
 ) -> CurvePoint:
     return CurvePoint(
         threshold=float(threshold),
@@ -138,15 +153,28 @@ def _point(
         dollars_per_1k=first.dollars_per_1k + share * then.dollars_per_1k,
         device_seconds_per_1k=first.device_seconds_per_1k + share * then.device_seconds_per_1k,
         joules_per_1k=first.joules_per_1k + share * then.joules_per_1k,
+        agreement=agreement,
     )
 
 
 def choose_threshold(
-    curve: list[CurvePoint], *, target_accuracy: float = 0.0, max_dollars_per_1k: float = 0.0
+    curve: list[CurvePoint],
+    *,
+    target_accuracy: float = 0.0,
+    max_dollars_per_1k: float = 0.0,
+    within_then: float = -1.0,
 ) -> tuple[CurvePoint, bool]:
     """The point that reaches the target accuracy at the lowest cost, or the most accurate
     one within the cost cap; (point, met). Unmet: the most accurate point for a target, the
-    cheapest for a cap. Ties go to the smaller escalated share."""
+    cheapest for a cap. Ties go to the smaller escalated share.
+
+    within_then >= 0 (the target is B's accuracy minus it) also asks that the cascade answer
+    as B does on all but that share of rows: its accuracy then stays within that much of
+    B's whatever the true labels, a bound that holds on new rows far better than the
+    accuracies of two models measured on a few hundred (their gap swings by more than a
+    few tenths of a percent from one sample to the next)."""
+    if within_then >= 0:
+        curve = [p for p in curve if p.agreement >= 1.0 - within_then - 1e-12] or curve[-1:]
     if max_dollars_per_1k > 0:
         within = [p for p in curve if p.dollars_per_1k <= max_dollars_per_1k]
         if not within:
@@ -176,6 +204,8 @@ class Answers:
 
     top: np.ndarray
     right: np.ndarray
+    #: The class each row was given, as text.
+    predicted: np.ndarray
 
 
 async def _answers(
@@ -207,7 +237,7 @@ async def _answers(
         tops.append(np.asarray(out[PROBABILITIES], dtype=np.float64).max(axis=1))
         predicted.extend(_text(value) for value in out["label"].reshape(-1).tolist())
     right = np.array([p == str(t) for p, t in zip(predicted, labels.tolist(), strict=True)])
-    return Answers(np.concatenate(tops), right.astype(np.float64))
+    return Answers(np.concatenate(tops), right.astype(np.float64), np.array(predicted))
 
 
 def _text(value: object) -> str:
@@ -266,14 +296,20 @@ async def calibrate(
     calibration = order[: rows // 2] if rows >= 20 else order
     held = order[rows // 2 :] if rows >= 20 else order[:0]
     full = calibration_curve(
-        a.top[calibration], a.right[calibration], b.right[calibration], first_cost, then_cost
-    )
-    first_alone, then_alone = full[0], full[-1]
+        a.top[calibration], a.right[calibration], b.right[calibration], first_cost, then_cost,
+        (a.predicted == b.predicted)[calibration],
+    )  # fmt: skip
+    # B alone costs B only; the curve's last point (every row escalated) pays for A too.
+    first_alone = full[0]
+    then_alone = _point(ALL_TO_THEN, 1.0, full[-1].accuracy, _FREE, then_cost)
     target = target_accuracy
     if accuracy_within_then >= 0:
         target = then_alone.accuracy - accuracy_within_then
     chosen, met = choose_threshold(
-        full, target_accuracy=target, max_dollars_per_1k=max_dollars_per_1k
+        full,
+        target_accuracy=target,
+        max_dollars_per_1k=max_dollars_per_1k,
+        within_then=accuracy_within_then,
     )
     evaluation: dict[str, float] = {}
     if len(held):
@@ -299,6 +335,7 @@ async def calibrate(
         then_version=then.version,
         target_accuracy=target if max_dollars_per_1k <= 0 else 0.0,
         max_dollars_per_1k=max_dollars_per_1k,
+        accuracy_within_then=accuracy_within_then,
         threshold=chosen.threshold,
         target_met=met,
         dataset=first.dataset,

@@ -772,20 +772,22 @@ class CreateCascadeRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., first: _Optional[str] = ..., then: _Optional[str] = ..., goal: _Optional[_Union[CascadeGoal, _Mapping]] = ..., max_rows: _Optional[int] = ...) -> None: ...
 
 class CascadePoint(_message.Message):
-    __slots__ = ("threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k", "joules_per_1k")
+    __slots__ = ("threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "agreement")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
     DEVICE_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
     JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     threshold: float
     escalated: float
     accuracy: float
     dollars_per_1k: float
     device_seconds_per_1k: float
     joules_per_1k: float
-    def __init__(self, threshold: _Optional[float] = ..., escalated: _Optional[float] = ..., accuracy: _Optional[float] = ..., dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ...) -> None: ...
+    agreement: float
+    def __init__(self, threshold: _Optional[float] = ..., escalated: _Optional[float] = ..., accuracy: _Optional[float] = ..., dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., agreement: _Optional[float] = ...) -> None: ...
 
 class CascadeStageCost(_message.Message):
     __slots__ = ("dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "batch_size")
@@ -800,7 +802,7 @@ class CascadeStageCost(_message.Message):
     def __init__(self, dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Cascade(_message.Message):
-    __slots__ = ("name", "version", "first", "first_version", "then", "then_version", "target_accuracy", "max_dollars_per_1k", "threshold", "target_met", "dataset", "calibration_rows", "chosen", "first_alone", "then_alone", "first_cost", "then_cost", "curve", "evaluation", "created_at")
+    __slots__ = ("name", "version", "first", "first_version", "then", "then_version", "target_accuracy", "max_dollars_per_1k", "threshold", "target_met", "dataset", "calibration_rows", "chosen", "first_alone", "then_alone", "first_cost", "then_cost", "curve", "evaluation", "created_at", "accuracy_within_then")
     class EvaluationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -828,6 +830,7 @@ class Cascade(_message.Message):
     CURVE_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_WITHIN_THEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     first: str
@@ -848,7 +851,8 @@ class Cascade(_message.Message):
     curve: _containers.RepeatedCompositeFieldContainer[CascadePoint]
     evaluation: _containers.ScalarMap[str, float]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., first: _Optional[str] = ..., first_version: _Optional[str] = ..., then: _Optional[str] = ..., then_version: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., threshold: _Optional[float] = ..., target_met: _Optional[bool] = ..., dataset: _Optional[str] = ..., calibration_rows: _Optional[int] = ..., chosen: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., then_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., then_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., curve: _Optional[_Iterable[_Union[CascadePoint, _Mapping]]] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    accuracy_within_then: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., first: _Optional[str] = ..., first_version: _Optional[str] = ..., then: _Optional[str] = ..., then_version: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., threshold: _Optional[float] = ..., target_met: _Optional[bool] = ..., dataset: _Optional[str] = ..., calibration_rows: _Optional[int] = ..., chosen: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., then_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., then_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., curve: _Optional[_Iterable[_Union[CascadePoint, _Mapping]]] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accuracy_within_then: _Optional[float] = ...) -> None: ...
 
 class GetCascadeRequest(_message.Message):
     __slots__ = ("name", "version")
