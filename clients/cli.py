@@ -927,6 +927,12 @@ def describe_cascade(cascade: pb.Cascade) -> str:
         "",
         format_table(("", "threshold", "escalated", "accuracy", "$/1k", "dev-s/1k", "J/1k"), rows),
     ]
+    if cascade.chosen.dollars_per_1k >= cascade.then_alone.dollars_per_1k > 0:
+        lines += [
+            "",
+            "warning: the cascade costs more per 1 000 than the second model alone (the "
+            "first model is not the cheap one here): serve the second model instead",
+        ]
     held = dict(cascade.evaluation)
     if held:
         lines += [

@@ -285,3 +285,14 @@ def test_cascade_through_the_cli(
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     deleted = paradigm(server, "cascade", "delete", "cli-cascade")
     assert deleted.returncode == 0 and "1, 2" in deleted.stdout
+
+
+def test_image_cascade(client: ParadigmClient) -> None:
+    """An image dataset: the calibration rows are the held-out raw pixels."""
+    first = _train(client, "digits_images", "naive_bayes", "cascade-images-nb")
+    then = _train(client, "digits_images", "logistic_regression", "cascade-images-lr")
+    cascade = client.create_cascade("images-cascade", first, then, target_accuracy=0.8)
+    assert cascade.dataset == "digits_images" and cascade.calibration_rows > 100
+    pixels = np.zeros((4, 8, 8, 1), dtype=np.uint8)
+    result = client.infer("images-cascade", pixels)
+    assert len(result.as_numpy("answered_by")) == 4

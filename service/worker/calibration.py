@@ -16,7 +16,7 @@ import numpy as np
 
 from service.datasets import layout
 from service.datasets.schema import ColumnInfo
-from service.errors import FailedPrecondition, InvalidArgument
+from service.errors import InvalidArgument
 from service.training.spec import CalibrationRowsSpec
 
 LABELS = "__labels__"
@@ -29,11 +29,16 @@ def write_rows(spec: CalibrationRowsSpec) -> dict[str, Any]:
     dataset_dir = Path(spec.dataset_dir)
     info = layout.read_info(dataset_dir)
     if info.is_images:
-        raise FailedPrecondition(
-            f"dataset {info.name!r} is an image upload: cascades calibrate on array and "
-            "table datasets"
-        )
-    if info.is_table:
+        # Image models take the raw pixels (their front end is inside the graph).
+        images, y = layout.load_arrays(dataset_dir)
+        class_values = np.array([str(c["value"]) for c in info.classes])
+        _, test_rows, _, y_test = training_data.split(
+            np.arange(len(y)), y.astype(np.int64), "classification", spec.test_fraction,
+            spec.split_seed,
+        )  # fmt: skip
+        feeds = {"input": images[test_rows]}
+        labels = class_values[y_test]
+    elif info.is_table:
         from service.worker import columns as table_columns
         from service.worker.datasets import tabular
 
