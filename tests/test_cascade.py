@@ -283,6 +283,13 @@ def test_cascade_through_the_cli(
         "--target-accuracy", "0.9",
     )  # fmt: skip
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    np.save(tmp_path / "rows.npy", load_digits().data[:4])
+    predicted = paradigm(
+        server, "predict", "cli-cascade", str(tmp_path / "rows.npy"), "--output", "answered_by"
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    answered = predicted.stdout.splitlines()[1:]
+    assert len(answered) == 4 and all(line in (f"{first}:1", f"{then}:1") for line in answered)
     deleted = paradigm(server, "cascade", "delete", "cli-cascade")
     assert deleted.returncode == 0 and "1, 2" in deleted.stdout
 
