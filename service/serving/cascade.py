@@ -388,12 +388,16 @@ class CascadePlane:
         if self._generation is not None and self._owner:
             self._generation[0] += 1
 
+    def _behind(self) -> bool:
+        """Whether this follower has not yet seen the owner's latest change (a read of
+        shared memory: every request asks)."""
+        generation = self._generation
+        return generation is not None and not self._owner and generation[0] != self._seen
+
     async def _catch_up(self) -> None:
         """A follower re-reads the table before serving when the owner changed it."""
-        generation = self._generation
-        if generation is None or self._owner or generation[0] == self._seen:
-            return
-        self._seen = generation[0]
+        assert self._generation is not None
+        self._seen = self._generation[0]
         await self._refresh(force=True)
 
     def _publish(self, cascades: list[Cascade]) -> None:
@@ -473,7 +477,8 @@ class CascadePlane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         name, version = request.model_name, request.model_version
-        await self._catch_up()
+        if self._behind():
+            await self._catch_up()
         try:
             cascade = self.find(name, version)
             if cascade is None:
@@ -485,7 +490,8 @@ class CascadePlane:
         return await self._infer_cascade(cascade, request)
 
     async def ready(self, name: str, version: str = "") -> bool:
-        await self._catch_up()
+        if self._behind():
+            await self._catch_up()
         try:
             cascade = self.find(name, version)
         except NotFound:
@@ -504,7 +510,8 @@ class CascadePlane:
         ) and await self._dataplane.ready(cascade.then, cascade.then_version)
 
     async def describe(self, name: str, version: str = "") -> ModelDescription:
-        await self._catch_up()
+        if self._behind():
+            await self._catch_up()
         try:
             cascade = self.find(name, version)
             if cascade is None:
