@@ -303,3 +303,21 @@ def test_image_cascade(client: ParadigmClient) -> None:
     pixels = np.zeros((4, 8, 8, 1), dtype=np.uint8)
     result = client.infer("images-cascade", pixels)
     assert len(result.as_numpy("answered_by")) == 4
+
+
+def test_a_deleted_stage_makes_the_cascade_not_ready(
+    client: ParadigmClient, digits_pair: tuple[str, str], digits_rows: np.ndarray
+) -> None:
+    _, then = digits_pair
+    first = _train(client, "digits", "naive_bayes", "cascade-digits-nb-doomed")
+    client.create_cascade("digits-doomed", first, then, target_accuracy=0.9)
+    assert client.model_ready("digits-doomed")
+    client.delete_model(first)
+    assert not client.model_ready("digits-doomed")
+    with pytest.raises(ParadigmClientError) as error:
+        client.infer("digits-doomed", digits_rows[:3])
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
+    assert first in error.value.details
+    with pytest.raises(ParadigmClientError) as error:
+        client.infer("digits-doomed", digits_rows[:3], version="7")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
