@@ -213,6 +213,28 @@ def _decode_outputs(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
     return decoded
 
 
+def cascade_goal(
+    target_accuracy: float | None = None,
+    max_dollars_per_1k: float | None = None,
+    accuracy_within_then: float | None = None,
+) -> pb.CascadeGoal:
+    """The one goal given; ValueError for none or several."""
+    given = {
+        key: value
+        for key, value in (
+            ("target_accuracy", target_accuracy),
+            ("max_dollars_per_1k", max_dollars_per_1k),
+            ("accuracy_within_then", accuracy_within_then),
+        )
+        if value is not None
+    }
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of target_accuracy, max_dollars_per_1k, accuracy_within_then"
+        )
+    return pb.CascadeGoal(**given)
+
+
 def make_infer_request(
     model: str,
     inputs: np.ndarray | Mapping[str, np.ndarray],
@@ -335,6 +357,7 @@ class ParadigmClient:
         self._training = pb_grpc.TrainingServiceStub(self._channel)
         self._models = pb_grpc.ModelServiceStub(self._channel)
         self._cost = pb_grpc.CostServiceStub(self._channel)
+        self._cascades = pb_grpc.CascadeServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -612,6 +635,64 @@ class ParadigmClient:
             seed=seed,
         )
         return self._models.Explain(request, timeout=self.timeout)
+
+    # -- cascades -------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def create_cascade(
+        self,
+        name: str,
+        first: str,
+        then: str,
+        *,
+        target_accuracy: float | None = None,
+        max_dollars_per_1k: float | None = None,
+        accuracy_within_then: float | None = None,
+        max_rows: int = 0,
+    ) -> pb.Cascade:
+        """Calibrates and stores a cascade: `first` ("name" or "name:version") answers the
+        rows it is sure of, `then` the rest. Give exactly one goal."""
+        request = pb.CreateCascadeRequest(
+            name=name,
+            first=first,
+            then=then,
+            goal=cascade_goal(target_accuracy, max_dollars_per_1k, accuracy_within_then),
+            max_rows=max_rows,
+        )
+        return self._cascades.CreateCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def recalibrate_cascade(
+        self,
+        name: str,
+        *,
+        target_accuracy: float | None = None,
+        max_dollars_per_1k: float | None = None,
+        accuracy_within_then: float | None = None,
+        max_rows: int = 0,
+    ) -> pb.Cascade:
+        """Calibrates the cascade again (a new version); no goal keeps the current one."""
+        request = pb.RecalibrateCascadeRequest(name=name, max_rows=max_rows)
+        if (target_accuracy, max_dollars_per_1k, accuracy_within_then) != (None, None, None):
+            request.goal.CopyFrom(
+                cascade_goal(target_accuracy, max_dollars_per_1k, accuracy_within_then)
+            )
+        return self._cascades.RecalibrateCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def get_cascade(self, name: str, version: str = "") -> pb.Cascade:
+        request = pb.GetCascadeRequest(name=name, version=version)
+        return self._cascades.GetCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def list_cascades(self, name: str = "") -> list[pb.Cascade]:
+        request = pb.ListCascadesRequest(name=name)
+        return list(self._cascades.ListCascades(request, timeout=self.timeout).cascades)
+
+    @_rpc_errors()
+    def delete_cascade(self, name: str, version: str = "") -> list[str]:
+        request = pb.DeleteCascadeRequest(name=name, version=version)
+        return list(self._cascades.DeleteCascade(request, timeout=self.timeout).deleted_versions)
 
     @_rpc_errors()
     def delete_model(self, name: str, version: str = "", *, force: bool = False) -> list[str]:

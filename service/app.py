@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
+from service.api.cascade import CascadeServicer
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.forward import OwnerForwarder
@@ -46,9 +47,11 @@ from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
 from service.metrics import GpuCollector, Metrics
+from service.registry.cascades import CascadeStore
 from service.registry.store import ModelRegistry, open_registry
 from service.role import ServingRole
 from service.serving.batcher import BatchingConfig
+from service.serving.cascade import CascadePlane
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
@@ -195,6 +198,11 @@ class App:
             gpu_batching=gpu_batching_config(settings),
             inline_run_s=settings.inline_run_us / 1e6,
         )
+        # Every serving process serves cascades, from the table beside the registry.
+        cascade_store = await asyncio.to_thread(CascadeStore, data_dir)
+        cascades = CascadePlane(dataplane, cascade_store, self.metrics, data_dir)
+        if self.role is not None:
+            cascades.follow(self.role.registry_generation, owner=self.role.owner)
         self._start_samplers()
 
         if tokens:
@@ -221,13 +229,13 @@ class App:
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
-                dataplane, ready=lambda: self.ready,
+                cascades, ready=lambda: self.ready,
                 max_batch_size=settings.max_batch_size,
             ),
             server,
         )  # fmt: skip
         if self.owns_jobs:
-            await self._add_control_plane(server, registry, data_dir)
+            await self._add_control_plane(server, registry, data_dir, cascade_store, cascades)
         else:
             assert self.role is not None
             self._forwarder = OwnerForwarder(self.role.owner_address, settings.max_message_bytes)
@@ -251,7 +259,7 @@ class App:
         await server.start()
         if settings.http_port >= 0:  # OIP v2 over REST: same loop, same data plane
             self._rest = await start_rest(
-                settings, dataplane, tokens, ready=lambda: self.ready,
+                settings, cascades, tokens, ready=lambda: self.ready,
                 reuse_port=self.role is not None,
             )  # fmt: skip
             self.http_port = self._rest.port
@@ -289,7 +297,12 @@ class App:
         )  # fmt: skip
 
     async def _add_control_plane(
-        self, server: grpc.aio.Server, registry: ModelRegistry, data_dir: Path
+        self,
+        server: grpc.aio.Server,
+        registry: ModelRegistry,
+        data_dir: Path,
+        cascade_store: CascadeStore,
+        cascades: CascadePlane,
     ) -> None:
         """Datasets, training, models and cost: served by the one process that owns jobs."""
         settings = self.settings
@@ -312,6 +325,13 @@ class App:
             ),
             server,
         )
+        paradigm_grpc.add_CascadeServiceServicer_to_server(
+            CascadeServicer(
+                registry, datasets, cascade_store, cascades,
+                blas_threads=settings.worker_blas_threads,
+            ),
+            server,
+        )  # fmt: skip
         paradigm_grpc.add_CostServiceServicer_to_server(
             CostServicer(
                 self.ledger,

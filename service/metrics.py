@@ -43,6 +43,8 @@ TRAINING_LABELS = ("paradigm", "algorithm", "device")
 # Cost series cover both phases: phase="serve" per model version, phase="train" per job's
 # model (version empty when the job published nothing).
 COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
+#: A cascade version and its two stages, each as "model:version".
+CASCADE_LABELS = ("cascade", "version", "first", "then")
 
 
 class Metrics:
@@ -232,6 +234,57 @@ class Metrics:
             "Versions published or deleted, and aliases set, moved or removed (event "
             "aliased), by other replicas, as found by polling.",
             ("event",),
+            registry=registry,
+        )
+
+        # -- cascades (service/serving/cascade.py) ----------------------------------------
+        self.cascade_requests = Counter(
+            "paradigm_cascade_requests_total",
+            "Inference requests answered by a cascade.",
+            CASCADE_LABELS,
+            registry=registry,
+        )
+        self.cascade_rows = Counter(
+            "paradigm_cascade_rows_total",
+            "Rows a cascade answered, by the stage that answered them: first (the first "
+            "model was sure enough) or then (escalated to the second model).",
+            (*CASCADE_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_cost = Counter(
+            "paradigm_cascade_cost_total",
+            "What a cascade's requests cost, as the ledger charged its stages' runs; unit "
+            "device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_then_alone_cost = Counter(
+            "paradigm_cascade_then_alone_cost_total",
+            "What the same rows would have cost answered by the second model alone, at its "
+            "calibrated cost per row; unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_saved = Counter(
+            "paradigm_cascade_saved_total",
+            "Cost saved against the second model alone, at both stages' calibrated costs per "
+            "row (rows x B - rows x A - escalated rows x B; requests where it would be "
+            "negative add nothing); unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_threshold = Gauge(
+            "paradigm_cascade_threshold",
+            "A cascade version's calibrated threshold on the first model's top probability.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.cascade_calibrated_escalation = Gauge(
+            "paradigm_cascade_calibrated_escalation_ratio",
+            "Share of the calibration rows the chosen threshold escalated to the second model.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
             registry=registry,
         )
 
