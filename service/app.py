@@ -96,6 +96,8 @@ class App:
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
         self._explainer: Explainer | None = None
+        #: The data plane once started (serving probes run through it).
+        self.dataplane: DataPlane | None = None
         self._preload: asyncio.Task[None] | None = None
         self._poll: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
@@ -147,7 +149,7 @@ class App:
             warmup=settings.warmup,
             io_binding=settings.io_binding,
         )
-        dataplane = DataPlane(
+        dataplane = self.dataplane = DataPlane(
             models,
             index,
             self.ledger,

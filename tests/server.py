@@ -36,6 +36,10 @@ class RunningServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.app.port}"
 
+    def run(self, coroutine: Any, timeout: float = 120) -> Any:
+        """Runs a coroutine on the server's own loop (a serving-side call) and returns it."""
+        return self._call(coroutine, timeout)
+
     def _call(self, coroutine: Any, timeout: float) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout)

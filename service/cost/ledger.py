@@ -7,7 +7,8 @@ report RPC reads (serving since this process started; training from the manifest
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from service.cost.energy import CpuEnergyMeter
 from service.cost.nvml import Nvml
@@ -42,6 +43,32 @@ class ServingTotals:
     predictions: int = 0
     requests: int = 0
     charge: Charge | None = None
+
+
+@dataclass
+class ServingTap:
+    """The serving charges of the requests made in one context: a probe's own bill.
+
+    Set in `serving_tap` around a caller's requests; the data plane runs each batch in its
+    (first) request's context, so the ledger finds the tap there and adds the run to it. A
+    probe request batched together with others brings the whole batch's charge and rows,
+    so per-row figures stay right.
+    """
+
+    runs: int = 0
+    rows: int = 0
+    charge: Charge = field(default_factory=Charge)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, rows: int, charge: Charge) -> None:
+        with self._lock:
+            self.runs += 1
+            self.rows += rows
+            self.charge.add(charge)
+
+
+#: The tap of the current context, if any (see ServingTap).
+serving_tap: ContextVar[ServingTap | None] = ContextVar("serving_tap", default=None)
 
 
 class GpuEnergyMeter:
@@ -134,6 +161,9 @@ class CostLedger:
             totals.requests += 1
             assert totals.charge is not None
             totals.charge.add(charge)
+        tap = serving_tap.get()
+        if tap is not None:
+            tap.record(rows, charge)
 
     def price_training(
         self, cpu_seconds: float, gpu_seconds: float = 0.0, gpu_joules: float | None = None

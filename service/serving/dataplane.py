@@ -170,6 +170,15 @@ class DataPlane:
             return False
         return True
 
+    async def model(self, name: str, version: str = "") -> LoadedModel:
+        """The loaded version (latest when empty), loaded now if need be."""
+        return await self._models.get(name, version)
+
+    @property
+    def max_batch_size(self) -> int:
+        """The most rows one request may carry."""
+        return self._max_batch_size
+
     async def describe(self, name: str, version: str = "") -> ModelDescription:
         """The version's signature and placement (loaded now if need be); NotFound or
         Unavailable as ready() would say False."""
