@@ -222,8 +222,8 @@ class SearchManager:
     async def cancel(self, search_id: str) -> SearchRecord:
         """Stops the search and cancels its running trials; returns once they ended."""
         live = self._live.get(search_id)
-        if live is None:
-            record = await self.get(search_id)
+        record = live.record if live is not None else await self.get(search_id)
+        if live is None or record.ended:
             raise FailedPrecondition(f"search {search_id!r} already ended: {record.state}")
         live.stop_requested.set()
         if live.task is not None:
@@ -311,6 +311,13 @@ class SearchManager:
         if request.algorithms:
             names = list(dict.fromkeys(request.algorithms))
             for name in names:
+                algorithm = catalog.get_algorithm(name)
+                if task not in algorithm.tasks:
+                    raise InvalidArgument(
+                        f"{name} cannot do {task}, the task of dataset {request.dataset!r} "
+                        f"(it does {', '.join(algorithm.tasks)}): its trials would not "
+                        "compare with the others"
+                    )
                 self._jobs.check_training(self._trial_request(request, name, {}))
             return names
         fitting = []
