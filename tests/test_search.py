@@ -3,6 +3,8 @@ pruning stop their jobs, the leaderboard carries every figure, bad requests get 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +256,26 @@ def test_the_study_lives_in_the_shared_registry(postgres: PostgresCluster, tmp_p
             assert client.get_search(search.id).trials == ended.trials
     finally:
         replica.stop()
+
+
+def test_sampling_imports_no_training_library(tmp_path: Path) -> None:
+    """Optuna runs in the serving process: past TPE's random start-up trials, sampling the
+    whole catalog's spaces and pruning imports none of what the serving side must not."""
+    code = f"""
+import sys
+from service.training import catalog, search_study
+db = search_study.StudyDatabase("sqlite:///{tmp_path / "study.sqlite3"}")
+pruner = search_study.make_pruner("median", 0.0, maximize=True)
+study = db.study("x", maximize=True, seed=0, pruner=pruner, algorithms=list(catalog.ALGORITHMS))
+for number in range(14):
+    sampled = study.ask()
+    study.report(sampled.trial, number / 14, 1)
+    study.report(sampled.trial, number / 14, 2)
+    study.tell(sampled.trial, "complete", number / 14)
+heavy = ("torch", "sklearn", "scipy", "pandas", "pyarrow", "onnx", "skl2onnx", "PIL")
+print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
