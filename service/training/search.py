@@ -496,6 +496,23 @@ class SearchManager:
         return number, task
 
     async def _follow(self, live: _Live, trial: TrialRecord, sampled: Sampled, job: Job) -> None:
+        """Follows a trial to its end; a failure here ends the trial, not the search."""
+        try:
+            await self._follow_job(live, trial, sampled, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("search %s: trial %d failed", live.record.id, trial.number)
+            trial.state, trial.error = FAILED, f"internal error: {exc}"
+            with contextlib.suppress(FailedPrecondition, NotFound):
+                await self._jobs.cancel(job.id)
+            self._trial_ended(live, trial)
+            await self._save(live)
+            live.wake()
+
+    async def _follow_job(
+        self, live: _Live, trial: TrialRecord, sampled: Sampled, job: Job
+    ) -> None:
         """Reports a deep trial's epochs to the pruner (cancelling the job if it prunes),
         then concludes the trial from how its job ended."""
         record = live.record
