@@ -3,6 +3,7 @@ pruning stop their jobs, the leaderboard carries every figure, bad requests get 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -279,3 +280,33 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_search_and_leaderboard_through_the_cli(
+    search_server: RunningServer, tmp_path: Path
+) -> None:
+    cli = [str(Path(sys.executable).parent / "paradigm"), "--target", search_server.target]
+
+    def paradigm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args], capture_output=True, text=True, timeout=300, check=False
+        )
+
+    searched = paradigm(
+        "search", "iris", "--algorithms", "logistic_regression,mlp", "--trials", "3",
+        "--seed", "2",
+    )  # fmt: skip
+    assert searched.returncode == 0, searched.stderr
+    search_id = searched.stdout.split()[1]
+    assert searched.stdout.count("  trial ") == 3
+    assert f"search {search_id} succeeded: trial budget spent; 3 trials" in searched.stdout
+    board_json, plot = tmp_path / "board.json", tmp_path / "pareto.png"
+    board = paradigm("leaderboard", search_id, "--json", str(board_json), "--plot", str(plot))
+    assert board.returncode == 0, board.stderr
+    assert "p99 b64 ms" in board.stdout and "$/1k b1" in board.stdout
+    data = json.loads(board_json.read_text())
+    assert data["final"] and data["entries"][0]["rank"] == 1
+    assert {e["paradigm"] for e in data["entries"]} <= {"classical", "deep"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = paradigm("search", "no-such-data", "--trials", "1")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: NOT_FOUND:")
