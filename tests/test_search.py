@@ -199,6 +199,11 @@ def test_default_algorithms_fit_a_mixed_table(client: ParadigmClient) -> None:
         ),
         ({"dataset": "iris", "seconds": -1}, grpc.StatusCode.INVALID_ARGUMENT, "budget.seconds"),
         (
+            {"dataset": "iris", "trials": 1, "parallelism": 100_000},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "parallelism must be between 0 and",
+        ),
+        (
             {"dataset": "iris", "trials": 1, "pruner": "hyperband"},
             grpc.StatusCode.INVALID_ARGUMENT,
             "unknown pruner",

@@ -276,8 +276,12 @@ class SearchManager:
             raise InvalidArgument(
                 "a search needs a budget: trials, seconds, dollars or joules (more than 0)"
             )
-        if request.parallelism < 0:
-            raise InvalidArgument(f"parallelism must be >= 0, not {request.parallelism}")
+        most = self._settings.max_queued_jobs
+        if not 0 <= request.parallelism <= most:
+            raise InvalidArgument(
+                f"parallelism must be between 0 and the training queue's size ({most}), "
+                f"not {request.parallelism}"
+            )
         if request.pruner not in ("", *search_study.PRUNERS):
             raise InvalidArgument(
                 f"unknown pruner {request.pruner!r}; expected one of: "
