@@ -139,6 +139,7 @@ def test_cancel_cancels_the_running_trials(client: ParadigmClient) -> None:
         ],
         "a running trial",
     )
+    assert not client.leaderboard(search.id).final  # running: no serving figures yet
     cancelled = client.cancel_search(search.id)
     assert cancelled.state == search_pb.SEARCH_STATE_CANCELLED
     assert cancelled.stop_reason == "cancelled"
