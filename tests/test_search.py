@@ -316,3 +316,32 @@ def test_search_and_leaderboard_through_the_cli(
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = paradigm("search", "no-such-data", "--trials", "1")
     assert missing.returncode == 1 and missing.stderr.startswith("error: NOT_FOUND:")
+
+
+@pytest.mark.parametrize("resource", ["dollars", "joules"])
+def test_a_cost_budget_stops_the_search_at_the_ledgers_figures(
+    client: ParadigmClient, resource: str
+) -> None:
+    # Any finished trial costs more than this: the search stops after its first one.
+    search = client.start_search(
+        "iris", algorithms=["knn"], parallelism=1, trials=10, **{resource: 1e-12}
+    )
+    ended = client.wait_for_search(search.id)
+    word = {"dollars": "dollar", "joules": "energy"}[resource]
+    assert ended.stop_reason == f"{word} budget spent"
+    assert ended.trials_started == 1
+    (trial,) = ended.trials
+    spent = ended.dollars_spent if resource == "dollars" else ended.joules_spent
+    assert spent == pytest.approx(
+        trial.training_dollars if resource == "dollars" else trial.training_joules
+    )
+    assert spent > 0
+
+
+def test_a_regression_search_optimises_r2_or_rmse(client: ParadigmClient) -> None:
+    search = client.start_search("diabetes", algorithms=["ridge"], trials=2, metric="rmse")
+    assert search.metric == "rmse" and not search.maximize
+    ended = client.wait_for_search(search.id)
+    assert ended.best_value == pytest.approx(min(t.value for t in ended.trials))
+    (entry,) = client.leaderboard(search.id).entries
+    assert entry.ci_low < entry.value < entry.ci_high
