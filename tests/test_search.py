@@ -323,8 +323,9 @@ def test_a_cost_budget_stops_the_search_at_the_ledgers_figures(
     client: ParadigmClient, resource: str
 ) -> None:
     # Any finished trial costs more than this: the search stops after its first one.
+    dollars, joules = (1e-12, 0.0) if resource == "dollars" else (0.0, 1e-12)
     search = client.start_search(
-        "iris", algorithms=["knn"], parallelism=1, trials=10, **{resource: 1e-12}
+        "iris", algorithms=["knn"], parallelism=1, trials=10, dollars=dollars, joules=joules
     )
     ended = client.wait_for_search(search.id)
     word = {"dollars": "dollar", "joules": "energy"}[resource]

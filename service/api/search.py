@@ -14,8 +14,9 @@ from service.api.codec import check_strings
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import search_pb2 as search_pb
 from service.gen.paradigm.v1 import search_pb2_grpc as search_grpc
-from service.training.search import SearchManager, SearchRequest
+from service.training.search import SearchManager
 from service.training.search_record import Budget, SearchRecord, TrialRecord
+from service.training.search_request import SearchRequest
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

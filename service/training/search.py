@@ -15,30 +15,27 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from service.errors import FailedPrecondition, InvalidArgument, NotFound, ParadigmError
-from service.training import catalog, leaderboard, search_study
+from service.errors import FailedPrecondition, NotFound, ParadigmError
+from service.training import catalog, leaderboard, search_request, search_study
 from service.training.job import CANCELLED as JOB_CANCELLED
 from service.training.job import SUCCEEDED as JOB_SUCCEEDED
 from service.training.job import Job
+from service.training.search_metrics import SearchGauges
 from service.training.search_record import (
     CANCELLED,
     FAILED,
-    MAXIMIZED,
-    METRICS,
     PRUNED,
     SUCCEEDED,
-    Budget,
     SearchRecord,
     TrialRecord,
 )
-from service.training.validation import TrainingRequest
+from service.training.search_request import SearchRequest
 
 if TYPE_CHECKING:
     from service.datasets.store import DatasetStore
@@ -62,22 +59,6 @@ class ServingMeasurer(Protocol):
     """Serves a published model version and returns its figures (ServingProbe.to_dict())."""
 
     def __call__(self, name: str, version: str) -> Awaitable[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """A StartSearch request's fields, as the caller sent them."""
-
-    dataset: str
-    algorithms: list[str] = field(default_factory=list)
-    budget: Budget = field(default_factory=Budget)
-    metric: str = ""
-    seed: int = 0
-    parallelism: int = 0
-    pruner: str = ""
-    prune_threshold: float = 0.0
-    test_fraction: float = 0.0
-    device: str = "auto"
 
 
 @dataclass
@@ -123,7 +104,7 @@ class SearchManager:
         self._jobs = jobs
         self._datasets = datasets
         self._registry = registry
-        self._metrics = metrics
+        self._gauges = SearchGauges(metrics)
         self._measure_serving = measure_serving
         self._url = search_study.storage_url(settings.registry_url, registry.root)
         self._shared = registry.shared
@@ -167,7 +148,13 @@ class SearchManager:
 
     async def start_search(self, request: SearchRequest) -> SearchRecord:
         """Validates the request completely, then starts the search; raises before."""
-        record = self._new_record(request)
+        record = search_request.new_record(
+            request,
+            settings=self._settings,
+            datasets=self._datasets,
+            jobs=self._jobs,
+            storage_url=self._url,
+        )
         assert self._db is not None
         db = self._db
         pruner = search_study.make_pruner(
@@ -183,7 +170,7 @@ class SearchManager:
         )
         await self._call(db.save, record.id, record.to_dict())
         live = self._live[record.id] = _Live(record, study)
-        self._publish_budget(record)
+        self._gauges.started(record)
         live.task = asyncio.create_task(self._run(live), name=f"search-{record.id}")
         log.info(
             "search %s started on %s: %s, budget %s",
@@ -250,112 +237,6 @@ class SearchManager:
         if record.leaderboard_final:
             return record, record.leaderboard
         return record, self._rows(record, serving={})
-
-    # -- validation -----------------------------------------------------------------------
-
-    def _new_record(self, request: SearchRequest) -> SearchRecord:
-        info = self._datasets.get(request.dataset)  # NotFound for an unknown dataset
-        task = info.task
-        if task not in METRICS:
-            raise InvalidArgument(
-                f"dataset {request.dataset!r} is a {task} dataset; searches optimise a held-out "
-                f"metric of classification or regression"
-            )
-        metric = request.metric or METRICS[task][0]
-        if metric not in METRICS[task]:
-            raise InvalidArgument(
-                f"metric {metric!r} cannot be optimised on a {task} dataset; expected one of: "
-                f"{', '.join(METRICS[task])}"
-            )
-        budget = request.budget
-        for name in ("trials", "seconds", "dollars", "joules"):
-            value = getattr(budget, name)
-            if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"budget.{name} must be a finite number >= 0, not {value}")
-        if not (budget.trials or budget.seconds or budget.dollars or budget.joules):
-            raise InvalidArgument(
-                "a search needs a budget: trials, seconds, dollars or joules (more than 0)"
-            )
-        most = self._settings.max_queued_jobs
-        if not 0 <= request.parallelism <= most:
-            raise InvalidArgument(
-                f"parallelism must be between 0 and the training queue's size ({most}), "
-                f"not {request.parallelism}"
-            )
-        if request.pruner not in ("", *search_study.PRUNERS):
-            raise InvalidArgument(
-                f"unknown pruner {request.pruner!r}; expected one of: "
-                f"{', '.join(search_study.PRUNERS)}"
-            )
-        if not math.isfinite(request.prune_threshold):
-            raise InvalidArgument("prune_threshold must be a finite number")
-        search_id = uuid.uuid4().hex[:12]
-        algorithms = self._algorithms(request, task)
-        return SearchRecord(
-            id=search_id,
-            dataset=request.dataset,
-            task=task,
-            algorithms=algorithms,
-            metric=metric,
-            maximize=metric in MAXIMIZED,
-            budget=budget,
-            seed=request.seed,
-            pruner=request.pruner or "median",
-            prune_threshold=request.prune_threshold,
-            parallelism=request.parallelism or self._settings.max_concurrent_jobs,
-            test_fraction=request.test_fraction,
-            device=request.device or "auto",
-            study_name=search_study.STUDY_PREFIX + search_id,
-            study_storage=search_study.redacted(self._url),
-        )
-
-    def _algorithms(self, request: SearchRequest, task: str) -> list[str]:
-        """The algorithms asked for, each checked as StartTraining would check its job;
-        by default every catalog algorithm that fits the dataset and can be trained here."""
-        if request.algorithms:
-            names = list(dict.fromkeys(request.algorithms))
-            for name in names:
-                algorithm = catalog.get_algorithm(name)
-                if task not in algorithm.tasks:
-                    raise InvalidArgument(
-                        f"{name} cannot do {task}, the task of dataset {request.dataset!r} "
-                        f"(it does {', '.join(algorithm.tasks)}): its trials would not "
-                        "compare with the others"
-                    )
-                self._jobs.check_training(self._trial_request(request, name, {}))
-            return names
-        fitting = []
-        for algorithm in catalog.ALGORITHMS.values():
-            if task not in algorithm.tasks:
-                continue
-            try:
-                self._jobs.check_training(self._trial_request(request, algorithm.name, {}))
-            except ParadigmError:
-                continue  # wrong kind of data, or this install cannot train that paradigm
-            fitting.append(algorithm.name)
-        if not fitting:
-            raise FailedPrecondition(
-                f"no algorithm of this server can train on dataset {request.dataset!r}"
-            )
-        return fitting
-
-    @staticmethod
-    def _trial_request(
-        request: SearchRequest | SearchRecord,
-        algorithm: str,
-        hyperparameters: dict[str, Any],
-        model_name: str = "",
-    ) -> TrainingRequest:
-        return TrainingRequest(
-            dataset=request.dataset,
-            algorithm=algorithm,
-            hyperparameters=hyperparameters,
-            model_name=model_name,
-            # One split for every trial: their held-out metrics compare on the same rows.
-            seed=request.seed,
-            test_fraction=request.test_fraction,
-            device=request.device or "auto",
-        )
 
     # -- the search loop ------------------------------------------------------------------
 
@@ -451,7 +332,7 @@ class SearchManager:
                 record.stop_reason = f"{reason}; no trial succeeded"
         record.state = state
         record.finished_at = datetime.now(UTC).isoformat()
-        self._publish_spent(record)
+        self._gauges.spent(record)
         log.info("search %s %s: %s", record.id, state, record.stop_reason)
 
     def _interrupt(self, record: SearchRecord) -> None:
@@ -483,7 +364,9 @@ class SearchManager:
         )
         record.trials.append(trial)
         model_name = f"search-{record.id}-{algorithm.name}"
-        request = self._trial_request(record, algorithm.name, trial.hyperparameters, model_name)
+        request = search_request.trial_request(
+            record, algorithm.name, trial.hyperparameters, model_name
+        )
         try:
             job = await self._jobs.start_training(request)
         except ParadigmError as exc:
@@ -493,7 +376,7 @@ class SearchManager:
             await self._save(live)
             return None
         trial.job_id = job.id
-        self._publish_running(record)
+        self._gauges.running(record)
         await self._save(live)
         live.wake()
         task = asyncio.create_task(self._follow(live, trial, sampled, job))
@@ -620,42 +503,7 @@ class SearchManager:
     # -- metrics, storage -----------------------------------------------------------------
 
     def _trial_ended(self, live: _Live, trial: TrialRecord) -> None:
-        record = live.record
-        self._metrics.search_trials.labels(record.id, record.dataset, trial.state).inc()
-        self._publish_running(record)
-        self._publish_spent(record)
-        best = record.best()
-        if best is not None and best.value is not None:
-            self._metrics.search_best.labels(record.id, record.dataset, record.metric).set(
-                best.value
-            )
-
-    def _publish_running(self, record: SearchRecord) -> None:
-        self._metrics.search_running_trials.labels(record.id, record.dataset).set(
-            len(record.running_trials)
-        )
-
-    def _publish_spent(self, record: SearchRecord) -> None:
-        spent = {
-            "trials": float(len(record.trials)),
-            "seconds": record.seconds_spent,
-            "dollars": record.dollars_spent,
-            "joules": record.joules_spent,
-        }
-        for resource, value in spent.items():
-            self._metrics.search_spent.labels(record.id, record.dataset, resource).set(value)
-
-    def _publish_budget(self, record: SearchRecord) -> None:
-        budget = record.budget
-        limits = {
-            "trials": float(budget.trials),
-            "seconds": budget.seconds,
-            "dollars": budget.dollars,
-            "joules": budget.joules,
-        }
-        for resource, value in limits.items():
-            self._metrics.search_budget.labels(record.id, record.dataset, resource).set(value)
-        self._publish_spent(record)
+        self._gauges.trial_ended(live.record, trial)
 
     async def _save(self, live: _Live) -> None:
         """Writes the record to the database; a failed write is logged and the search goes
