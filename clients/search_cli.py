@@ -149,8 +149,8 @@ def leaderboard_json(board: search_pb.Leaderboard) -> dict[str, Any]:
 
 
 def plot_pareto(board: search_pb.Leaderboard, path: Path) -> None:
-    """Metric against serving dollars per 1 000 predictions (batch 1), log scale; the front
-    is joined by a line and its points ringed."""
+    """Metric (with its 95 % interval) against serving dollars per 1 000 predictions
+    (batch 1, log scale); the Pareto front is joined by a line and its points ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,6 +161,18 @@ def plot_pareto(board: search_pb.Leaderboard, path: Path) -> None:
     served = [(e, s) for e, s in points if s is not None]
     for paradigm, colour in COLOURS.items():
         mine = [(e, s) for e, s in served if _paradigm(e) == paradigm]
+        axes.errorbar(
+            [s.dollars_per_1000 for _, s in mine],
+            [e.value for e, _ in mine],
+            yerr=[
+                [e.value - e.ci_low for e, _ in mine],
+                [e.ci_high - e.value for e, _ in mine],
+            ],
+            fmt="none",
+            ecolor=colour,
+            alpha=0.5,
+            capsize=3,
+        )
         axes.scatter(
             [s.dollars_per_1000 for _, s in mine],
             [e.value for e, _ in mine],
@@ -181,6 +193,7 @@ def plot_pareto(board: search_pb.Leaderboard, path: Path) -> None:
         axes.scatter(costs, values, s=140, facecolors="none", edgecolors="k")
     if served:
         axes.set_xscale("log")
+        axes.margins(x=0.2)
     axes.set_xlabel(f"serving $ per 1 000 predictions (batch {PLOT_BATCH})")
     direction = "higher" if board.maximize else "lower"
     axes.set_ylabel(f"held-out {board.metric} ({direction} is better)")
