@@ -346,3 +346,41 @@ def test_a_regression_search_optimises_r2_or_rmse(client: ParadigmClient) -> Non
     assert ended.best_value == pytest.approx(min(t.value for t in ended.trials))
     (entry,) = client.leaderboard(search.id).entries
     assert entry.ci_low < entry.value < entry.ci_high
+
+
+def test_a_server_that_stops_ends_its_running_search_as_interrupted(tmp_path: Path) -> None:
+    first = RunningServer(tmp_path)
+    try:
+        with ParadigmClient(first.target, timeout=120) as client:
+            search = client.start_search("digits", algorithms=["mlp"], trials=20)
+            _wait_until(lambda: client.get_search(search.id).trials, "a trial")
+    finally:
+        first.stop()
+    second = RunningServer(tmp_path)
+    try:
+        with ParadigmClient(second.target, timeout=120) as client:
+            ended = client.get_search(search.id)
+            assert ended.state == search_pb.SEARCH_STATE_FAILED
+            assert ended.stop_reason.startswith("interrupted")
+            assert all(t.state != search_pb.TRIAL_STATE_RUNNING for t in ended.trials)
+            with pytest.raises(ParadigmClientError) as error:
+                client.cancel_search(search.id)
+            assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        second.stop()
+
+
+def test_replicas_opening_a_new_study_database_together_both_succeed(
+    postgres: PostgresCluster,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.training import search_study
+
+    for _ in range(3):  # the race is in making Optuna's tables: try it a few times
+        url = search_study.storage_url(postgres.create_database("race"), Path("."))
+        with ThreadPoolExecutor(4) as pool:
+            databases = list(pool.map(search_study.StudyDatabase, [url] * 4))
+        for database in databases:
+            assert database.records() == []
+            database.close()

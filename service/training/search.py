@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from service.errors import FailedPrecondition, NotFound, ParadigmError
+import sqlalchemy.exc
+
+from service.errors import FailedPrecondition, NotFound, ParadigmError, Unavailable
 from service.training import catalog, leaderboard, search_request, search_study
 from service.training.job import CANCELLED as JOB_CANCELLED
 from service.training.job import SUCCEEDED as JOB_SUCCEEDED
@@ -518,8 +520,16 @@ class SearchManager:
             log.warning("search %s: cannot save its record: %s", live.record.id, exc)
 
     async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Runs a blocking study call on the study thread; a database that cannot be used
+        (down, unreachable, read-only) is UNAVAILABLE to the caller."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            raise Unavailable(
+                f"the search database {search_study.redacted(self._url)} cannot be used: {detail}"
+            ) from exc
 
 
 async def _ended(live: _Live) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
+import sqlalchemy.exc
 from optuna.pruners import BasePruner, MedianPruner, NopPruner, ThresholdPruner
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
@@ -33,6 +35,8 @@ STUDY_PREFIX = "paradigm-search-"
 #: The study's user attribute holding the search's record (JSON).
 RECORD_ATTR = "paradigm_search"
 PRUNERS = ("median", "none", "threshold")
+#: Tries at opening the study database (see _open_storage).
+SCHEMA_ATTEMPTS = 5
 #: Deep trials are not pruned before this epoch (one noisy epoch says little).
 WARMUP_EPOCHS = 1
 
@@ -137,7 +141,7 @@ class StudyDatabase:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.storage = optuna.storages.RDBStorage(url)
+        self.storage = _open_storage(url)
 
     def study(
         self,
@@ -179,3 +183,18 @@ class StudyDatabase:
     def close(self) -> None:
         self.storage.remove_session()
         self.storage.engine.dispose()
+
+
+def _open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage, its tables made if missing. Replicas starting together on a new
+    shared database race to make them (one of them meets "type studydirection already
+    exists"): the loser tries again and finds them made."""
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            log.info("study database not ready (%s); trying again", type(exc).__name__)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
