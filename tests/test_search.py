@@ -272,8 +272,10 @@ def test_sampling_imports_no_training_library(tmp_path: Path) -> None:
 import sys
 from service.training import catalog, search_study
 db = search_study.StudyDatabase("sqlite:///{tmp_path / "study.sqlite3"}")
-pruner = search_study.make_pruner("median", 0.0, maximize=True)
-study = db.study("x", maximize=True, seed=0, pruner=pruner, algorithms=list(catalog.ALGORITHMS))
+study = db.study(
+    "x", maximize=True, seed=0, pruner="median", threshold=0.0,
+    algorithms=list(catalog.ALGORITHMS),
+)
 for number in range(14):
     sampled = study.ask()
     study.report(sampled.trial, number / 14, 1)
@@ -282,6 +284,13 @@ for number in range(14):
 heavy = ("torch", "sklearn", "scipy", "pandas", "pyarrow", "onnx", "skl2onnx", "PIL")
 print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 """
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+    # And the serving process imports neither Optuna nor SQLAlchemy until a search needs
+    # them (its study database opens in the background after start).
+    code = "import sys, service.app; print(sorted({'optuna', 'sqlalchemy'} & set(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
@@ -375,10 +384,10 @@ def test_replicas_opening_a_new_study_database_together_both_succeed(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.training import search_study
+    from service.training import search_storage, search_study
 
     for _ in range(3):  # the race is in making Optuna's tables: try it a few times
-        url = search_study.storage_url(postgres.create_database("race"), Path("."))
+        url = search_storage.storage_url(postgres.create_database("race"), Path("."))
         with ThreadPoolExecutor(4) as pool:
             databases = list(pool.map(search_study.StudyDatabase, [url] * 4))
         for database in databases:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -21,10 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import sqlalchemy.exc
-
 from service.errors import FailedPrecondition, NotFound, ParadigmError, Unavailable
-from service.training import catalog, leaderboard, search_request, search_study
+from service.training import catalog, leaderboard, search_request, search_storage
 from service.training.job import CANCELLED as JOB_CANCELLED
 from service.training.job import SUCCEEDED as JOB_SUCCEEDED
 from service.training.job import Job
@@ -108,28 +107,44 @@ class SearchManager:
         self._registry = registry
         self._gauges = SearchGauges(metrics)
         self._measure_serving = measure_serving
-        self._url = search_study.storage_url(settings.registry_url, registry.root)
+        self._url = search_storage.storage_url(settings.registry_url, registry.root)
         self._shared = registry.shared
         # One thread: Optuna's storage is called in order, never concurrently.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-study")
-        self._db: StudyDatabase | None = None
+        self._opening: asyncio.Task[StudyDatabase] | None = None
         self._live: dict[str, _Live] = {}
         self._ended: dict[str, SearchRecord] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Opens the study database; ends the searches a stopped server left running."""
-        self._db = await self._call(search_study.StudyDatabase, self._url)
+        """Opens the study database in the background (Optuna and SQLAlchemy are imported
+        then, not before serving starts)."""
+        self._opening = asyncio.create_task(self._open(), name="search-database")
+
+    async def _open(self) -> StudyDatabase:
+        """Opens the database; ends the searches a stopped server left running."""
+        db: StudyDatabase = await self._call(_open_database, self._url)
         # In a shared database another replica may be running its own searches: only a
         # server with a database of its own knows that a running search is orphaned.
-        records = [] if self._shared else await self._call(self._db.records)
+        records = [] if self._shared else await self._call(db.records)
         for data in records:
             record = SearchRecord.from_dict(data)
             if not record.ended:
                 self._interrupt(record)
-                await self._call(self._db.save, record.id, record.to_dict())
-            self._ended[record.id] = record
+                await self._call(db.save, record.id, record.to_dict())
+            self._ended.setdefault(record.id, record)
+        return db
+
+    async def _database(self) -> StudyDatabase:
+        """The open database; UNAVAILABLE while it cannot be opened."""
+        assert self._opening is not None, "start() first"
+        try:
+            return await asyncio.shield(self._opening)
+        except ParadigmError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"the search database cannot be opened: {exc}") from exc
 
     async def stop(self) -> None:
         """Ends every running search as interrupted (before the job manager stops its jobs),
@@ -141,9 +156,12 @@ class SearchManager:
             if live.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await live.task
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                await self._call(self._db.close)
+        if self._opening is not None:
+            if not self._opening.done():
+                self._opening.cancel()
+            with contextlib.suppress(BaseException):
+                db = await self._opening
+                await self._call(db.close)
         self._thread.shutdown(wait=False)
 
     # -- requests -------------------------------------------------------------------------
@@ -157,17 +175,14 @@ class SearchManager:
             jobs=self._jobs,
             storage_url=self._url,
         )
-        assert self._db is not None
-        db = self._db
-        pruner = search_study.make_pruner(
-            record.pruner, _pruning_threshold(record), record.maximize
-        )
+        db = await self._database()
         study = await self._call(
             db.study,
             record.id,
             maximize=record.maximize,
             seed=record.seed,
-            pruner=pruner,
+            pruner=record.pruner,
+            threshold=_pruning_threshold(record),
             algorithms=record.algorithms,
         )
         await self._call(db.save, record.id, record.to_dict())
@@ -188,8 +203,9 @@ class SearchManager:
         if record is not None:
             return record
         # Another replica's search, or one ended before this server started.
-        assert self._db is not None
-        data = await self._call(self._db.record, search_id) if _valid_id(search_id) else None
+        if not _valid_id(search_id):
+            raise NotFound(f"search {search_id!r} not found")
+        data = await self._call((await self._database()).record, search_id)
         if data is None:
             raise NotFound(f"search {search_id!r} not found")
         return SearchRecord.from_dict(data)
@@ -510,26 +526,33 @@ class SearchManager:
     async def _save(self, live: _Live) -> None:
         """Writes the record to the database; a failed write is logged and the search goes
         on (its trials are real jobs, kept in the job journal either way)."""
-        assert self._db is not None
         live.record.seconds_spent = (
             live.record.seconds_spent if live.record.ended else time.monotonic() - live.started
         )
         try:
-            await self._call(self._db.save, live.record.id, live.record.to_dict())
+            db = await self._database()
+            await self._call(db.save, live.record.id, live.record.to_dict())
         except Exception as exc:
             log.warning("search %s: cannot save its record: %s", live.record.id, exc)
 
     async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Runs a blocking study call on the study thread; a database that cannot be used
-        (down, unreachable, read-only) is UNAVAILABLE to the caller."""
+        """Runs a blocking study call on the study thread (search_study.guarded: a database
+        that cannot be used is UNAVAILABLE)."""
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
-            raise Unavailable(
-                f"the search database {search_study.redacted(self._url)} cannot be used: {detail}"
-            ) from exc
+        call = functools.partial(_guarded, self._url, function, *args, **kwargs)
+        return await loop.run_in_executor(self._thread, call)
+
+
+def _open_database(url: str) -> StudyDatabase:
+    from service.training import search_study  # Optuna: on the study thread, when needed
+
+    return search_study.StudyDatabase(url)
+
+
+def _guarded(url: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    from service.training import search_study
+
+    return search_study.guarded(url, function, *args, **kwargs)
 
 
 async def _ended(live: _Live) -> None:

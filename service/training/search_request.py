@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.errors import FailedPrecondition, InvalidArgument, ParadigmError
-from service.training import catalog, search_study
+from service.training import catalog, search_storage
 from service.training.search_record import MAXIMIZED, METRICS, Budget, SearchRecord
 from service.training.validation import TrainingRequest
 
@@ -65,9 +65,10 @@ def new_record(
             f"parallelism must be between 0 and the training queue's size ({most}), "
             f"not {request.parallelism}"
         )
-    if request.pruner not in ("", *search_study.PRUNERS):
+    if request.pruner not in ("", *search_storage.PRUNERS):
         raise InvalidArgument(
-            f"unknown pruner {request.pruner!r}; expected one of: {', '.join(search_study.PRUNERS)}"
+            f"unknown pruner {request.pruner!r}; expected one of: "
+            + ", ".join(search_storage.PRUNERS)
         )
     if not math.isfinite(request.prune_threshold):
         raise InvalidArgument("prune_threshold must be a finite number")
@@ -86,8 +87,8 @@ def new_record(
         parallelism=request.parallelism or settings.max_concurrent_jobs,
         test_fraction=request.test_fraction,
         device=request.device or "auto",
-        study_name=search_study.STUDY_PREFIX + search_id,
-        study_storage=search_study.redacted(storage_url),
+        study_name=search_storage.STUDY_PREFIX + search_id,
+        study_storage=search_storage.redacted(storage_url),
     )
 
 

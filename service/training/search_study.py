@@ -3,8 +3,9 @@ from per-epoch validation scores, and the search's own record, all in one databa
 
 The study lives where the job journal does: SQLite in the data directory, or the shared
 registry's PostgreSQL, so that every replica reads the same searches. Optuna is blocking
-(SQLAlchemy), so a `Study` is only ever called from one thread (SearchManager's); its
-imports are light (checked: no scipy, pandas or torch come with it).
+(SQLAlchemy), so a `Study` is only ever called from one thread (SearchManager's), which
+imports this module when it first opens the database. Its imports are light (checked: no
+scipy, pandas or torch come with it), but not free (SQLAlchemy: ~0.4 s).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy.exc
@@ -23,40 +23,20 @@ from optuna.pruners import BasePruner, MedianPruner, NopPruner, ThresholdPruner
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 
-from service.errors import InvalidArgument
-from service.training.journal import JOURNAL_FILE
+from service.errors import InvalidArgument, Unavailable
 from service.training.search_space import space
+from service.training.search_storage import PRUNERS, STUDY_PREFIX, redacted
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-#: Studies this server made (other studies in a shared database are left alone).
-STUDY_PREFIX = "paradigm-search-"
 #: The study's user attribute holding the search's record (JSON).
 RECORD_ATTR = "paradigm_search"
-PRUNERS = ("median", "none", "threshold")
 #: Tries at opening the study database (see _open_storage).
 SCHEMA_ATTEMPTS = 5
 #: Deep trials are not pruned before this epoch (one noisy epoch says little).
 WARMUP_EPOCHS = 1
-
-
-def storage_url(registry_url: str, data_dir: Path) -> str:
-    """The study's database: the registry's PostgreSQL when shared, else the job journal's
-    SQLite file."""
-    if registry_url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + registry_url.split("://", 1)[1]
-    return f"sqlite:///{data_dir / JOURNAL_FILE}"
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, to show a client."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_pruner(name: str, threshold: float, maximize: bool) -> BasePruner:
@@ -149,12 +129,13 @@ class StudyDatabase:
         *,
         maximize: bool,
         seed: int,
-        pruner: BasePruner,
+        pruner: str,
+        threshold: float,
         algorithms: list[str],
     ) -> Study:
         return Study(
             self.storage, STUDY_PREFIX + search_id, maximize=maximize, seed=seed,
-            pruner=pruner, algorithms=algorithms,
+            pruner=make_pruner(pruner, threshold, maximize), algorithms=algorithms,
         )  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
@@ -198,3 +179,13 @@ def _open_storage(url: str) -> optuna.storages.RDBStorage:
             log.info("study database not ready (%s); trying again", type(exc).__name__)
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def guarded(url: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Calls function; a database that cannot be used (down, unreachable, locked,
+    read-only) is UNAVAILABLE to the caller, named without its password."""
+    try:
+        return function(*args, **kwargs)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        raise Unavailable(f"the search database {redacted(url)} cannot be used: {detail}") from exc
