@@ -124,7 +124,7 @@ def test_time_budget_stops_the_search_and_its_running_trial(client: ParadigmClie
     ended = client.wait_for_search(search.id)
     assert ended.stop_reason.startswith("time budget spent")
     assert ended.trials, "a trial was started"
-    trial = ended.trials[0]
+    trial = ended.trials[-1]  # the one running when the second was up
     assert trial.state == search_pb.TRIAL_STATE_CANCELLED
     assert client.get_job(trial.job_id).state == pb.JOB_STATE_CANCELLED
 
