@@ -9,7 +9,7 @@ DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-search bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench-workers: install ## Throughput and p99 of --workers 1 and 2 at c=16 and c=
 
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
+
+bench-search: install ## A 50-trial search (lr, random forest, mlp on digits): wall time vs the sum of its trials' fits
+	$(PY) -m clients.bench.search
 
 bench-images: install ## 10 000 PNGs in a zip: upload to ready vs a Pillow loop in-process
 	$(PY) -m clients.bench.images

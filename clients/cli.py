@@ -27,6 +27,8 @@ from clients.client import (
     from_param_value,
 )
 from clients.dtypes import dtype_of
+from clients.search_cli import add_parsers as add_search_parsers
+from clients.search_cli import cmd_leaderboard, cmd_search
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
 DEFAULT_TARGET = "127.0.0.1:8001"
@@ -272,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         "histograms of oriented gradients computed inside the model",
     )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    add_search_parsers(commands)
 
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
     jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION")
@@ -1108,6 +1112,8 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "costs": cmd_costs,
     "explain": cmd_explain,
     "cascade": cmd_cascade,
+    "search": cmd_search,
+    "leaderboard": cmd_leaderboard,
 }
 
 

@@ -35,6 +35,7 @@ from service.api.paradigm import (
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
+from service.api.search import SearchServicer
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.multiprocess import serving_totals as shared_serving_totals
@@ -46,6 +47,8 @@ from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
+from service.gen.paradigm.v1 import search_pb2 as search_pb
+from service.gen.paradigm.v1 import search_pb2_grpc as search_grpc
 from service.metrics import GpuCollector, Metrics
 from service.registry.cascades import CascadeStore
 from service.registry.store import ModelRegistry, open_registry
@@ -55,22 +58,28 @@ from service.serving.cascade import CascadePlane
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
+from service.serving.probe import probe_serving
 from service.serving.promotion import Promoter
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
+from service.training.search import SearchManager
 from service.training.validation import require_training_libraries
 
 log = logging.getLogger(__name__)
 
 #: Services answered by the process that owns jobs; other workers forward them to it.
-CONTROL_SERVICES = tuple(paradigm_pb.DESCRIPTOR.services_by_name.values())
+CONTROL_SERVICES = (
+    *paradigm_pb.DESCRIPTOR.services_by_name.values(),
+    *search_pb.DESCRIPTOR.services_by_name.values(),
+)
 #: How often a worker of `--workers N` looks at its peers' readiness for its health status.
 PEER_CHECK_SECONDS = 0.2
 
 SERVICE_NAMES = (
     inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     *(service.full_name for service in paradigm_pb.DESCRIPTOR.services_by_name.values()),
+    *(service.full_name for service in search_pb.DESCRIPTOR.services_by_name.values()),
 )
 
 
@@ -118,6 +127,7 @@ class App:
         self._executor: ThreadPoolExecutor | None = None
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
+        self._searches: SearchManager | None = None
         self._explainer: Explainer | None = None
         #: The data plane once started (serving probes run through it).
         self.dataplane: DataPlane | None = None
@@ -310,10 +320,17 @@ class App:
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         await jobs.start()
+        dataplane = self._require_dataplane()
+        searches = self._searches = SearchManager(
+            settings, jobs, datasets, registry, self.metrics,
+            measure_serving=lambda name, version: _served(dataplane, name, version),
+        )  # fmt: skip
+        await searches.start()
         self._start_warm_workers()
         paradigm_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
+        search_grpc.add_SearchServiceServicer_to_server(SearchServicer(searches), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(
                 registry,
@@ -321,7 +338,7 @@ class App:
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
-                Promoter(registry, self._require_dataplane(), explainer.compare),
+                Promoter(registry, dataplane, explainer.compare),
             ),
             server,
         )
@@ -412,6 +429,8 @@ class App:
             self._poll.cancel()
             # Waited for, so no poll is mid-query when the metadata store closes below.
             await asyncio.gather(self._poll, return_exceptions=True)
+        if self._searches is not None:  # before the jobs: its trials are jobs
+            await self._searches.stop()
         if self._jobs is not None:
             await self._jobs.stop()
         if self._explainer is not None:
@@ -442,6 +461,11 @@ def build_app(
     role: ServingRole | None = None,
 ) -> App:
     return App(settings, metrics_registry, role)
+
+
+async def _served(dataplane: DataPlane, name: str, version: str) -> dict[str, Any]:
+    """A search's winner served through the data plane: its latency and serving bill."""
+    return (await probe_serving(dataplane, name, version)).to_dict()
 
 
 def batching_config(

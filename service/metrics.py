@@ -221,6 +221,39 @@ class Metrics:
             registry=registry,
         )
 
+        # -- searches ------------------------------------------------------------------------
+        self.search_trials = Counter(
+            "paradigm_search_trials_total",
+            "Search trials that ended, by search and final state "
+            "(succeeded|failed|pruned|cancelled).",
+            ("search", "dataset", "state"),
+            registry=registry,
+        )
+        self.search_running_trials = Gauge(
+            "paradigm_search_running_trials",
+            "Trials of a search whose training job is queued or running.",
+            ("search", "dataset"),
+            registry=registry,
+        )
+        self.search_best = Gauge(
+            "paradigm_search_best_value",
+            "The best held-out value of the optimised metric so far, by search.",
+            ("search", "dataset", "metric"),
+            registry=registry,
+        )
+        self.search_spent = Gauge(
+            "paradigm_search_spent",
+            "What a search has spent of each budget (resource: trials, seconds, dollars, joules).",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+        self.search_budget = Gauge(
+            "paradigm_search_budget",
+            "A search's budget of each resource; 0 means no limit of that kind.",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+
         # -- shared registry (replicas) --------------------------------------------------
         self.registry_polls = Counter(
             "paradigm_registry_polls_total",

@@ -177,7 +177,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _train(client: ParadigmClient, tmp_path: Path) -> None:
-    """Trains a classical and a deep model and a table model, and fails a fourth job."""
+    """Trains a classical and a deep model and a table model, fails a fourth job, and runs
+    a one-trial search."""
     lr = client.start_training("iris", "logistic_regression", seed=0)
     # A deep model, so that epoch metrics exist; two epochs keep it short.
     mlp = client.start_training("digits", "mlp", hyperparameters={"epochs": 2}, seed=0)
@@ -187,6 +188,8 @@ def _train(client: ParadigmClient, tmp_path: Path) -> None:
     table = client.start_training("penguins", "logistic_regression", seed=0)
     # The cascade panels: logistic regression first, the MLP when it is unsure.
     cheap = client.start_training("digits", "logistic_regression", seed=0)
+    # A one-trial search: the search series and their panels.
+    search = client.start_search("iris", algorithms=["naive_bayes"], trials=1)
     client.wait_for_job(lr.id)
     client.wait_for_job(mlp.id)
     client.wait_for_job(cheap.id)
@@ -196,6 +199,7 @@ def _train(client: ParadigmClient, tmp_path: Path) -> None:
     client.wait_for_job(table.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
         client.wait_for_job(doomed.id)
+    client.wait_for_search(search.id)
 
 
 class Traffic(threading.Thread):
