@@ -620,10 +620,15 @@ class ParadigmClient:
         prune_threshold: float = 0.0,
         test_fraction: float = 0.0,
         device: EnumArg = "auto",
+        promote_alias: str = "",
+        promote_gates: pb.PromotionGates | None = None,
     ) -> search_pb.Search:
         """Starts a search and returns it at once (state RUNNING). The budget is trials,
         seconds, dollars and joules, whichever runs out first (0: no limit of that kind;
-        at least one is needed); algorithms default to every one that fits the dataset."""
+        at least one is needed); algorithms default to every one that fits the dataset.
+        promote_alias: the best trial goes to this alias when the search ends, if it passes
+        promote_gates (as set_alias; the outcome is in Search.promotion once the leaderboard
+        is final)."""
         return self._search.StartSearch(
             search_pb.StartSearchRequest(
                 dataset=dataset,
@@ -638,6 +643,8 @@ class ParadigmClient:
                 prune_threshold=prune_threshold,
                 test_fraction=test_fraction,
                 device=enum_value(pb.Device, "DEVICE_", device),
+                promote_alias=promote_alias,
+                promote_gates=promote_gates,
             ),
             timeout=self.timeout,
         )

@@ -42,6 +42,13 @@ def add_parsers(commands: Any) -> None:
     search.add_argument("--prune-threshold", type=float, default=0.0)
     search.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     search.add_argument("--no-wait", action="store_true", help="print the search id and return")
+    search.add_argument(
+        "--promote", metavar="ALIAS", default="", help="promote the best trial to ALIAS at the end"
+    )
+    search.add_argument("--gate-metric-epsilon", type=float, help="promotion gate (as alias)")
+    search.add_argument("--max-p99-ms", type=float, default=0.0, help="promotion gate")
+    search.add_argument("--max-joules-per-1k", type=float, default=0.0, help="promotion gate")
+    search.add_argument("--require-parity", action="store_true", help="promotion gate")
 
     board = commands.add_parser(
         "leaderboard", help="a search's best model per algorithm, with its serving bill"
@@ -66,6 +73,8 @@ def cmd_search(client: ParadigmClient, args: argparse.Namespace) -> None:
         pruner=args.pruner,
         prune_threshold=args.prune_threshold,
         device=args.device,
+        promote_alias=args.promote,
+        promote_gates=_gates(args),
     )
     print(
         f"search {search.id} started on {search.dataset}: {', '.join(search.algorithms)}; "
@@ -92,6 +101,20 @@ def cmd_search(client: ParadigmClient, args: argparse.Namespace) -> None:
         f"{ended.joules_spent:.3g} J{best}"
     )
     print(f"leaderboard: paradigm leaderboard {ended.id}")
+    if args.promote:
+        client.leaderboard(ended.id)  # final (winners served, promotion decided) once it returns
+        print(f"promotion: {client.get_search(ended.id).promotion}")
+
+
+def _gates(args: argparse.Namespace) -> pb.PromotionGates:
+    gates = pb.PromotionGates(
+        require_parity=args.require_parity,
+        max_p99_ms=args.max_p99_ms,
+        max_joules_per_1k=args.max_joules_per_1k,
+    )
+    if args.gate_metric_epsilon is not None:
+        gates.metric_epsilon = args.gate_metric_epsilon
+    return gates
 
 
 def _trial_line(search: search_pb.Search, trial: search_pb.Trial) -> str:

@@ -6,6 +6,7 @@ app = build_app(settings); await app.start(); ... app.port ...; await app.stop()
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import threading
@@ -42,7 +43,7 @@ from service.cost.multiprocess import serving_totals as shared_serving_totals
 from service.cost.nvml import Nvml
 from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
 from service.datasets.store import DatasetStore
-from service.errors import FailedPrecondition
+from service.errors import FailedPrecondition, ParadigmError
 from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
@@ -59,7 +60,7 @@ from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
 from service.serving.probe import probe_serving
-from service.serving.promotion import Promoter
+from service.serving.promotion import Gates, Promoter
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -321,9 +322,11 @@ class App:
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         await jobs.start()
         dataplane = self._require_dataplane()
+        promoter = Promoter(registry, dataplane, explainer.compare)
         searches = self._searches = SearchManager(
             settings, jobs, datasets, registry, self.metrics,
             measure_serving=lambda name, version: _served(dataplane, name, version),
+            promote=functools.partial(_promote, promoter),
         )  # fmt: skip
         await searches.start()
         self._start_warm_workers()
@@ -338,7 +341,7 @@ class App:
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
-                Promoter(registry, dataplane, explainer.compare),
+                promoter,
             ),
             server,
         )
@@ -461,6 +464,17 @@ def build_app(
     role: ServingRole | None = None,
 ) -> App:
     return App(settings, metrics_registry, role)
+
+
+async def _promote(
+    promoter: Promoter, name: str, version: str, alias: str, gates: dict[str, Any], source: str
+) -> str:
+    """A search's winner promoted through the same gates as SetAlias; the outcome in words."""
+    try:
+        await promoter.promote(name, version, alias, Gates(**gates), source=source)
+    except ParadigmError as exc:
+        return f"refused: {exc.message}"
+    return f"{name}:{version} -> {alias}"
 
 
 async def _served(dataplane: DataPlane, name: str, version: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from clients.client import ParadigmClient, ParadigmClientError
@@ -393,3 +394,33 @@ def test_replicas_opening_a_new_study_database_together_both_succeed(
         for database in databases:
             assert database.records() == []
             database.close()
+
+
+def test_a_search_promotes_its_winner_through_the_gates(client: ParadigmClient) -> None:
+    """promote_alias: the best trial goes to the alias once the search ends, through the
+    gates SetAlias uses; a gate it cannot pass leaves the alias alone and says why."""
+    passed = client.start_search(
+        "iris", algorithms=["logistic_regression"], trials=2, seed=3,
+        promote_alias="searched", promote_gates=pb.PromotionGates(require_parity=True),
+    )  # fmt: skip
+    ended = client.wait_for_search(passed.id)
+    client.leaderboard(passed.id)  # final: the winner served and the promotion decided
+    best = next(t for t in client.get_search(passed.id).trials if t.number == ended.best_trial)
+    assert client.get_search(passed.id).promotion == (
+        f"{best.model_name}:{best.model_version} -> searched"
+    )
+    answer = client.infer(best.model_name, np.zeros((1, 4), np.float32), version="searched")
+    assert answer.model_version == best.model_version
+    [alias] = [a for a in client.list_aliases(best.model_name).aliases if a.alias == "searched"]
+    assert alias.version == best.model_version
+
+    refused = client.start_search(
+        "iris", algorithms=["logistic_regression"], trials=1, seed=4,
+        promote_alias="fast", promote_gates=pb.PromotionGates(max_p99_ms=1e-6),
+    )  # fmt: skip
+    client.wait_for_search(refused.id)
+    client.leaderboard(refused.id)
+    outcome = client.get_search(refused.id).promotion
+    assert outcome.startswith("refused:") and "p99" in outcome
+    with pytest.raises(ParadigmClientError, match="INVALID_ARGUMENT"):
+        client.start_search("iris", trials=1, promote_alias="1st")  # not an alias name

@@ -3,6 +3,7 @@ message, calls the SearchManager, and converts back."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -14,6 +15,7 @@ from service.api.codec import check_strings
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import search_pb2 as search_pb
 from service.gen.paradigm.v1 import search_pb2_grpc as search_grpc
+from service.registry.aliases import validate_alias
 from service.training.search import SearchManager
 from service.training.search_record import Budget, SearchRecord, TrialRecord
 from service.training.search_request import SearchRequest
@@ -44,6 +46,8 @@ class SearchServicer(search_grpc.SearchServiceServicer):
     ) -> search_pb.Search:
         check_strings(request)
         budget = request.budget
+        gates = convert.gates_from_proto(request.promote_gates)
+        gates.check()
         record = await self._searches.start_search(
             SearchRequest(
                 dataset=request.dataset,
@@ -61,6 +65,10 @@ class SearchServicer(search_grpc.SearchServiceServicer):
                 prune_threshold=request.prune_threshold,
                 test_fraction=request.test_fraction,
                 device=convert.device_name(request.device),
+                promote_alias=validate_alias(request.promote_alias)
+                if request.promote_alias
+                else "",
+                promote_gates=dataclasses.asdict(gates),
             )
         )
         return search_to_proto(record)
@@ -127,6 +135,7 @@ def search_to_proto(record: SearchRecord) -> search_pb.Search:
         study_storage=record.study_storage,
         study_name=record.study_name,
         pruner=record.pruner,
+        promotion=record.promotion,
     )
     if best is not None and best.value is not None:
         message.best_value = best.value

@@ -56,6 +56,15 @@ MAX_LAUNCH_FAILURES = 5
 LEADERBOARD_WAIT_SECONDS = 120.0
 
 
+class Promote(Protocol):
+    """Points `alias` at a version if it passes `gates` (promotion.Gates' fields); returns
+    what happened, in words ("refused: ..." when a gate failed)."""
+
+    async def __call__(
+        self, name: str, version: str, alias: str, gates: dict[str, Any], source: str
+    ) -> str: ...
+
+
 class ServingMeasurer(Protocol):
     """Serves a published model version and returns its figures (ServingProbe.to_dict())."""
 
@@ -100,8 +109,10 @@ class SearchManager:
         registry: ModelRegistry,
         metrics: Metrics,
         measure_serving: ServingMeasurer | None = None,
+        promote: Promote | None = None,
     ) -> None:
         self._settings = settings
+        self._promote = promote
         self._jobs = jobs
         self._datasets = datasets
         self._registry = registry
@@ -317,6 +328,27 @@ class SearchManager:
         self._live.pop(record.id, None)
         self._ended[record.id] = record
 
+    async def _promote_winner(self, live: _Live) -> None:
+        """Promotes the best trial to the requested alias, gates and all; what came of it
+        is kept on the record (a refusal does not fail the search)."""
+        record = live.record
+        if not record.promote_alias:
+            return
+        best = record.best()
+        if best is None or self._promote is None:
+            record.promotion = "not promoted: no trial succeeded"
+        else:
+            try:
+                record.promotion = await self._promote(
+                    best.model_name, best.model_version, record.promote_alias,
+                    record.promote_gates, f"search {record.id}",
+                )  # fmt: skip
+            except Exception as exc:  # the search's result must not be lost with it
+                log.exception("search %s: promotion failed", record.id)
+                record.promotion = f"not promoted: {exc}"
+        log.info("search %s: %s", record.id, record.promotion)
+        await self._save(live)
+
     def _exhausted(self, live: _Live) -> str:
         """Why the search must stop now, or ""."""
         record, budget = live.record, live.record.budget
@@ -503,6 +535,8 @@ class SearchManager:
             record.leaderboard = self._rows(record, serving)
             record.leaderboard_final = True
             await self._save(live)
+            # Before the leaderboard counts as final: who waits for it sees the promotion.
+            await self._promote_winner(live)
         finally:
             live.leaderboard_done.set()
             live.wake()

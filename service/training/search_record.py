@@ -78,6 +78,10 @@ class SearchRecord:
     #: search has ended and its winners were served.
     leaderboard: list[dict[str, Any]] = field(default_factory=list)
     leaderboard_final: bool = False
+    #: Alias the best trial goes to when the search ends, its gates, and what came of it.
+    promote_alias: str = ""
+    promote_gates: dict[str, Any] = field(default_factory=dict)
+    promotion: str = ""
 
     @property
     def ended(self) -> bool:

@@ -34,6 +34,10 @@ class SearchRequest:
     prune_threshold: float = 0.0
     test_fraction: float = 0.0
     device: str = "auto"
+    #: Alias the best trial is promoted to when the search ends ("" = none), and the gates
+    #: (promotion.Gates' fields) it must pass.
+    promote_alias: str = ""
+    promote_gates: dict[str, Any] = field(default_factory=dict)
 
 
 def new_record(
@@ -87,6 +91,8 @@ def new_record(
         parallelism=request.parallelism or settings.max_concurrent_jobs,
         test_fraction=request.test_fraction,
         device=request.device or "auto",
+        promote_alias=request.promote_alias,
+        promote_gates=dict(request.promote_gates),
         study_name=search_storage.STUDY_PREFIX + search_id,
         study_storage=search_storage.redacted(storage_url),
     )

@@ -52,7 +52,7 @@ class SearchBudget(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., seconds: _Optional[float] = ..., dollars: _Optional[float] = ..., joules: _Optional[float] = ...) -> None: ...
 
 class StartSearchRequest(_message.Message):
-    __slots__ = ("dataset", "algorithms", "budget", "metric", "seed", "parallelism", "pruner", "prune_threshold", "test_fraction", "device")
+    __slots__ = ("dataset", "algorithms", "budget", "metric", "seed", "parallelism", "pruner", "prune_threshold", "test_fraction", "device", "promote_alias", "promote_gates")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class StartSearchRequest(_message.Message):
     PRUNE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_GATES_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     algorithms: _containers.RepeatedScalarFieldContainer[str]
     budget: SearchBudget
@@ -73,7 +75,9 @@ class StartSearchRequest(_message.Message):
     prune_threshold: float
     test_fraction: float
     device: _paradigm_pb2.Device
-    def __init__(self, dataset: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., budget: _Optional[_Union[SearchBudget, _Mapping]] = ..., metric: _Optional[str] = ..., seed: _Optional[int] = ..., parallelism: _Optional[int] = ..., pruner: _Optional[str] = ..., prune_threshold: _Optional[float] = ..., test_fraction: _Optional[float] = ..., device: _Optional[_Union[_paradigm_pb2.Device, str]] = ...) -> None: ...
+    promote_alias: str
+    promote_gates: _paradigm_pb2.PromotionGates
+    def __init__(self, dataset: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., budget: _Optional[_Union[SearchBudget, _Mapping]] = ..., metric: _Optional[str] = ..., seed: _Optional[int] = ..., parallelism: _Optional[int] = ..., pruner: _Optional[str] = ..., prune_threshold: _Optional[float] = ..., test_fraction: _Optional[float] = ..., device: _Optional[_Union[_paradigm_pb2.Device, str]] = ..., promote_alias: _Optional[str] = ..., promote_gates: _Optional[_Union[_paradigm_pb2.PromotionGates, _Mapping]] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("number", "state", "algorithm", "paradigm", "job_id", "hyperparameters", "value", "metrics", "model_name", "model_version", "error", "training_dollars", "training_joules", "epochs_reported")
@@ -122,7 +126,7 @@ class Trial(_message.Message):
     def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., algorithm: _Optional[str] = ..., paradigm: _Optional[_Union[_paradigm_pb2.Paradigm, str]] = ..., job_id: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, _paradigm_pb2.ParamValue]] = ..., value: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[str] = ..., training_dollars: _Optional[float] = ..., training_joules: _Optional[float] = ..., epochs_reported: _Optional[int] = ...) -> None: ...
 
 class Search(_message.Message):
-    __slots__ = ("id", "state", "dataset", "algorithms", "metric", "maximize", "budget", "seed", "trials_started", "seconds_spent", "dollars_spent", "joules_spent", "stop_reason", "best_trial", "best_value", "trials", "created_at", "finished_at", "study_storage", "study_name", "pruner")
+    __slots__ = ("id", "state", "dataset", "algorithms", "metric", "maximize", "budget", "seed", "trials_started", "seconds_spent", "dollars_spent", "joules_spent", "stop_reason", "best_trial", "best_value", "trials", "created_at", "finished_at", "study_storage", "study_name", "pruner", "promotion")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +148,7 @@ class Search(_message.Message):
     STUDY_STORAGE_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
     PRUNER_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: SearchState
     dataset: str
@@ -165,7 +170,8 @@ class Search(_message.Message):
     study_storage: str
     study_name: str
     pruner: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SearchState, str]] = ..., dataset: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., metric: _Optional[str] = ..., maximize: _Optional[bool] = ..., budget: _Optional[_Union[SearchBudget, _Mapping]] = ..., seed: _Optional[int] = ..., trials_started: _Optional[int] = ..., seconds_spent: _Optional[float] = ..., dollars_spent: _Optional[float] = ..., joules_spent: _Optional[float] = ..., stop_reason: _Optional[str] = ..., best_trial: _Optional[int] = ..., best_value: _Optional[float] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., study_storage: _Optional[str] = ..., study_name: _Optional[str] = ..., pruner: _Optional[str] = ...) -> None: ...
+    promotion: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SearchState, str]] = ..., dataset: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., metric: _Optional[str] = ..., maximize: _Optional[bool] = ..., budget: _Optional[_Union[SearchBudget, _Mapping]] = ..., seed: _Optional[int] = ..., trials_started: _Optional[int] = ..., seconds_spent: _Optional[float] = ..., dollars_spent: _Optional[float] = ..., joules_spent: _Optional[float] = ..., stop_reason: _Optional[str] = ..., best_trial: _Optional[int] = ..., best_value: _Optional[float] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., study_storage: _Optional[str] = ..., study_name: _Optional[str] = ..., pruner: _Optional[str] = ..., promotion: _Optional[str] = ...) -> None: ...
 
 class GetSearchRequest(_message.Message):
     __slots__ = ("id",)
