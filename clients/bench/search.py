@@ -41,17 +41,22 @@ def _total(search: search_pb.Search, algorithm: str, metric: str) -> float:
     return sum(float(t.metrics.get(metric, 0.0)) for t in search.trials if t.algorithm == algorithm)
 
 
-def run(workdir: Path, dataset: str, trials: int, seed: int, pruner: str) -> dict[str, Any]:
+def run(
+    workdir: Path, dataset: str, trials: int, seed: int, pruner: str, parallelism: int = 1
+) -> dict[str, Any]:
+    # Trials at once = the server's training workers at once.
+    env = {"PARADIGM_MAX_CONCURRENT_JOBS": str(parallelism)}
     with (
-        paradigm_server(workdir, "search", workdir / "data") as server,
+        paradigm_server(workdir, "search", workdir / "data", env=env) as server,
         ParadigmClient(server.target, timeout=600) as client,
     ):
         warm_after = wait_warm(server.log)
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         search = client.start_search(
-            dataset, algorithms=ALGORITHMS, trials=trials, seed=seed, pruner=pruner
-        )
+            dataset, algorithms=ALGORITHMS, trials=trials, seed=seed, pruner=pruner,
+            parallelism=parallelism,
+        )  # fmt: skip
         ended = client.wait_for_search(search.id)
         wall = time.perf_counter() - started
         load_after = os.getloadavg()[0]
@@ -119,7 +124,8 @@ def markdown(report: dict[str, Any]) -> str:
             "# A 50-trial search: wall time against the sum of its trials' fit times",
             "",
             f"`{report['command']}` on {machine['cpu']} ({machine['cores']} cores), "
-            f"{report['when']}: one server (warm workers, max_concurrent_jobs 1), one search "
+            f"{report['when']}: one server (warm workers, max_concurrent_jobs "
+            f"{report['parallelism']}), one search "
             f"of {r['trials']} trials over {', '.join(ALGORITHMS)} on `{r['dataset']}` "
             f"(seed {report['seed']}, pruner {r['pruner']}), TPE over each algorithm's "
             "search space (service/training/search_space.py).",
@@ -175,27 +181,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pruner", default="none", help="none (default: every trial fits to its end), median"
     )
+    parser.add_argument(
+        "--parallelism", type=int, default=1, help="trials at once (the server's concurrent jobs)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--name", default="search-cpu", help="output file stem")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="paradigm-search-") as tmp:
-        result = run(Path(tmp), args.dataset, args.trials, args.seed, args.pruner)
+        result = run(Path(tmp), args.dataset, args.trials, args.seed, args.pruner, args.parallelism)
     board = result.pop("_board")
-    plot = args.out / "search-cpu-pareto.png"
+    plot = args.out / f"{args.name}-pareto.png"
     plot_pareto(board, plot)
     report = {
         "command": f"make bench-search (python -m clients.bench.search --dataset {args.dataset} "
-        f"--trials {args.trials} --seed {args.seed} --pruner {args.pruner})",
+        f"--trials {args.trials} --seed {args.seed} --pruner {args.pruner} "
+        f"--parallelism {args.parallelism})",
         "machine": machine_info(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seed": args.seed,
+        "parallelism": args.parallelism,
         "run": result,
         "plot": str(plot),
-        "json": str(args.out / "search-cpu.json"),
+        "json": str(args.out / f"{args.name}.json"),
     }
-    (args.out / "search-cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
-    (args.out / "search-cpu.md").write_text(text)
+    (args.out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 
