@@ -67,12 +67,15 @@ test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 
 .PHONY: tools rules-test
 CHECKOV_VENV := .venv-checkov
+# The MLflow tracking server that tests/test_mlflow.py logs to: its own venv too, as its
+# pins (and its UI's) are none of the service's; the service talks to it over plain REST.
+MLFLOW_VENV := .venv-mlflow
 # Debian's packages: prometheus brings promtool (tests/test_prometheus.py); postgresql the
 # server that tests/postgres.py starts on loopback for the shared-registry tests. apt-get
 # needs root. checkov (tests/test_deploy.py) gets a venv of its own: its many pins must not
 # move the service's. kubectl (its built-in kustomize renders deploy/k8s) is not in Debian:
 # install it from your Kubernetes distribution where missing; those tests skip without it.
-tools: $(CHECKOV_VENV)/.installed ## Install promtool, PostgreSQL (apt) and checkov where missing
+tools: $(CHECKOV_VENV)/.installed $(MLFLOW_VENV)/.installed ## Install promtool, PostgreSQL (apt), checkov and an MLflow server where missing
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -84,6 +87,12 @@ $(CHECKOV_VENV)/.installed:
 	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
+	touch $@
+
+$(MLFLOW_VENV)/.installed:
+	test -x $(MLFLOW_VENV)/bin/python || python3 -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install -q mlflow==3.17.2
 	touch $@
 
 rules-test: tools ## Check the Prometheus config and rules, and run their unit tests
@@ -107,4 +116,4 @@ gpu-check: ## ON the GPU machine, after the carries (docs/gpu.md): CUDA checks, 
 	GPU_PY=$(GPU_PY) bash clients/gpu_check/run.sh
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MLFLOW_VENV) var .pytest_cache .mypy_cache .ruff_cache

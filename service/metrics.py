@@ -219,6 +219,14 @@ class Metrics:
             registry=registry,
         )
 
+        self.mlflow_failures = Counter(
+            "paradigm_mlflow_failures_total",
+            "What a job could not log to the MLflow tracking server (what: run, data, "
+            "artifacts, end); the job itself is unaffected.",
+            ("what",),
+            registry=registry,
+        )
+
         # -- shared registry (replicas) --------------------------------------------------
         self.registry_polls = Counter(
             "paradigm_registry_polls_total",
