@@ -65,6 +65,21 @@ class MlflowServer:
             parsed: dict[str, Any] = json.loads(answer.read())
             return parsed
 
+    def job_runs(self, job_id: str) -> list[dict[str, Any]]:
+        """The runs of a Paradigm job, found by its job_id tag (in every experiment)."""
+        experiments = self.get("mlflow/experiments/search", max_results=1000)["experiments"]
+        body = {
+            "experiment_ids": [e["experiment_id"] for e in experiments],
+            "filter": f"tags.job_id = '{job_id}'",
+        }
+        request = urllib.request.Request(
+            f"{self.url}/api/2.0/mlflow/runs/search", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            runs: list[dict[str, Any]] = json.loads(answer.read()).get("runs", [])
+            return runs
+
     def run(self, run_id: str) -> dict[str, Any]:
         run: dict[str, Any] = self.get("mlflow/runs/get", run_id=run_id)["run"]
         return run

@@ -124,6 +124,28 @@ def test_a_training_job_is_an_mlflow_run(
     assert "mlflow run" in shown.stdout and model.mlflow_run_id in shown.stdout
 
 
+def test_a_cancelled_job_is_a_killed_run_with_its_epochs_and_cost(
+    tracked: RunningServer, mlflow_server: MlflowServer
+) -> None:
+    with ParadigmClient(tracked.target, timeout=120) as client:
+        job = client.start_training(
+            "digits", "cnn", hyperparameters={"epochs": 1000}, model_name="tracked-cancel"
+        )
+        for event in client.watch_job(job.id):
+            if event.stage == "epoch":
+                break
+        assert client.cancel_job(job.id).state == pb.JOB_STATE_CANCELLED
+    [found] = mlflow_server.job_runs(job.id)
+    run = mlflow_server.finished_run(found["info"]["run_id"])
+    assert run["info"]["status"] == "KILLED"
+    tags, metrics = _by_key(run["data"]["tags"]), _by_key(run["data"]["metrics"])
+    assert tags["job_state"] == "cancelled" and "model_version" not in tags
+    # Charged what the cost counters were charged (a killed worker reports no CPU time).
+    assert "loss" in metrics and {"cost_device_seconds", "cost_dollars"} <= set(metrics)
+    where = f"{run['info']['experiment_id']}/{run['info']['run_id']}/artifacts"
+    assert mlflow_server.get("mlflow-artifacts/artifacts", path=where).get("files", []) == []
+
+
 def test_a_tracking_server_that_is_down_fails_no_job(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
