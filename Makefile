@@ -7,9 +7,13 @@ PORT ?= 8001
 METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
+# The MLflow tracking server that tests/test_mlflow.py and bench-mlflow log to: a venv of
+# its own, as checkov's, since its pins are none of the service's (which talks to it over
+# plain REST, docs/architecture.md).
+MLFLOW_VENV := .venv-mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +48,9 @@ bench-workers: install ## Throughput and p99 of --workers 1 and 2 at c=16 and c=
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
 
+bench-mlflow: install $(MLFLOW_VENV)/.installed ## What MLflow tracking costs a job: off, on, tracking server down or hung
+	$(PY) -m clients.bench.mlflow_jobs
+
 bench-images: install ## 10 000 PNGs in a zip: upload to ready vs a Pillow loop in-process
 	$(PY) -m clients.bench.images
 
@@ -67,9 +74,6 @@ test: install tools ## Run the test suite (no GPU needed; GPU tests skip)
 
 .PHONY: tools rules-test
 CHECKOV_VENV := .venv-checkov
-# The MLflow tracking server that tests/test_mlflow.py logs to: its own venv too, as its
-# pins (and its UI's) are none of the service's; the service talks to it over plain REST.
-MLFLOW_VENV := .venv-mlflow
 # Debian's packages: prometheus brings promtool (tests/test_prometheus.py); postgresql the
 # server that tests/postgres.py starts on loopback for the shared-registry tests. apt-get
 # needs root. checkov (tests/test_deploy.py) gets a venv of its own: its many pins must not

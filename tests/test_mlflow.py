@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from clients.client import ParadigmClient
+from clients.mlflow_server import MLFLOW, NOT_INSTALLED, MlflowServer, free_port
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
-from tests.mlflow_server import MLFLOW, NOT_INSTALLED, MlflowServer
-from tests.postgres import free_port
 from tests.server import RunningServer
 
 CLI = str(Path(sys.executable).parent / "paradigm")

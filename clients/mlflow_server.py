@@ -1,12 +1,14 @@
-"""A real MLflow tracking server for tests: `mlflow server` on loopback, SQLite backend,
-artifacts proxied into a directory, from the venv that `make tools` installs
-(.venv-mlflow); tests that need it skip without it. Read back over MLflow's REST API."""
+"""A real MLflow tracking server for tests and benchmarks: `mlflow server` on loopback,
+SQLite backend, artifacts proxied into a directory, from the venv that `make tools`
+installs (.venv-mlflow); tests that need it skip without it. Read back over MLflow's REST
+API."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -15,12 +17,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.postgres import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW = ROOT / ".venv-mlflow" / "bin" / "mlflow"
 NOT_INSTALLED = "the MLflow server is not installed (.venv-mlflow): run make tools"
 START_SECONDS = 120.0  # imports and the SQLite schema migrations: ~20 s on 2 busy cores
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class MlflowServer:
