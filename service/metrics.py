@@ -43,6 +43,8 @@ TRAINING_LABELS = ("paradigm", "algorithm", "device")
 # Cost series cover both phases: phase="serve" per model version, phase="train" per job's
 # model (version empty when the job published nothing).
 COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
+#: What a job could not log to MLflow (service/tracking/runs.py).
+MLFLOW_FAILURES = ("run", "data", "artifacts", "end")
 
 
 class Metrics:
@@ -226,6 +228,8 @@ class Metrics:
             ("what",),
             registry=registry,
         )
+        for what in MLFLOW_FAILURES:  # every series from 0, tracking on or off: dashboards
+            self.mlflow_failures.labels(what)  # show zeros, and increase() the first failure
 
         # -- shared registry (replicas) --------------------------------------------------
         self.registry_polls = Counter(

@@ -39,8 +39,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 def tracked(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
+    # A generous timeout: a fresh MLflow server's first calls took ~5 s on 2 busy cores
+    # (its lazy imports), and these tests are about what a run holds, not about timeouts.
     server = RunningServer(
-        tmp_path_factory.mktemp("tracked"), mlflow_tracking_uri=mlflow_server.url
+        tmp_path_factory.mktemp("tracked"),
+        mlflow_tracking_uri=mlflow_server.url,
+        mlflow_timeout_seconds=30.0,
     )
     yield server
     server.stop()
