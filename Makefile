@@ -13,7 +13,7 @@ COMPARE_OUT ?= ./compare-report
 MLFLOW_VENV := .venv-mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-images bench-tables bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-search bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,11 +51,17 @@ bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded f
 bench-mlflow: install $(MLFLOW_VENV)/.installed ## What MLflow tracking costs a job: off, on, tracking server down or hung
 	$(PY) -m clients.bench.mlflow_jobs
 
+bench-search: install ## A 50-trial search (lr, random forest, mlp on digits): wall time vs the sum of its trials' fits
+	$(PY) -m clients.bench.search
+
 bench-images: install ## 10 000 PNGs in a zip: upload to ready vs a Pillow loop in-process
 	$(PY) -m clients.bench.images
 
 bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-column serving, penguins scores
 	$(PY) -m clients.bench.tables
+
+bench-cascade: install ## Cascades: classical first, deep when unsure (digits LR->CNN, penguins GB->MLP): accuracy and cost vs deep alone, curves
+	$(PY) -m clients.bench.cascade --out docs/benchmarks
 
 bench-text: install ## Text: raw strings in (tokenised in the graph) vs precomputed features, batch 1 and 64
 	$(PY) -m clients.bench.text --out docs/benchmarks

@@ -45,6 +45,8 @@ TRAINING_LABELS = ("paradigm", "algorithm", "device")
 COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
 #: What a job could not log to MLflow (service/tracking/runs.py).
 MLFLOW_FAILURES = ("run", "data", "artifacts", "end")
+#: A cascade version and its two stages, each as "model:version".
+CASCADE_LABELS = ("cascade", "version", "first", "then")
 
 
 class Metrics:
@@ -231,6 +233,39 @@ class Metrics:
         for what in MLFLOW_FAILURES:  # every series from 0, tracking on or off: dashboards
             self.mlflow_failures.labels(what)  # show zeros, and increase() the first failure
 
+        # -- searches ------------------------------------------------------------------------
+        self.search_trials = Counter(
+            "paradigm_search_trials_total",
+            "Search trials that ended, by search and final state "
+            "(succeeded|failed|pruned|cancelled).",
+            ("search", "dataset", "state"),
+            registry=registry,
+        )
+        self.search_running_trials = Gauge(
+            "paradigm_search_running_trials",
+            "Trials of a search whose training job is queued or running.",
+            ("search", "dataset"),
+            registry=registry,
+        )
+        self.search_best = Gauge(
+            "paradigm_search_best_value",
+            "The best held-out value of the optimised metric so far, by search.",
+            ("search", "dataset", "metric"),
+            registry=registry,
+        )
+        self.search_spent = Gauge(
+            "paradigm_search_spent",
+            "What a search has spent of each budget (resource: trials, seconds, dollars, joules).",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+        self.search_budget = Gauge(
+            "paradigm_search_budget",
+            "A search's budget of each resource; 0 means no limit of that kind.",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+
         # -- shared registry (replicas) --------------------------------------------------
         self.registry_polls = Counter(
             "paradigm_registry_polls_total",
@@ -244,6 +279,57 @@ class Metrics:
             "Versions published or deleted, and aliases set, moved or removed (event "
             "aliased), by other replicas, as found by polling.",
             ("event",),
+            registry=registry,
+        )
+
+        # -- cascades (service/serving/cascade.py) ----------------------------------------
+        self.cascade_requests = Counter(
+            "paradigm_cascade_requests_total",
+            "Inference requests answered by a cascade.",
+            CASCADE_LABELS,
+            registry=registry,
+        )
+        self.cascade_rows = Counter(
+            "paradigm_cascade_rows_total",
+            "Rows a cascade answered, by the stage that answered them: first (the first "
+            "model was sure enough) or then (escalated to the second model).",
+            (*CASCADE_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_cost = Counter(
+            "paradigm_cascade_cost_total",
+            "What a cascade's requests cost, as the ledger charged its stages' runs; unit "
+            "device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_then_alone_cost = Counter(
+            "paradigm_cascade_then_alone_cost_total",
+            "What the same rows would have cost answered by the second model alone, at its "
+            "calibrated cost per row; unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_saved = Counter(
+            "paradigm_cascade_saved_total",
+            "Cost saved against the second model alone, at both stages' calibrated costs per "
+            "row (rows x B - rows x A - escalated rows x B; requests where it would be "
+            "negative add nothing); unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_threshold = Gauge(
+            "paradigm_cascade_threshold",
+            "A cascade version's calibrated threshold on the first model's top probability.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.cascade_calibrated_escalation = Gauge(
+            "paradigm_cascade_calibrated_escalation_ratio",
+            "Share of the calibration rows the chosen threshold escalated to the second model.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
             registry=registry,
         )
 

@@ -50,6 +50,8 @@ MODELS = {"iris-logistic_regression": 4, "digits-mlp": 64}
 #: A table model (one input per column) on the built-in penguins: its traffic carries an
 #: island it never saw, so the unknown-category series and their alert signal move.
 TABLE_MODEL = "penguins-logistic_regression"
+#: A cascade of two digits models, for the cascade panels.
+CASCADE = "digits-cascade"
 TABLE_ROWS = {
     "island": ["Biscoe", "Atlantis", ""], "bill_length_mm": [45.0, 39.0, None],
     "bill_depth_mm": [15.0, 18.0, 17.0], "flipper_length_mm": [215.0, 190.0, 200.0],
@@ -175,7 +177,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _train(client: ParadigmClient, tmp_path: Path) -> None:
-    """Trains a classical and a deep model and a table model, and fails a fourth job."""
+    """Trains a classical and a deep model and a table model, fails a fourth job, and runs
+    a one-trial search."""
     lr = client.start_training("iris", "logistic_regression", seed=0)
     # A deep model, so that epoch metrics exist; two epochs keep it short.
     mlp = client.start_training("digits", "mlp", hyperparameters={"epochs": 2}, seed=0)
@@ -183,11 +186,20 @@ def _train(client: ParadigmClient, tmp_path: Path) -> None:
     doomed = client.start_training("iris", "knn", hyperparameters={"n_neighbors": 1000})
     # A table model (one input per column): the unknown-category series and their panel.
     table = client.start_training("penguins", "logistic_regression", seed=0)
+    # The cascade panels: logistic regression first, the MLP when it is unsure.
+    cheap = client.start_training("digits", "logistic_regression", seed=0)
+    # A one-trial search: the search series and their panels.
+    search = client.start_search("iris", algorithms=["naive_bayes"], trials=1)
     client.wait_for_job(lr.id)
     client.wait_for_job(mlp.id)
+    client.wait_for_job(cheap.id)
+    client.create_cascade(
+        CASCADE, "digits-logistic_regression", "digits-mlp", max_dollars_per_1k=1.0
+    )
     client.wait_for_job(table.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
         client.wait_for_job(doomed.id)
+    client.wait_for_search(search.id)
 
 
 class Traffic(threading.Thread):
@@ -217,6 +229,7 @@ class Traffic(threading.Thread):
                         self._refused(client, name, features)
                     for _ in range(10):
                         client.predict(TABLE_MODEL, TABLE_ROWS)
+                        client.infer(CASCADE, rng.uniform(0, 16, size=(16, 64)).astype("f4"))
                     self.rounds += 1
                     self._stopping.wait(1.0)
         except BaseException as error:  # reported by wait_for_rounds() and stop()

@@ -38,6 +38,9 @@ class Job(JobRecord):
     #: only those, so what a watcher saw survives a killed server.
     settled: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: What the job cost as the cost ledger priced it (device_seconds, joules, dollars),
+    #: set as it ends; empty for a job that never ran a worker or was restored.
+    cost: dict[str, float] = field(default_factory=dict)
 
     def add_event(
         self,

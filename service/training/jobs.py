@@ -40,7 +40,7 @@ from service.training.job import (
     training_job,
 )
 from service.training.journal import JOURNAL_FILE, JobEvent, JobJournal, JournalWriter
-from service.training.runner import JobRunner
+from service.training.runner import JobRunner, Outcome
 
 if TYPE_CHECKING:
     from service.cost.ledger import CostLedger
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from service.registry.manifest import Manifest
     from service.registry.store import ModelRegistry
     from service.settings import Settings
+    from service.training.spec import TrainingSpec
     from service.training.validation import ImportRequest, TrainingRequest
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,16 @@ class JobManager:
 
     async def start_training(self, request: TrainingRequest) -> Job:
         """Validates the request completely, then queues it; raises before queuing."""
+        spec = self.check_training(request)
+        paradigm = catalog.ALGORITHMS[spec.algorithm].paradigm
+        job = training_job(spec, dataset=request.dataset, paradigm=paradigm)
+        return await self._enqueue(job)
+
+    def check_training(self, request: TrainingRequest) -> TrainingSpec:
+        """The job a training request asks for, or the error StartTraining would raise."""
         algorithm = validation.trainable_algorithm(request.algorithm)
         info = self._datasets.get(request.dataset)
-        spec = validation.training_spec(
+        return validation.training_spec(
             request,
             job_id=_new_id(),
             algorithm=algorithm,
@@ -147,8 +155,6 @@ class JobManager:
             dataset_dir=self._datasets.path(request.dataset),
             settings=self._settings,
         )
-        job = training_job(spec, dataset=request.dataset, paradigm=algorithm.paradigm)
-        return await self._enqueue(job)
 
     async def start_import(self, request: ImportRequest) -> Job:
         spec = validation.import_spec(request, job_id=_new_id(), settings=self._settings)
@@ -222,6 +228,7 @@ class JobManager:
                 continue
             try:
                 outcome = await self._runner.run(job, self._record)
+                job.cost = _total_cost(outcome)
                 if outcome.manifest is not None:
                     self._succeed(job, outcome.manifest)
                 else:
@@ -349,6 +356,16 @@ def _log_failed_prune(count: int) -> Callable[[Future[None]], None]:
             log.warning("could not prune %d jobs from the journal: %s", count, error)
 
     return check
+
+
+def _total_cost(outcome: Outcome) -> dict[str, float]:
+    """A finished job's charges added up across devices (what a search budget counts)."""
+    charges = (outcome.charges or {}).values()
+    return {
+        "device_seconds": sum(c.device_seconds for c in charges),
+        "joules": sum(c.joules for c in charges),
+        "dollars": sum(c.dollars for c in charges),
+    }
 
 
 def _new_id() -> str:

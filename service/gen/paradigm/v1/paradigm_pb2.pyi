@@ -836,3 +836,154 @@ class ListAliasesResponse(_message.Message):
     aliases: _containers.RepeatedCompositeFieldContainer[ModelAlias]
     history: _containers.RepeatedCompositeFieldContainer[AliasChange]
     def __init__(self, aliases: _Optional[_Iterable[_Union[ModelAlias, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[AliasChange, _Mapping]]] = ...) -> None: ...
+
+class CascadeGoal(_message.Message):
+    __slots__ = ("target_accuracy", "max_dollars_per_1k", "accuracy_within_then")
+    TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_WITHIN_THEN_FIELD_NUMBER: _ClassVar[int]
+    target_accuracy: float
+    max_dollars_per_1k: float
+    accuracy_within_then: float
+    def __init__(self, target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., accuracy_within_then: _Optional[float] = ...) -> None: ...
+
+class CreateCascadeRequest(_message.Message):
+    __slots__ = ("name", "first", "then", "goal", "max_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    first: str
+    then: str
+    goal: CascadeGoal
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., first: _Optional[str] = ..., then: _Optional[str] = ..., goal: _Optional[_Union[CascadeGoal, _Mapping]] = ..., max_rows: _Optional[int] = ...) -> None: ...
+
+class CascadePoint(_message.Message):
+    __slots__ = ("threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "agreement")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    escalated: float
+    accuracy: float
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    agreement: float
+    def __init__(self, threshold: _Optional[float] = ..., escalated: _Optional[float] = ..., accuracy: _Optional[float] = ..., dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., agreement: _Optional[float] = ...) -> None: ...
+
+class CascadeStageCost(_message.Message):
+    __slots__ = ("dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "batch_size")
+    DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    batch_size: int
+    def __init__(self, dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class Cascade(_message.Message):
+    __slots__ = ("name", "version", "first", "first_version", "then", "then_version", "target_accuracy", "max_dollars_per_1k", "threshold", "target_met", "dataset", "calibration_rows", "chosen", "first_alone", "then_alone", "first_cost", "then_cost", "curve", "evaluation", "created_at", "accuracy_within_then")
+    class EvaluationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    FIRST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
+    THEN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALONE_FIELD_NUMBER: _ClassVar[int]
+    THEN_ALONE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_COST_FIELD_NUMBER: _ClassVar[int]
+    THEN_COST_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_WITHIN_THEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    first: str
+    first_version: str
+    then: str
+    then_version: str
+    target_accuracy: float
+    max_dollars_per_1k: float
+    threshold: float
+    target_met: bool
+    dataset: str
+    calibration_rows: int
+    chosen: CascadePoint
+    first_alone: CascadePoint
+    then_alone: CascadePoint
+    first_cost: CascadeStageCost
+    then_cost: CascadeStageCost
+    curve: _containers.RepeatedCompositeFieldContainer[CascadePoint]
+    evaluation: _containers.ScalarMap[str, float]
+    created_at: _timestamp_pb2.Timestamp
+    accuracy_within_then: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., first: _Optional[str] = ..., first_version: _Optional[str] = ..., then: _Optional[str] = ..., then_version: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., threshold: _Optional[float] = ..., target_met: _Optional[bool] = ..., dataset: _Optional[str] = ..., calibration_rows: _Optional[int] = ..., chosen: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., then_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., then_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., curve: _Optional[_Iterable[_Union[CascadePoint, _Mapping]]] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accuracy_within_then: _Optional[float] = ...) -> None: ...
+
+class GetCascadeRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ListCascadesRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCascadesResponse(_message.Message):
+    __slots__ = ("cascades",)
+    CASCADES_FIELD_NUMBER: _ClassVar[int]
+    cascades: _containers.RepeatedCompositeFieldContainer[Cascade]
+    def __init__(self, cascades: _Optional[_Iterable[_Union[Cascade, _Mapping]]] = ...) -> None: ...
+
+class RecalibrateCascadeRequest(_message.Message):
+    __slots__ = ("name", "goal", "max_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    goal: CascadeGoal
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., goal: _Optional[_Union[CascadeGoal, _Mapping]] = ..., max_rows: _Optional[int] = ...) -> None: ...
+
+class DeleteCascadeRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DeleteCascadeResponse(_message.Message):
+    __slots__ = ("deleted_versions",)
+    DELETED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    deleted_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_versions: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,167 @@
+"""Cascades: a cheap model A that answers the rows it is sure of, a costlier model B for the
+rest. What a cascade is (its two stages, its threshold and the calibration curve that chose
+it) and where it is kept: a small SQLite table of its own in the data directory, beside the
+registry, so that it survives a restart and every serving worker of `--workers N` reads the
+same cascades.
+
+Versioned like models: creating a name again, or recalibrating it, stores a new version;
+the newest is what the bare name serves. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.errors import NotFound
+
+CASCADES_FILE = "cascades.sqlite"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The cascade at one threshold on A's top probability, on the calibration rows."""
+
+    threshold: float
+    #: Share of rows sent on to B (A's top probability below the threshold).
+    escalated: float
+    accuracy: float
+    #: Expected cost per 1 000 predictions: A on every row, B on the escalated ones.
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    #: Share of rows the cascade answers as B alone would (1 where it escalates them all).
+    agreement: float = 1.0
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One stage's serving cost per 1 000 predictions, as the ledger charged a probe of it
+    on the calibration rows."""
+
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """One version of a cascade: its stages (pinned versions), threshold and calibration."""
+
+    name: str
+    version: str
+    first: str
+    first_version: str
+    then: str
+    then_version: str
+    #: What the threshold was chosen for: a target accuracy, or a cost cap (0 = not set).
+    target_accuracy: float
+    max_dollars_per_1k: float
+    threshold: float
+    #: Whether the target (or cap) was met on the calibration rows; when not, the threshold
+    #: is the closest the curve came (the most accurate point, or the cheapest).
+    target_met: bool
+    dataset: str
+    calibration_rows: int
+    #: The chosen point, and A alone (threshold 0) and B alone on the same rows.
+    chosen: CurvePoint
+    first_alone: CurvePoint
+    then_alone: CurvePoint
+    first_cost: StageCost
+    then_cost: StageCost
+    curve: list[CurvePoint] = field(default_factory=list)
+    #: The goal "within this much of B's accuracy" as asked (-1: another goal); the
+    #: target_accuracy above is what it resolved to on the calibration rows.
+    accuracy_within_then: float = -1.0
+    #: The chosen threshold on rows the calibration did not see (the other half of the
+    #: held-out split): accuracy, escalated share, and A and B alone there.
+    evaluation: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Cascade:
+        data: dict[str, Any] = json.loads(text)
+        for key in ("chosen", "first_alone", "then_alone"):
+            data[key] = CurvePoint(**data[key])
+        for key in ("first_cost", "then_cost"):
+            data[key] = StageCost(**data[key])
+        data["curve"] = [CurvePoint(**point) for point in data["curve"]]
+        return cls(**data)
+
+
+class CascadeStore:
+    """Cascade versions in <data_dir>/cascades.sqlite; thread-safe, one short transaction
+    per call (readers in other worker processes see each commit)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / CASCADES_FILE
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS cascades (name TEXT NOT NULL, version INTEGER NOT "
+                "NULL, body TEXT NOT NULL, PRIMARY KEY (name, version))"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, timeout=30, isolation_level="IMMEDIATE")
+
+    def add(self, cascade: Cascade) -> Cascade:
+        """Stores `cascade` as the name's next version and returns it numbered."""
+        with self._lock, self._connect() as db:
+            (latest,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM cascades WHERE name = ?", (cascade.name,)
+            ).fetchone()
+            numbered = Cascade(
+                **{
+                    **cascade.__dict__,
+                    "version": str(latest + 1),
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+            db.execute(
+                "INSERT INTO cascades (name, version, body) VALUES (?, ?, ?)",
+                (cascade.name, latest + 1, numbered.to_json()),
+            )
+        return numbered
+
+    def all(self) -> list[Cascade]:
+        """Every version of every cascade, by name then version."""
+        with self._lock, self._connect() as db:
+            rows = db.execute("SELECT body FROM cascades ORDER BY name, version").fetchall()
+        return [Cascade.from_json(body) for (body,) in rows]
+
+    def get(self, name: str, version: str = "") -> Cascade:
+        """The version (the newest when empty); NotFound otherwise."""
+        versions = [c for c in self.all() if c.name == name]
+        if not versions:
+            raise NotFound(f"cascade {name!r} not found")
+        if not version:
+            return versions[-1]
+        for cascade in versions:
+            if cascade.version == version:
+                return cascade
+        raise NotFound(
+            f"cascade {name!r} has no version {version!r}; it has {[c.version for c in versions]}"
+        )
+
+    def delete(self, name: str, version: str = "") -> list[str]:
+        """Deletes one version, or every version when empty; the versions deleted."""
+        self.get(name, version)  # NotFound first
+        with self._lock, self._connect() as db:
+            if version:
+                db.execute(
+                    "DELETE FROM cascades WHERE name = ? AND version = ?", (name, int(version))
+                )
+                return [version]
+            rows = db.execute("SELECT version FROM cascades WHERE name = ?", (name,)).fetchall()
+            db.execute("DELETE FROM cascades WHERE name = ?", (name,))
+        return [str(v) for (v,) in rows]
