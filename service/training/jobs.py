@@ -238,6 +238,7 @@ class JobManager:
                 log.exception("job %s: runner failed", job.id)
                 if job.state not in TERMINAL:
                     self._finish(job, FAILED, error=f"internal error: {exc}")
+                    self._runner.account(job, Outcome(FAILED))  # ends its MLflow run
 
     def _prune(self) -> None:
         finished = [job for job in self._jobs.values() if job.state in TERMINAL]
