@@ -7,9 +7,13 @@ PORT ?= 8001
 METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
+# The MLflow tracking server that tests/test_mlflow.py and bench-mlflow log to: a venv of
+# its own, as checkov's, since its pins are none of the service's (which talks to it over
+# plain REST, docs/architecture.md).
+MLFLOW_VENV := .venv-mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-search bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-search bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +47,9 @@ bench-workers: install ## Throughput and p99 of --workers 1 and 2 at c=16 and c=
 
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
+
+bench-mlflow: install $(MLFLOW_VENV)/.installed ## What MLflow tracking costs a job: off, on, tracking server down or hung
+	$(PY) -m clients.bench.mlflow_jobs
 
 bench-search: install ## A 50-trial search (lr, random forest, mlp on digits): wall time vs the sum of its trials' fits
 	$(PY) -m clients.bench.search
@@ -78,7 +85,7 @@ CHECKOV_VENV := .venv-checkov
 # needs root. checkov (tests/test_deploy.py) gets a venv of its own: its many pins must not
 # move the service's. kubectl (its built-in kustomize renders deploy/k8s) is not in Debian:
 # install it from your Kubernetes distribution where missing; those tests skip without it.
-tools: $(CHECKOV_VENV)/.installed ## Install promtool, PostgreSQL (apt) and checkov where missing
+tools: $(CHECKOV_VENV)/.installed $(MLFLOW_VENV)/.installed ## Install promtool, PostgreSQL (apt), checkov and an MLflow server where missing
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -90,6 +97,12 @@ $(CHECKOV_VENV)/.installed:
 	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
+	touch $@
+
+$(MLFLOW_VENV)/.installed:
+	test -x $(MLFLOW_VENV)/bin/python || python3 -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install -q mlflow==3.17.2
 	touch $@
 
 rules-test: tools ## Check the Prometheus config and rules, and run their unit tests
@@ -113,4 +126,4 @@ gpu-check: ## ON the GPU machine, after the carries (docs/gpu.md): CUDA checks, 
 	GPU_PY=$(GPU_PY) bash clients/gpu_check/run.sh
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MLFLOW_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -835,6 +835,7 @@ def _show_model(m: pb.Model) -> None:
             ("checksum", m.checksum[:16] or None),
             ("libraries", " ".join(f"{k}={v}" for k, v in sorted(m.library_versions.items()))),
             ("created", m.created_at.ToDatetime().isoformat() if m.created_at.seconds else None),
+            ("mlflow run", m.mlflow_run_id or None),
         ]
     )
     if m.metrics:

@@ -43,6 +43,8 @@ TRAINING_LABELS = ("paradigm", "algorithm", "device")
 # Cost series cover both phases: phase="serve" per model version, phase="train" per job's
 # model (version empty when the job published nothing).
 COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
+#: What a job could not log to MLflow (service/tracking/runs.py).
+MLFLOW_FAILURES = ("run", "data", "artifacts", "end")
 #: A cascade version and its two stages, each as "model:version".
 CASCADE_LABELS = ("cascade", "version", "first", "then")
 
@@ -220,6 +222,16 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+
+        self.mlflow_failures = Counter(
+            "paradigm_mlflow_failures_total",
+            "What a job could not log to the MLflow tracking server (what: run, data, "
+            "artifacts, end); the job itself is unaffected.",
+            ("what",),
+            registry=registry,
+        )
+        for what in MLFLOW_FAILURES:  # every series from 0, tracking on or off: dashboards
+            self.mlflow_failures.labels(what)  # show zeros, and increase() the first failure
 
         # -- searches ------------------------------------------------------------------------
         self.search_trials = Counter(

@@ -155,6 +155,19 @@ class Settings(BaseSettings):
         2.0, gt=0, description="how often a replica looks for versions published elsewhere"
     )
 
+    # MLflow tracking (service/tracking/): every training job becomes a run there.
+    mlflow_tracking_uri: str = Field(
+        "",
+        description="MLflow tracking server, http(s)://host:port; empty = no tracking. "
+        "Artifacts need the server's artifact proxy (mlflow server --serve-artifacts)",
+    )
+    mlflow_experiment: str = Field(
+        "paradigm", description="MLflow experiment the runs go to (created if missing)"
+    )
+    mlflow_timeout_seconds: float = Field(
+        5.0, gt=0, description="limit on each call to the tracking server"
+    )
+
     # Distributed deep training (torch.distributed through torchrun).
     max_world_size: int = Field(
         4, ge=1, description="most DDP processes one training job may ask for"

@@ -26,6 +26,7 @@ from service.errors import (
     Unavailable,
     storage_error,
 )
+from service.tracking.runs import JobRuns
 from service.training import catalog, validation
 from service.training.job import (
     CANCELLED,
@@ -76,7 +77,10 @@ class JobManager:
         self._registry = registry
         self._datasets = datasets
         self._metrics = metrics
-        self._runner = JobRunner(settings, registry, metrics, ledger)
+        self._tracking = None
+        if settings.mlflow_tracking_uri:
+            self._tracking = JobRuns(settings, metrics, registry.model_path)
+        self._runner = JobRunner(settings, registry, metrics, ledger, self._tracking)
         # Every (algorithm, final state) series exists from the start at 0, so increase()
         # sees a job's first failure and dashboards show zeros rather than no data.
         for algorithm in catalog.ALGORITHMS.values():
@@ -126,6 +130,8 @@ class JobManager:
                 if job.worker is not None:
                     job.worker.kill()
                 self._finish(job, FAILED, error=job.abort_reason)
+        if self._tracking is not None:
+            await self._tracking.close()
         await self._journal.close()
 
     # -- requests -----------------------------------------------------------------------
@@ -232,6 +238,7 @@ class JobManager:
                 log.exception("job %s: runner failed", job.id)
                 if job.state not in TERMINAL:
                     self._finish(job, FAILED, error=f"internal error: {exc}")
+                    self._runner.account(job, Outcome(FAILED))  # ends its MLflow run
 
     def _prune(self) -> None:
         finished = [job for job in self._jobs.values() if job.state in TERMINAL]

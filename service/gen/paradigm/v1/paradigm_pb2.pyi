@@ -476,7 +476,7 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost", "aliases")
+    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost", "aliases", "mlflow_run_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -518,6 +518,7 @@ class Model(_message.Message):
     LATEST_FIELD_NUMBER: _ClassVar[int]
     TRAINING_COST_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     paradigm: Paradigm
@@ -538,7 +539,8 @@ class Model(_message.Message):
     latest: bool
     training_cost: Cost
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    mlflow_run_id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name", "latest_only")
