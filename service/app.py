@@ -10,7 +10,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
 
 from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
@@ -35,6 +36,7 @@ from service.api.paradigm import (
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
+from service.api.shadow import ShadowServicer
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.multiprocess import serving_totals as shared_serving_totals
@@ -56,6 +58,7 @@ from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
 from service.serving.promotion import Promoter
+from service.serving.shadow import ShadowRunner
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -111,6 +114,7 @@ class App:
         self.metrics_port = 0
         self.http_port = 0
         self._rest: RestServer | None = None
+        self._shadows: ShadowRunner | None = None
         self._ready = False
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -203,6 +207,17 @@ class App:
         cascades = CascadePlane(dataplane, cascade_store, self.metrics, data_dir)
         if self.role is not None:
             cascades.follow(self.role.registry_generation, owner=self.role.owner)
+        # Every serving process shadows its own traffic (aliases' shadows are registry data).
+        shadows = self._shadows = ShadowRunner(
+            registry.shadow_of,
+            self.metrics,
+            queue_size=settings.shadow_queue_size,
+            tasks=settings.shadow_tasks,
+            feedback_window=settings.shadow_feedback_window,
+            tolerance=settings.shadow_tolerance,
+        )
+        shadows.start(dataplane.infer)
+        cascades.shadows = shadows
         self._start_samplers()
 
         if tokens:
@@ -236,6 +251,9 @@ class App:
         )  # fmt: skip
         if self.owns_jobs:
             await self._add_control_plane(server, registry, data_dir, cascade_store, cascades)
+            paradigm_grpc.add_ShadowServiceServicer_to_server(
+                ShadowServicer(registry, shadows, self._metric_families), server
+            )
         else:
             assert self.role is not None
             self._forwarder = OwnerForwarder(self.role.owner_address, settings.max_message_bytes)
@@ -342,6 +360,15 @@ class App:
             server,
         )
 
+    def _metric_families(self) -> Iterable[Metric]:
+        """Every metric as /metrics would show it: this process's, or with `--workers N`
+        every worker's, from their shared files."""
+        if self.role is None:
+            return self.metrics_registry.collect()
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        return MultiProcessCollector(None, path=self.role.metrics_dir).collect()
+
     def _require_dataplane(self) -> DataPlane:
         if self.dataplane is None:
             raise RuntimeError("the data plane is built before the control plane")
@@ -420,6 +447,8 @@ class App:
             await self._rest.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
+        if self._shadows is not None:
+            await self._shadows.stop()
         if self._forwarder is not None:
             await self._forwarder.close()
         if self._http is not None:

@@ -36,6 +36,7 @@ from service.registry.cascades import CASCADES_FILE, Cascade, CascadeStore, Curv
 from service.registry.manifest import Manifest, TensorSpec
 from service.serving.dataplane import DataPlane, ModelDescription
 from service.serving.probe import probe_serving
+from service.serving.shadow import ShadowRunner
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
@@ -369,6 +370,8 @@ class CascadePlane:
         self._generation: MutableSequence[int] | None = None
         self._owner = False
         self._seen = 0
+        #: Aliases' shadows (service/serving/shadow.py), when the app runs them.
+        self.shadows: ShadowRunner | None = None
         self._publish(store.all())
 
     def follow(self, generation: MutableSequence[int], *, owner: bool) -> None:
@@ -482,7 +485,12 @@ class CascadePlane:
         try:
             cascade = self.find(name, version)
             if cascade is None:
-                return await self._dataplane.infer(request)
+                shadows = self.shadows
+                shadow = shadows.shadow_for(request) if shadows is not None else None
+                if shadow is None:
+                    return await self._dataplane.infer(request)
+                assert shadows is not None
+                return await shadows.serve(shadow, request, self._dataplane.infer)
         except NotFound:
             cascade = await self._find_now(name, version)
             if cascade is None:
