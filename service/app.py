@@ -304,6 +304,8 @@ class App:
             if self.role is not None:
                 models.registry_moved = poller.moved_since(self.role.registry_generation)
                 models.catch_up = poller.poll
+                shadows.registry_moved = poller.moved_since(self.role.registry_generation)
+                shadows.catch_up = poller.poll
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         if settings.http_port_file and self._rest is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,9 +15,11 @@ import pytest
 from sklearn.datasets import load_digits
 
 from clients.client import ParadigmClient, ParadigmClientError
+from clients.harness import paradigm_server
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from tests.server import RunningServer
 from tests.test_cli import paradigm
+from tests.test_workers import fresh
 
 ALIAS = "champion"
 
@@ -69,7 +73,7 @@ def _wait(check: Callable[[], pb.ShadowReport | None], seconds: float = 60) -> p
         if found is not None:
             return found
         if time.monotonic() > give_up:
-            raise AssertionError("the shadow report never reached the expected state")
+            raise AssertionError(f"the shadow report never reached the expected state: {found}")
         time.sleep(0.05)
 
 
@@ -78,10 +82,15 @@ def _settled(client: ParadigmClient, name: str, sampled: int) -> pb.ShadowReport
 
     def check() -> pb.ShadowReport | None:
         report = client.shadow_report(name, ALIAS)
+        seen.append(report)
         done = sum(p.shadowed + p.dropped + p.failed for p in report.pairs)
         return report if sum(p.sampled for p in report.pairs) >= sampled == done else None
 
-    return _wait(check)
+    seen: list[pb.ShadowReport] = []
+    try:
+        return _wait(check)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; last report: {seen[-1] if seen else None}") from None
 
 
 def test_full_rate_shadow_records_agreement_and_feedback_gives_accuracy(
@@ -261,3 +270,38 @@ def test_deleting_the_alias_removes_its_shadow(
     assert any(s.alias == "temp" for s in client.list_shadows(primary))
     client.delete_alias(primary, "temp")
     assert not any(s.alias == "temp" for s in client.list_shadows(primary))
+
+
+def test_workers_each_shadow_their_traffic_and_the_report_adds_up(tmp_path: Path) -> None:
+    http_port_file = tmp_path / "http.port"
+    args = ["--workers", "2", "--http-port", "0", "--http-port-file", str(http_port_file)]
+    rows = load_digits().data.astype(np.float32)[:10]
+    with paradigm_server(tmp_path, "shadow-workers", tmp_path / "data", args=args) as server:
+        with fresh(server.target) as client:
+            name = _train(client, "logistic_regression", "w-lr")
+            shadow = _train(client, "naive_bayes", "w-nb")
+            client.set_alias(name, "1", ALIAS)
+            client.set_shadow(name, ALIAS, shadow)
+        grpc_requests = 16
+        for _ in range(grpc_requests):
+            with fresh(server.target) as client:  # own connections: spread over workers
+                assert client.infer(name, rows, version=ALIAS).model_version == "1"
+        # REST requests through the alias are shadowed the same way.
+        http = f"http://127.0.0.1:{http_port_file.read_text().strip()}"
+        body = json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
+                         "data": rows.ravel().tolist()}]}
+        ).encode()  # fmt: skip
+        rest_requests = 4
+        for _ in range(rest_requests):
+            request = urllib.request.Request(
+                f"{http}/v2/models/{name}/versions/{ALIAS}/infer", data=body, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert json.load(answer)["model_version"] == "1"
+        total = grpc_requests + rest_requests
+        with fresh(server.target) as client:
+            report = _settled(client, name, total)
+        (pair,) = report.pairs
+        assert pair.sampled == pair.shadowed == total
+        assert pair.compared_rows == total * len(rows)

@@ -486,10 +486,11 @@ class CascadePlane:
             cascade = self.find(name, version)
             if cascade is None:
                 shadows = self.shadows
-                shadow = shadows.shadow_for(request) if shadows is not None else None
+                if shadows is None or not request.model_version:
+                    return await self._dataplane.infer(request)
+                shadow = await shadows.shadow_for(request)
                 if shadow is None:
                     return await self._dataplane.infer(request)
-                assert shadows is not None
                 return await shadows.serve(shadow, request, self._dataplane.infer)
         except NotFound:
             cascade = await self._find_now(name, version)

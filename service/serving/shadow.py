@@ -147,6 +147,11 @@ class ShadowRunner:
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._tolerance = tolerance
         self._infer: Infer | None = None
+        #: Set in the workers of `--workers N` as on LoadedModels: a cheap check of the
+        #: owner's change counter, and the registry poll it calls for, so a shadow set a
+        #: moment ago is seen by the very next request.
+        self.registry_moved: Callable[[], bool] | None = None
+        self.catch_up: Callable[[], Awaitable[bool]] | None = None
 
     def start(self, infer: Infer) -> None:
         """Starts the shadow tasks; `infer` runs a shadow request (the data plane's)."""
@@ -160,11 +165,15 @@ class ShadowRunner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def shadow_for(self, request: InferRequest) -> Shadow | None:
-        """The shadow of the alias a request names, if any: one dict lookup."""
+    async def shadow_for(self, request: InferRequest) -> Shadow | None:
+        """The shadow of the alias a request names, if any: one dict lookup (after a
+        registry poll in a follower whose owner changed something)."""
         version = request.model_version
         if not version:
             return None
+        if self.registry_moved is not None and self.registry_moved():
+            assert self.catch_up is not None
+            await self.catch_up()
         return self._lookup(request.model_name, version)
 
     async def serve(self, shadow: Shadow, request: InferRequest, infer: Infer) -> InferResponse:
