@@ -326,6 +326,7 @@ class App:
     ) -> None:
         """Datasets, training, models and cost: served by the one process that owns jobs."""
         settings = self.settings
+        registry.guard_deletes(cascade_store.refuse_deleting_stages)
         datasets = DatasetStore(data_dir / "datasets", settings.max_upload_bytes)
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)

@@ -138,6 +138,9 @@ def test_versions_listed_shown_and_deleted(
     assert metadata.parameters["paradigm"].string_param == "cascade"
     old = client.infer("digits-versions", digits_rows[:3], version="1")
     assert old.model_version == "1"
+    # "latest" and zero-padded numbers mean what they mean for a model.
+    assert client.infer("digits-versions", digits_rows[:3], version="latest").model_version == "2"
+    assert client.infer("digits-versions", digits_rows[:3], version="01").model_version == "1"
     assert client.delete_cascade("digits-versions", "1") == ["1"]
     assert client.delete_cascade("digits-versions") == ["2"]
     assert not client.model_ready("digits-versions")
@@ -312,7 +315,14 @@ def test_a_deleted_stage_makes_the_cascade_not_ready(
     first = _train(client, "digits", "naive_bayes", "cascade-digits-nb-doomed")
     client.create_cascade("digits-doomed", first, then, target_accuracy=0.9)
     assert client.model_ready("digits-doomed")
-    client.delete_model(first)
+    # A stage is not deleted from under its cascade unless forced, as with aliases.
+    with pytest.raises(ParadigmClientError) as refused:
+        client.delete_model(first)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'digits-doomed' version 1" in refused.value.details
+    assert "force" in refused.value.details
+    assert client.model_ready("digits-doomed")
+    client.delete_model(first, force=True)
     assert not client.model_ready("digits-doomed")
     with pytest.raises(ParadigmClientError) as error:
         client.infer("digits-doomed", digits_rows[:3])

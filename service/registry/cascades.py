@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import NotFound
+from service.errors import FailedPrecondition, NotFound
 
 CASCADES_FILE = "cascades.sqlite"
 
@@ -165,3 +165,20 @@ class CascadeStore:
             rows = db.execute("SELECT version FROM cascades WHERE name = ?", (name,)).fetchall()
             db.execute("DELETE FROM cascades WHERE name = ?", (name,))
         return [str(v) for (v,) in rows]
+
+    def refuse_deleting_stages(self, name: str, versions: list[str]) -> None:
+        """FailedPrecondition naming the cascades whose stages are among these versions of
+        name: the registry asks before a delete without force (a forced delete leaves the
+        cascade, which then answers NOT_FOUND naming the missing stage)."""
+        doomed = set(versions)
+        using = [
+            cascade for cascade in self.all()
+            if (cascade.first == name and cascade.first_version in doomed)
+            or (cascade.then == name and cascade.then_version in doomed)
+        ]  # fmt: skip
+        if using:
+            named = ", ".join(f"{c.name!r} version {c.version}" for c in using)
+            raise FailedPrecondition(
+                f"model {name!r} version(s) {sorted(doomed, key=int)} serve in cascade "
+                f"{named}: delete the cascade first, or delete with force"
+            )

@@ -147,6 +147,7 @@ class ModelRegistry:
         self._known_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
         self._alias_listeners: list[AliasListener] = []
+        self._delete_guards: list[Callable[[str, list[str]], None]] = []
         opened: list[MetadataStore] = []
         try:
             with _storage_errors(f"cannot write to {root}"):
@@ -196,6 +197,11 @@ class ModelRegistry:
     def on_change(self, listener: ChangeListener) -> None:
         """Calls listener(event, name, versions) after versions are published or deleted."""
         self._listeners.append(listener)
+
+    def guard_deletes(self, guard: Callable[[str, list[str]], None]) -> None:
+        """Calls guard(name, versions) before a delete without force; it raises to refuse
+        (cascades refuse deleting their stages)."""
+        self._delete_guards.append(guard)
 
     def on_alias_change(self, listener: AliasListener) -> None:
         """Calls listener(name, {alias: version}) after name's aliases changed."""
@@ -392,6 +398,9 @@ class ModelRegistry:
         removed = [self.get(name, version).version] if version else self.versions(name)
         if not removed:
             raise NotFound(f"model {name!r} not found")
+        if not force:
+            for guard in self._delete_guards:
+                guard(name, removed)
         with self._known_lock:
             # The alias check is the store's, in the delete's own transaction: no replica
             # can alias a version between a check here and the delete.

@@ -32,6 +32,7 @@ import numpy as np
 from service.cost.ledger import ServingTap, serving_tap
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.metrics import Metrics, drop_gauge
+from service.registry.aliases import LATEST
 from service.registry.cascades import CASCADES_FILE, Cascade, CascadeStore, CurvePoint, StageCost
 from service.registry.manifest import Manifest, TensorSpec
 from service.serving.dataplane import DataPlane, ModelDescription
@@ -469,11 +470,15 @@ class CascadePlane:
         versions = self._by_name.get(name)
         if not versions:
             return None
-        if not version:
+        if not version or version == LATEST:
             return versions[-1]
         for cascade in versions:
             if cascade.version == version:
                 return cascade
+        if version.isdigit():  # "007" is version 7, as for models
+            for cascade in versions:
+                if cascade.version == str(int(version)):
+                    return cascade
         raise NotFound(
             f"cascade {name!r} has no version {version!r}; it has {[c.version for c in versions]}"
         )
