@@ -342,13 +342,6 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self.shadow_sample_rate = Gauge(
-            "paradigm_shadow_sample_rate",
-            "The share of an alias's requests sent to its shadow, as configured.",
-            ("model", "alias", "shadow"),
-            multiprocess_mode="livemax",
-            registry=registry,
-        )
 
         # -- hardware cost ---------------------------------------------------------------
         self.device_seconds = Counter(
