@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 
 from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
-from service.api.cascade import CascadeServicer
+from service.api.cascade import CascadeAliasing, CascadeServicer
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.forward import OwnerForwarder
@@ -32,7 +32,6 @@ from service.api.inference import InferenceServicer
 from service.api.paradigm import (
     AlgorithmServicer,
     DatasetServicer,
-    ModelServicer,
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
@@ -336,13 +335,15 @@ class App:
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(
+            CascadeAliasing(
                 registry,
                 jobs,
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
                 Promoter(registry, self._require_dataplane(), explainer.compare),
+                cascades=cascade_store,
+                plane=cascades,
             ),
             server,
         )

@@ -141,6 +141,26 @@ def test_versions_listed_shown_and_deleted(
     # "latest" and zero-padded numbers mean what they mean for a model.
     assert client.infer("digits-versions", digits_rows[:3], version="latest").model_version == "2"
     assert client.infer("digits-versions", digits_rows[:3], version="01").model_version == "1"
+    # Aliased like a model: SetAlias on the cascade's name points at one of its versions.
+    change = client.set_alias("digits-versions", "1", "stable")
+    assert (change.version, change.previous) == ("1", "")
+    assert client.infer("digits-versions", digits_rows[:3], version="stable").model_version == "1"
+    assert client.model_ready("digits-versions", "stable")
+    moved = client.set_alias("digits-versions", "latest", "stable")
+    assert (moved.version, moved.previous) == ("2", "1")
+    assert client.infer("digits-versions", digits_rows[:3], version="stable").model_version == "2"
+    listed_aliases = client.list_aliases("digits-versions")
+    assert [(a.alias, a.version) for a in listed_aliases.aliases] == [("stable", "2")]
+    with pytest.raises(ParadigmClientError) as gated:
+        client.set_alias("digits-versions", "1", "gated", require_parity=True)
+    assert gated.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ParadigmClientError) as missing:
+        client.set_alias("digits-versions", "9", "stable")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert client.delete_alias("digits-versions", "stable").previous == "2"
+    with pytest.raises(ParadigmClientError) as unaliased:
+        client.infer("digits-versions", digits_rows[:3], version="stable")
+    assert unaliased.value.code == grpc.StatusCode.NOT_FOUND
     assert client.delete_cascade("digits-versions", "1") == ["1"]
     assert client.delete_cascade("digits-versions") == ["2"]
     assert not client.model_ready("digits-versions")

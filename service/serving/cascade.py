@@ -363,6 +363,8 @@ class CascadePlane:
         self._metrics = metrics
         self._file = data_dir / CASCADES_FILE
         self._by_name: dict[str, list[Cascade]] = {}
+        #: name -> {alias: version}; replaced whole, never mutated in place.
+        self._aliases: dict[str, dict[str, str]] = {}
         self._stamp: tuple[int, int] | None = None
         self._looked = 0.0
         self._refreshing: asyncio.Task[None] | None = None
@@ -373,7 +375,7 @@ class CascadePlane:
         self._seen = 0
         #: Aliases' shadows (service/serving/shadow.py), when the app runs them.
         self.shadows: ShadowRunner | None = None
-        self._publish(store.all())
+        self._publish(store.all(), store.aliases())
 
     def follow(self, generation: MutableSequence[int], *, owner: bool) -> None:
         """Shares changes with the other workers through their shared counter: the owner
@@ -388,7 +390,7 @@ class CascadePlane:
 
     def reload(self) -> None:
         """Re-reads the table now (after this process changed it) and tells the others."""
-        self._publish(self._store.all())
+        self._publish(self._store.all(), self._store.aliases())
         if self._generation is not None and self._owner:
             self._generation[0] += 1
 
@@ -404,7 +406,8 @@ class CascadePlane:
         self._seen = self._generation[0]
         await self._refresh(force=True)
 
-    def _publish(self, cascades: list[Cascade]) -> None:
+    def _publish(self, cascades: list[Cascade], aliases: dict[str, dict[str, str]]) -> None:
+        self._aliases = aliases
         by_name: dict[str, list[Cascade]] = {}
         for cascade in cascades:
             by_name.setdefault(cascade.name, []).append(cascade)
@@ -437,8 +440,9 @@ class CascadePlane:
         if stamp == self._stamp and not force:
             return False
         cascades = await asyncio.to_thread(self._store.all)
+        aliases = await asyncio.to_thread(self._store.aliases)
         self._stamp = stamp
-        self._publish(cascades)
+        self._publish(cascades, aliases)
         return True
 
     async def _find_now(self, name: str, version: str) -> Cascade | None:
@@ -476,9 +480,12 @@ class CascadePlane:
             if cascade.version == version:
                 return cascade
         if version.isdigit():  # "007" is version 7, as for models
-            for cascade in versions:
-                if cascade.version == str(int(version)):
-                    return cascade
+            version = str(int(version))
+        else:
+            version = self._aliases.get(name, {}).get(version, version)
+        for cascade in versions:
+            if cascade.version == version:
+                return cascade
         raise NotFound(
             f"cascade {name!r} has no version {version!r}; it has {[c.version for c in versions]}"
         )
