@@ -214,6 +214,7 @@ class App:
             tasks=settings.shadow_tasks,
             feedback_window=settings.shadow_feedback_window,
             tolerance=settings.shadow_tolerance,
+            busy_in_flight=settings.shadow_busy_in_flight,
         )
         shadows.start(dataplane.infer)
         cascades.shadows = shadows

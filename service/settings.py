@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         256, ge=1, description="shadow runs waiting per process; past it new ones are dropped"
     )
     shadow_tasks: int = Field(1, ge=1, le=64, description="shadow runs at once per process")
+    shadow_busy_in_flight: int = Field(
+        0,
+        ge=0,
+        description="shadow runs wait while more requests than this through shadowed aliases "
+        "are in progress in the process: the shadow uses what the primaries leave idle",
+    )
     shadow_feedback_window: int = Field(
         10000, ge=0, description="shadowed requests kept per process for SubmitFeedback"
     )

@@ -31,6 +31,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client.core import Metric
@@ -96,15 +97,57 @@ def stage(name: str, version: str) -> str:
 
 
 @dataclass(slots=True)
-class _Run:
-    """One sampled request waiting for its shadow run."""
+class _Series:
+    """One pair's labelled metric children, made once: the hot path only increments."""
 
-    shadow: Shadow
-    primary: str
-    request_id: str
+    sampled: Any
+    dropped: Any
+    failed: Any
+    shadowed: Any
+    agree: Any
+    disagree: Any
+    latency: dict[str, Any]
+    cost: dict[tuple[str, str], Any]
+    rows: dict[str, Any]
+
+    @classmethod
+    def of(cls, metrics: Metrics, labels: tuple[str, str, str, str]) -> _Series:
+        requests = metrics.shadow_requests
+        return cls(
+            sampled=requests.labels(*labels, "sampled"),
+            dropped=requests.labels(*labels, "dropped"),
+            failed=requests.labels(*labels, "failed"),
+            shadowed=requests.labels(*labels, "shadowed"),
+            agree=metrics.shadow_rows.labels(*labels, "agree"),
+            disagree=metrics.shadow_rows.labels(*labels, "disagree"),
+            latency={role: metrics.shadow_latency.labels(*labels, role) for role in ROLES},
+            cost={
+                (role, unit): metrics.shadow_cost.labels(*labels, role, unit)
+                for role in ROLES
+                for unit in COST_UNITS
+            },
+            rows={role: metrics.shadow_charged_rows.labels(*labels, role) for role in ROLES},
+        )
+
+    def charge(self, role: str, tap: ServingTap) -> None:
+        charge = tap.charge
+        self.cost[(role, "device_seconds")].inc(charge.device_seconds)
+        self.cost[(role, "joules")].inc(charge.joules)
+        self.cost[(role, "dollars")].inc(charge.dollars)
+        self.rows[role].inc(tap.rows)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One sampled request waiting for its shadow run: the primary's answer as it went
+    out (compared when the shadow has answered, off the request's path)."""
+
+    labels: tuple[str, str, str, str]
+    series: _Series
     request: InferRequest
-    primary_answers: np.ndarray
-    compared: str
+    response: InferResponse
+    primary_latency: float
+    primary_tap: ServingTap
 
 
 @dataclass(slots=True)
@@ -126,7 +169,11 @@ class Feedback:
 
 
 class ShadowRunner:
-    """Samples, queues and runs shadow requests; keeps answers for feedback."""
+    """Samples, queues and runs shadow requests; keeps answers for feedback.
+
+    Shadow runs wait while more than `busy_in_flight` requests through shadowed aliases
+    are being served in this process: the shadow takes the CPU the primaries leave idle,
+    and under sustained load its queue fills and new shadow runs are dropped (counted)."""
 
     def __init__(
         self,
@@ -137,6 +184,7 @@ class ShadowRunner:
         tasks: int,
         feedback_window: int,
         tolerance: float,
+        busy_in_flight: int = 0,
     ) -> None:
         self._lookup = lookup
         self._metrics = metrics
@@ -147,6 +195,11 @@ class ShadowRunner:
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._tolerance = tolerance
         self._infer: Infer | None = None
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._busy = busy_in_flight
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         #: Set in the workers of `--workers N` as on LoadedModels: a cheap check of the
         #: owner's change counter, and the registry poll it calls for, so a shadow set a
         #: moment ago is seen by the very next request.
@@ -185,10 +238,16 @@ class ShadowRunner:
             request.id = uuid.uuid4().hex
         tap = ServingTap()
         token = serving_tap.set(tap)
+        self._in_flight += 1
+        if self._in_flight > self._busy:
+            self._quiet.clear()
         try:
             response = await infer(request)
         finally:
             serving_tap.reset(token)
+            self._in_flight -= 1
+            if self._in_flight <= self._busy:
+                self._quiet.set()
         try:
             self._offer(shadow, request, response, time.perf_counter() - started, tap)
         except Exception:  # whatever happens here, the primary's answer goes out
@@ -196,9 +255,13 @@ class ShadowRunner:
         response.parameters[REQUEST_ID] = request.id
         return response
 
-    def _labels(self, shadow: Shadow, primary: str) -> tuple[str, str, str, str]:
+    def _pair(self, shadow: Shadow, primary: str) -> tuple[tuple[str, str, str, str], _Series]:
         shadowing = stage(shadow.shadow, shadow.shadow_version or LATEST)
-        return (shadow.name, shadow.alias, primary, shadowing)
+        labels = (shadow.name, shadow.alias, primary, shadowing)
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _Series.of(self._metrics, labels)
+        return labels, series
 
     def _offer(
         self,
@@ -208,67 +271,51 @@ class ShadowRunner:
         latency: float,
         tap: ServingTap,
     ) -> None:
-        primary = stage(response.model_name, response.model_version)
-        # The shadow's version as configured ("" = latest): resolved when it runs.
-        labels = self._labels(shadow, primary)
-        metrics = self._metrics
-        metrics.shadow_requests.labels(*labels, "sampled").inc()
-        metrics.shadow_latency.labels(*labels, "primary").observe(latency)
-        self._charge(labels, "primary", tap)
-        compared = compared_output(response.outputs)
-        if compared is None:
-            return
+        labels, series = self._pair(shadow, stage(response.model_name, response.model_version))
+        series.sampled.inc()
         run = _Run(
-            shadow=shadow,
-            primary=primary,
-            request_id=request.id,
+            labels=labels,
+            series=series,
             request=InferRequest(
                 model_name=shadow.shadow,
                 model_version=shadow.shadow_version,
                 inputs=request.inputs,
-                outputs=[compared.name],
                 id=request.id,
             ),
-            primary_answers=answers(compared),
-            compared=compared.name,
+            response=response,
+            primary_latency=latency,
+            primary_tap=tap,
         )
         try:
             self._queue.put_nowait(run)
         except asyncio.QueueFull:
-            metrics.shadow_requests.labels(*labels, "dropped").inc()
+            series.dropped.inc()
             return
-        metrics.shadow_queue_depth.inc()
-
-    def _charge(self, labels: tuple[str, ...], role: str, tap: ServingTap) -> None:
-        metrics = self._metrics
-        charge = tap.charge
-        spent = {
-            "device_seconds": charge.device_seconds,
-            "joules": charge.joules,
-            "dollars": charge.dollars,
-        }
-        for unit in COST_UNITS:
-            metrics.shadow_cost.labels(*labels, role, unit).inc(spent[unit])
-        metrics.shadow_charged_rows.labels(*labels, role).inc(tap.rows)
+        self._metrics.shadow_queue_depth.inc()
 
     async def _work(self) -> None:
         while True:
             run = await self._queue.get()
             self._metrics.shadow_queue_depth.dec()
             try:
+                # The primaries first: a shadow run starts when their traffic leaves room.
+                await self._quiet.wait()
                 await self._run(run)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                labels = self._labels(run.shadow, run.primary)
-                self._metrics.shadow_requests.labels(*labels, "failed").inc()
+                run.series.failed.inc()
                 log.warning(
                     "shadow %s of %s alias %s failed: %s",
-                    labels[3], run.shadow.name, run.shadow.alias, exc,
+                    run.labels[3], run.labels[0], run.labels[1], exc,
                 )  # fmt: skip
 
     async def _run(self, run: _Run) -> None:
         assert self._infer is not None
+        compared = compared_output(run.response.outputs)
+        if compared is None:
+            return
+        run.request.outputs = [compared.name]
         tap = ServingTap()
         token = serving_tap.set(tap)
         started = time.perf_counter()
@@ -277,19 +324,20 @@ class ShadowRunner:
         finally:
             serving_tap.reset(token)
         latency = time.perf_counter() - started
-        labels = self._labels(run.shadow, run.primary)
-        metrics = self._metrics
-        outputs = {o.name: o for o in response.outputs}
-        shadow_answers = answers(outputs[run.compared])
-        same = agreeing(run.primary_answers, shadow_answers, self._tolerance)
-        metrics.shadow_requests.labels(*labels, "shadowed").inc()
-        metrics.shadow_latency.labels(*labels, "shadow").observe(latency)
-        self._charge(labels, "shadow", tap)
+        series = run.series
+        primary_answers = answers(compared)
+        shadow_answers = answers({o.name: o for o in response.outputs}[compared.name])
+        same = agreeing(primary_answers, shadow_answers, self._tolerance)
+        series.shadowed.inc()
+        series.latency["primary"].observe(run.primary_latency)
+        series.latency["shadow"].observe(latency)
+        series.charge("primary", run.primary_tap)
+        series.charge("shadow", tap)
         agree = int(same.sum())
-        metrics.shadow_rows.labels(*labels, "agree").inc(agree)
-        metrics.shadow_rows.labels(*labels, "disagree").inc(len(same) - agree)
+        series.agree.inc(agree)
+        series.disagree.inc(len(same) - agree)
         if self._window > 0:
-            self._kept[run.request_id] = _Kept(labels, run.primary_answers, shadow_answers)
+            self._kept[run.request.id] = _Kept(run.labels, primary_answers, shadow_answers)
             while len(self._kept) > self._window:
                 self._kept.popitem(last=False)
 
