@@ -215,6 +215,8 @@ class App:
             feedback_window=settings.shadow_feedback_window,
             tolerance=settings.shadow_tolerance,
             busy_in_flight=settings.shadow_busy_in_flight,
+            idle_lag=settings.shadow_idle_lag_us / 1e6,
+            max_share=settings.shadow_max_share,
         )
         shadows.start(dataplane.infer)
         cascades.shadows = shadows

@@ -83,6 +83,19 @@ class Settings(BaseSettings):
         description="shadow runs wait while more requests than this through shadowed aliases "
         "are in progress in the process: the shadow uses what the primaries leave idle",
     )
+    shadow_max_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="most of its time a shadow task spends running shadows (a CPU budget); "
+        "past it shadow runs queue, then drop",
+    )
+    shadow_idle_lag_us: int = Field(
+        100,
+        ge=0,
+        description="shadow runs wait while a yield to the event loop takes longer than this "
+        "(requests are waiting in the loop)",
+    )
     shadow_feedback_window: int = Field(
         10000, ge=0, description="shadowed requests kept per process for SubmitFeedback"
     )

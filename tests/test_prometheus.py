@@ -234,7 +234,7 @@ class Traffic(threading.Thread):
                         client.infer(CASCADE, rng.uniform(0, 16, size=(16, 64)).astype("f4"))
                     # Feedback on the last round's shadowed requests (answered by now).
                     for request_id in shadowed:
-                        client.submit_feedback(request_id, ["0"] * 16)
+                        self._feedback(client, request_id)
                     shadowed = [
                         client.infer(
                             "digits-logistic_regression",
@@ -247,6 +247,15 @@ class Traffic(threading.Thread):
                     self._stopping.wait(1.0)
         except BaseException as error:  # reported by wait_for_rounds() and stop()
             self.error = error
+
+    @staticmethod
+    def _feedback(client: ParadigmClient, request_id: str) -> None:
+        """True labels of a shadowed request; one the shadow dropped (its CPU budget) or
+        has not answered yet is NOT_FOUND, as documented."""
+        try:
+            client.submit_feedback(request_id, ["0"] * 16)
+        except ParadigmClientError as error:
+            assert error.code == grpc.StatusCode.NOT_FOUND, error
 
     @staticmethod
     def _refused(client: ParadigmClient, name: str, features: int) -> None:

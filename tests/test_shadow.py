@@ -114,6 +114,9 @@ def test_full_rate_shadow_records_agreement_and_feedback_gives_accuracy(
         assert result.id and (result.id == given or not given)
         assert result.parameters["request_id"] == result.id
         ids.append(result.id)
+        # The shadow runs within its CPU budget and this server's queue holds one run:
+        # wait for it, so that every request of this test is compared.
+        _settled(client, primary, number + 1)
     report = _settled(client, primary, len(batches))
     (pair,) = report.pairs
     assert (pair.primary, pair.shadow) == (f"{primary}:1", f"{shadow}:latest")

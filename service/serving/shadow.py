@@ -48,6 +48,8 @@ LABEL = "label"
 PROBABILITIES = "probabilities"
 ROLES = ("primary", "shadow")
 COST_UNITS = ("device_seconds", "joules", "dollars")
+#: How long a shadow task waits before looking for room again while the primaries are busy.
+BACKOFF_SECONDS = 0.002
 #: The response parameter naming the request id feedback must quote.
 REQUEST_ID = "request_id"
 
@@ -185,6 +187,8 @@ class ShadowRunner:
         feedback_window: int,
         tolerance: float,
         busy_in_flight: int = 0,
+        idle_lag: float = 1e-4,
+        max_share: float = 1.0,
     ) -> None:
         self._lookup = lookup
         self._metrics = metrics
@@ -197,6 +201,8 @@ class ShadowRunner:
         self._infer: Infer | None = None
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._busy = busy_in_flight
+        self._idle_lag = idle_lag
+        self._max_share = max_share
         self._in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -298,9 +304,17 @@ class ShadowRunner:
             run = await self._queue.get()
             self._metrics.shadow_queue_depth.dec()
             try:
-                # The primaries first: a shadow run starts when their traffic leaves room.
-                await self._quiet.wait()
-                await self._run(run)
+                await self._room()
+                began = time.perf_counter()
+                try:
+                    await self._run(run)
+                finally:
+                    # A budget: each task spends at most max_share of its time on shadow
+                    # runs, so a shadow never takes more than that of the CPU from the
+                    # primaries, whatever its cost; the queue absorbs bursts, then drops.
+                    spent = time.perf_counter() - began
+                    if self._max_share < 1.0:
+                        await asyncio.sleep(spent * (1.0 - self._max_share) / self._max_share)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -309,6 +323,20 @@ class ShadowRunner:
                     "shadow %s of %s alias %s failed: %s",
                     run.labels[3], run.labels[0], run.labels[1], exc,
                 )  # fmt: skip
+
+    async def _room(self) -> None:
+        """Returns once the primaries leave room: none of the alias's requests in progress
+        beyond the bound, and the event loop idle enough that a yield comes back within
+        `idle_lag` (requests waiting in the loop's ready queue delay it; a tiny model's
+        whole request runs inside one callback, so the in-progress count alone misses
+        them). Meanwhile the queue fills and new shadow runs are dropped."""
+        while True:
+            await self._quiet.wait()
+            before = time.perf_counter()
+            await asyncio.sleep(0)
+            if time.perf_counter() - before <= self._idle_lag and self._quiet.is_set():
+                return
+            await asyncio.sleep(BACKOFF_SECONDS)
 
     async def _run(self, run: _Run) -> None:
         assert self._infer is not None
