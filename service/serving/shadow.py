@@ -9,8 +9,10 @@ both latencies and both costs (metrics in service/metrics.py, paradigm_shadow_*)
 
 Nothing the shadow does reaches the primary's answer: it runs after that answer exists,
 its errors are counted and logged, and when the queue is full the new shadow run is
-dropped (counted) rather than waited for. At most `tasks` shadow runs are in flight per
-process, so under load the shadow takes at most that share of the inference threads.
+dropped (counted) rather than waited for. The shadow also gives way: at most `tasks` shadow
+runs are in flight per process, each starts only when the primaries leave the event loop
+idle, and a task spends at most `max_share` of its time on shadow runs, so under load the
+queue fills and shadows are dropped first.
 
 Feedback: each shadowed request's two answers are kept by request id (the OIP request id,
 or one generated and returned as the response's id) for the last `feedback_window`
@@ -239,6 +241,14 @@ class ShadowRunner:
         """The primary's answer, unchanged; a sampled request is queued for its shadow."""
         if shadow.sample_rate < 1.0 and random.random() >= shadow.sample_rate:
             return await infer(request)
+        if self._queue.full():
+            # Dropped before any bookkeeping: under load a shadow costs the primaries two
+            # counter increments per request, nothing more.
+            response = await infer(request)
+            _, series = self._pair(shadow, stage(response.model_name, response.model_version))
+            series.sampled.inc()
+            series.dropped.inc()
+            return response
         started = request.arrived or time.perf_counter()
         if not request.id:
             request.id = uuid.uuid4().hex
