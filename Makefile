@@ -13,7 +13,7 @@ COMPARE_OUT ?= ./compare-report
 MLFLOW_VENV := .venv-mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-search bench-images bench-tables bench-cascade bench-text bench-peers soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-search bench-images bench-tables bench-cascade bench-shadow bench-text bench-peers soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-col
 
 bench-cascade: install ## Cascades: classical first, deep when unsure (digits LR->CNN, penguins GB->MLP): accuracy and cost vs deep alone, curves
 	$(PY) -m clients.bench.cascade --out docs/benchmarks
+
+bench-shadow: install ## Shadow overhead: primary p99 at c=16 through an alias with vs without a 100 % shadow (digits LR, MLP shadow)
+	$(PY) -m clients.bench.shadow --out docs/benchmarks/shadow-cpu.json
 
 bench-text: install ## Text: raw strings in (tokenised in the graph) vs precomputed features, batch 1 and 64
 	$(PY) -m clients.bench.text --out docs/benchmarks

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.json_format import MessageToJson
 from tqdm import tqdm
 
 from clients.client import (
@@ -366,6 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "show":
             sub.add_argument("--curve", type=Path, help="save the calibration curve")
     cascade_sub.add_parser("list", help="every cascade version")
+
+    shadow = commands.add_parser(
+        "shadow", help="run an alias's live traffic through a second model too and compare"
+    )
+    shadow_sub = shadow.add_subparsers(dest="action", metavar="ACTION")
+    shadow_set = shadow_sub.add_parser("set", help="give an alias a shadow model")
+    shadow_set.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_set.add_argument("shadow", metavar="MODEL[:VERSION]")
+    shadow_set.add_argument("--rate", type=float, default=1.0, help="share sampled (1.0)")
+    shadow_clear = shadow_sub.add_parser("clear", help="remove an alias's shadow")
+    shadow_clear.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_sub.add_parser("list", help="every alias's shadow")
+    shadow_report = shadow_sub.add_parser("report", help="the two models on live traffic")
+    shadow_report.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_report.add_argument("--json", action="store_true", help="print the report as JSON")
+    feedback = shadow_sub.add_parser(
+        "feedback", help="the true labels of a shadowed request (by its response id)"
+    )
+    feedback.add_argument("request_id")
+    feedback.add_argument("labels", nargs="+", metavar="LABEL")
 
     predict = commands.add_parser(
         "predict",
@@ -997,6 +1018,95 @@ def cmd_export(client: ParadigmClient, args: argparse.Namespace) -> None:
     print(f"wrote {model.name} version {model.version} ({model.onnx_bytes} bytes) to {args.file}")
 
 
+def _name_alias(text: str) -> tuple[str, str]:
+    name, _, alias = text.partition(":")
+    if not name or not alias:
+        raise SystemExit(f"expected NAME:ALIAS (e.g. digits:champion), not {text!r}")
+    return name, alias
+
+
+def cmd_shadow(client: ParadigmClient, args: argparse.Namespace) -> None:
+    action = args.action or "list"
+    if action == "list":
+        rows = [
+            (s.name, s.alias, f"{s.shadow_model}:{s.shadow_version or 'latest'}",
+             f"{s.sample_rate:.3g}")
+            for s in client.list_shadows()
+        ]  # fmt: skip
+        print(format_table(["name", "alias", "shadow", "rate"], rows) if rows else "no shadows")
+        return
+    if action == "feedback":
+        done = client.submit_feedback(args.request_id, args.labels)
+        print(
+            f"{done.rows} rows: primary right on {done.primary_correct}, "
+            f"shadow right on {done.shadow_correct}"
+        )
+        return
+    name, alias = _name_alias(args.alias)
+    if action == "set":
+        model, _, version = args.shadow.partition(":")
+        made = client.set_shadow(name, alias, model, version=version, sample_rate=args.rate)
+        print(
+            f"{name}:{alias} shadowed by {made.shadow_model}:{made.shadow_version or 'latest'} "
+            f"on {made.sample_rate:.3g} of its requests"
+        )
+    elif action == "clear":
+        client.clear_shadow(name, alias)
+        print(f"{name}:{alias} has no shadow now")
+    else:
+        report = client.shadow_report(name, alias)
+        if args.json:
+            print(MessageToJson(report, preserving_proto_field_name=True))
+        else:
+            print(describe_shadow_report(report))
+
+
+def describe_shadow_report(report: pb.ShadowReport) -> str:
+    """Per pair: traffic, agreement, accuracy from feedback, latency and cost of each."""
+    lines = []
+    if report.HasField("shadow"):
+        s = report.shadow
+        lines.append(
+            f"{report.name}:{report.alias} shadowed by "
+            f"{s.shadow_model}:{s.shadow_version or 'latest'} at {s.sample_rate:.3g}"
+        )
+    else:
+        lines.append(f"{report.name}:{report.alias} has no shadow now")
+    if not report.pairs:
+        lines.append("no shadowed requests yet")
+    for pair in report.pairs:
+        lines.append("")
+        lines.append(f"{pair.primary} (primary) vs {pair.shadow} (shadow)")
+        lines.append(
+            f"requests: {pair.sampled} sampled, {pair.shadowed} shadowed, {pair.dropped} "
+            f"dropped, {pair.failed} failed"
+        )
+        lines.append(
+            f"agreement: {pair.agreement:.4f} ({pair.agreeing_rows} of {pair.compared_rows} rows)"
+        )
+        rows = []
+        for role, figures in (("primary", pair.primary_figures), ("shadow", pair.shadow_figures)):
+            accuracy = (
+                f"{figures.accuracy:.4f} ({figures.correct_rows}/{figures.feedback_rows})"
+                if figures.feedback_rows
+                else "no feedback"
+            )
+            rows.append(
+                (
+                    role,
+                    accuracy,
+                    f"{figures.p50_seconds * 1e3:.3f}",
+                    f"{figures.p99_seconds * 1e3:.3f}",
+                    f"{figures.cost_per_1k.get('device_seconds', 0.0):.4g}",
+                    f"{figures.cost_per_1k.get('dollars', 0.0):.3g}",
+                )
+            )
+        lines.append(
+            format_table(["role", "accuracy", "p50 ms", "p99 ms", "device-s/1k", "$/1k"], rows)
+        )
+    return "\n".join(lines)
+
+
 def cmd_cascade(client: ParadigmClient, args: argparse.Namespace) -> None:
     action = args.action or "list"
     if action == "list":
@@ -1115,6 +1225,7 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "cascade": cmd_cascade,
     "search": cmd_search,
     "leaderboard": cmd_leaderboard,
+    "shadow": cmd_shadow,
 }
 
 

@@ -361,6 +361,7 @@ class ParadigmClient:
         self._cost = pb_grpc.CostServiceStub(self._channel)
         self._cascades = pb_grpc.CascadeServiceStub(self._channel)
         self._search = search_grpc.SearchServiceStub(self._channel)
+        self._shadows = pb_grpc.ShadowServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -785,6 +786,40 @@ class ParadigmClient:
     def delete_cascade(self, name: str, version: str = "") -> list[str]:
         request = pb.DeleteCascadeRequest(name=name, version=version)
         return list(self._cascades.DeleteCascade(request, timeout=self.timeout).deleted_versions)
+
+    @_rpc_errors()
+    def set_shadow(
+        self, name: str, alias: str, shadow: str, *, version: str = "", sample_rate: float = 1.0
+    ) -> pb.ShadowConfig:
+        """Runs `sample_rate` of the alias's requests through model `shadow` too (its
+        `version`: a number, an alias, or "" for the latest), off their path."""
+        request = pb.SetShadowRequest(
+            name=name, alias=alias, shadow_model=shadow, shadow_version=version,
+            sample_rate=sample_rate,
+        )  # fmt: skip
+        return self._shadows.SetShadow(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def clear_shadow(self, name: str, alias: str) -> None:
+        self._shadows.ClearShadow(
+            pb.ClearShadowRequest(name=name, alias=alias), timeout=self.timeout
+        )
+
+    @_rpc_errors()
+    def list_shadows(self, name: str = "") -> list[pb.ShadowConfig]:
+        request = pb.ListShadowsRequest(name=name)
+        return list(self._shadows.ListShadows(request, timeout=self.timeout).shadows)
+
+    @_rpc_errors()
+    def shadow_report(self, name: str, alias: str) -> pb.ShadowReport:
+        request = pb.GetShadowReportRequest(name=name, alias=alias)
+        return self._shadows.GetShadowReport(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def submit_feedback(self, request_id: str, labels: Sequence[str]) -> pb.SubmitFeedbackResponse:
+        """The true labels of a shadowed request's rows, by the id its response carried."""
+        request = pb.SubmitFeedbackRequest(request_id=request_id, labels=[str(v) for v in labels])
+        return self._shadows.SubmitFeedback(request, timeout=self.timeout)
 
     @_rpc_errors()
     def delete_model(self, name: str, version: str = "", *, force: bool = False) -> list[str]:

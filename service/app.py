@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +21,11 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
 
 from service import __version__, launcher
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
-from service.api.cascade import CascadeServicer
+from service.api.cascade import CascadeAliasing, CascadeServicer
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.forward import OwnerForwarder
@@ -32,11 +33,11 @@ from service.api.inference import InferenceServicer
 from service.api.paradigm import (
     AlgorithmServicer,
     DatasetServicer,
-    ModelServicer,
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
 from service.api.search import SearchServicer
+from service.api.shadow import ShadowServicer
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
 from service.cost.multiprocess import serving_totals as shared_serving_totals
@@ -61,6 +62,7 @@ from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
 from service.serving.probe import probe_serving
 from service.serving.promotion import Gates, Promoter
+from service.serving.shadow import ShadowRunner
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
@@ -121,6 +123,7 @@ class App:
         self.metrics_port = 0
         self.http_port = 0
         self._rest: RestServer | None = None
+        self._shadows: ShadowRunner | None = None
         self._ready = False
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -214,6 +217,20 @@ class App:
         cascades = CascadePlane(dataplane, cascade_store, self.metrics, data_dir)
         if self.role is not None:
             cascades.follow(self.role.registry_generation, owner=self.role.owner)
+        # Every serving process shadows its own traffic (aliases' shadows are registry data).
+        shadows = self._shadows = ShadowRunner(
+            registry.shadow_of,
+            self.metrics,
+            queue_size=settings.shadow_queue_size,
+            tasks=settings.shadow_tasks,
+            feedback_window=settings.shadow_feedback_window,
+            tolerance=settings.shadow_tolerance,
+            busy_in_flight=settings.shadow_busy_in_flight,
+            idle_lag=settings.shadow_idle_lag_us / 1e6,
+            max_share=settings.shadow_max_share,
+        )
+        shadows.start(dataplane.infer)
+        cascades.shadows = shadows
         self._start_samplers()
 
         if tokens:
@@ -247,6 +264,9 @@ class App:
         )  # fmt: skip
         if self.owns_jobs:
             await self._add_control_plane(server, registry, data_dir, cascade_store, cascades)
+            paradigm_grpc.add_ShadowServiceServicer_to_server(
+                ShadowServicer(registry, shadows, self._metric_families), server
+            )
         else:
             assert self.role is not None
             self._forwarder = OwnerForwarder(self.role.owner_address, settings.max_message_bytes)
@@ -297,6 +317,8 @@ class App:
             if self.role is not None:
                 models.registry_moved = poller.moved_since(self.role.registry_generation)
                 models.catch_up = poller.poll
+                shadows.registry_moved = poller.moved_since(self.role.registry_generation)
+                shadows.catch_up = poller.poll
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         if settings.http_port_file and self._rest is not None:
@@ -317,6 +339,7 @@ class App:
     ) -> None:
         """Datasets, training, models and cost: served by the one process that owns jobs."""
         settings = self.settings
+        registry.guard_deletes(cascade_store.refuse_deleting_stages)
         datasets = DatasetStore(data_dir / "datasets", settings.max_upload_bytes)
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
@@ -335,13 +358,15 @@ class App:
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
         search_grpc.add_SearchServiceServicer_to_server(SearchServicer(searches), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(
+            CascadeAliasing(
                 registry,
                 jobs,
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
                 promoter,
+                cascades=cascade_store,
+                plane=cascades,
             ),
             server,
         )
@@ -361,6 +386,15 @@ class App:
             ),
             server,
         )
+
+    def _metric_families(self) -> Iterable[Metric]:
+        """Every metric as /metrics would show it: this process's, or with `--workers N`
+        every worker's, from their shared files."""
+        if self.role is None:
+            return self.metrics_registry.collect()
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        return MultiProcessCollector(None, path=self.role.metrics_dir).collect()
 
     def _require_dataplane(self) -> DataPlane:
         if self.dataplane is None:
@@ -442,6 +476,8 @@ class App:
             await self._rest.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
+        if self._shadows is not None:
+            await self._shadows.stop()
         if self._forwarder is not None:
             await self._forwarder.close()
         if self._http is not None:

@@ -47,6 +47,8 @@ COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
 MLFLOW_FAILURES = ("run", "data", "artifacts", "end")
 #: A cascade version and its two stages, each as "model:version".
 CASCADE_LABELS = ("cascade", "version", "first", "then")
+#: An alias's shadow pair: the model and alias, and each side as "model:version".
+SHADOW_LABELS = ("model", "alias", "primary", "shadow")
 
 
 class Metrics:
@@ -330,6 +332,59 @@ class Metrics:
             "Share of the calibration rows the chosen threshold escalated to the second model.",
             CASCADE_LABELS,
             multiprocess_mode="livemax",
+            registry=registry,
+        )
+
+        # -- shadows (service/serving/shadow.py) -----------------------------------------
+        self.shadow_requests = Counter(
+            "paradigm_shadow_requests_total",
+            "Requests through a shadowed alias, by outcome: sampled (picked to run through "
+            "the shadow), shadowed (the shadow answered), dropped (the shadow queue was "
+            "full), failed (the shadow raised an error).",
+            (*SHADOW_LABELS, "outcome"),
+            registry=registry,
+        )
+        self.shadow_rows = Counter(
+            "paradigm_shadow_rows_total",
+            "Rows both the primary and the shadow answered, by agreement: agree (same label, "
+            "or values within the tolerance for a regressor) or disagree.",
+            (*SHADOW_LABELS, "agreement"),
+            registry=registry,
+        )
+        self.shadow_feedback_rows = Counter(
+            "paradigm_shadow_feedback_rows_total",
+            "Shadowed rows whose true label came back (SubmitFeedback), by role (primary or "
+            "shadow) and whether that role's answer was correct (true or false).",
+            (*SHADOW_LABELS, "role", "correct"),
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "paradigm_shadow_latency_seconds",
+            "Latency of the shadowed requests, by role: primary (arrival to answer) or shadow "
+            "(the shadow's own run through the data plane, queue wait excluded).",
+            (*SHADOW_LABELS, "role"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_cost = Counter(
+            "paradigm_shadow_cost_total",
+            "What the shadowed requests cost each role, as the ledger charged their runs; unit "
+            "device_seconds, joules or dollars. The ledger's serving series charge the shadow's "
+            "runs to its own model as usual: this counter is what tells them apart.",
+            (*SHADOW_LABELS, "role", "unit"),
+            registry=registry,
+        )
+        self.shadow_charged_rows = Counter(
+            "paradigm_shadow_charged_rows_total",
+            "Rows behind paradigm_shadow_cost_total, by role (the denominator of a cost per "
+            "1 000 rows).",
+            (*SHADOW_LABELS, "role"),
+            registry=registry,
+        )
+        self.shadow_queue_depth = Gauge(
+            "paradigm_shadow_queue_depth",
+            "Shadow runs waiting for a shadow task.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 

@@ -138,6 +138,29 @@ def test_versions_listed_shown_and_deleted(
     assert metadata.parameters["paradigm"].string_param == "cascade"
     old = client.infer("digits-versions", digits_rows[:3], version="1")
     assert old.model_version == "1"
+    # "latest" and zero-padded numbers mean what they mean for a model.
+    assert client.infer("digits-versions", digits_rows[:3], version="latest").model_version == "2"
+    assert client.infer("digits-versions", digits_rows[:3], version="01").model_version == "1"
+    # Aliased like a model: SetAlias on the cascade's name points at one of its versions.
+    change = client.set_alias("digits-versions", "1", "stable")
+    assert (change.version, change.previous) == ("1", "")
+    assert client.infer("digits-versions", digits_rows[:3], version="stable").model_version == "1"
+    assert client.model_ready("digits-versions", "stable")
+    moved = client.set_alias("digits-versions", "latest", "stable")
+    assert (moved.version, moved.previous) == ("2", "1")
+    assert client.infer("digits-versions", digits_rows[:3], version="stable").model_version == "2"
+    listed_aliases = client.list_aliases("digits-versions")
+    assert [(a.alias, a.version) for a in listed_aliases.aliases] == [("stable", "2")]
+    with pytest.raises(ParadigmClientError) as gated:
+        client.set_alias("digits-versions", "1", "gated", require_parity=True)
+    assert gated.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ParadigmClientError) as missing:
+        client.set_alias("digits-versions", "9", "stable")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert client.delete_alias("digits-versions", "stable").previous == "2"
+    with pytest.raises(ParadigmClientError) as unaliased:
+        client.infer("digits-versions", digits_rows[:3], version="stable")
+    assert unaliased.value.code == grpc.StatusCode.NOT_FOUND
     assert client.delete_cascade("digits-versions", "1") == ["1"]
     assert client.delete_cascade("digits-versions") == ["2"]
     assert not client.model_ready("digits-versions")
@@ -312,7 +335,14 @@ def test_a_deleted_stage_makes_the_cascade_not_ready(
     first = _train(client, "digits", "naive_bayes", "cascade-digits-nb-doomed")
     client.create_cascade("digits-doomed", first, then, target_accuracy=0.9)
     assert client.model_ready("digits-doomed")
-    client.delete_model(first)
+    # A stage is not deleted from under its cascade unless forced, as with aliases.
+    with pytest.raises(ParadigmClientError) as refused:
+        client.delete_model(first)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'digits-doomed' version 1" in refused.value.details
+    assert "force" in refused.value.details
+    assert client.model_ready("digits-doomed")
+    client.delete_model(first, force=True)
     assert not client.model_ready("digits-doomed")
     with pytest.raises(ParadigmClientError) as error:
         client.infer("digits-doomed", digits_rows[:3])

@@ -52,6 +52,8 @@ MODELS = {"iris-logistic_regression": 4, "digits-mlp": 64}
 TABLE_MODEL = "penguins-logistic_regression"
 #: A cascade of two digits models, for the cascade panels.
 CASCADE = "digits-cascade"
+#: An alias of the cheap digits model with the MLP as its shadow, for the shadow panels.
+SHADOWED_ALIAS = "champion"
 TABLE_ROWS = {
     "island": ["Biscoe", "Atlantis", ""], "bill_length_mm": [45.0, 39.0, None],
     "bill_depth_mm": [15.0, 18.0, 17.0], "flipper_length_mm": [215.0, 190.0, 200.0],
@@ -196,6 +198,9 @@ def _train(client: ParadigmClient, tmp_path: Path) -> None:
     client.create_cascade(
         CASCADE, "digits-logistic_regression", "digits-mlp", max_dollars_per_1k=1.0
     )
+    # The shadow panels: the MLP shadows the logistic regression's alias.
+    client.set_alias("digits-logistic_regression", "1", SHADOWED_ALIAS)
+    client.set_shadow("digits-logistic_regression", SHADOWED_ALIAS, "digits-mlp")
     client.wait_for_job(table.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
         client.wait_for_job(doomed.id)
@@ -222,6 +227,7 @@ class Traffic(threading.Thread):
         rng = np.random.default_rng(0)
         try:
             with ParadigmClient(self._target, timeout=30) as client:
+                shadowed: list[str] = []
                 while not self._stopping.is_set():
                     for name, features in MODELS.items():
                         for rows in [1] * 60 + [8, 32, 128] * 5:
@@ -230,10 +236,30 @@ class Traffic(threading.Thread):
                     for _ in range(10):
                         client.predict(TABLE_MODEL, TABLE_ROWS)
                         client.infer(CASCADE, rng.uniform(0, 16, size=(16, 64)).astype("f4"))
+                    # Feedback on the last round's shadowed requests (answered by now).
+                    for request_id in shadowed:
+                        self._feedback(client, request_id)
+                    shadowed = [
+                        client.infer(
+                            "digits-logistic_regression",
+                            rng.uniform(0, 16, size=(16, 64)).astype("f4"),
+                            version=SHADOWED_ALIAS,
+                        ).id
+                        for _ in range(5)
+                    ]
                     self.rounds += 1
                     self._stopping.wait(1.0)
         except BaseException as error:  # reported by wait_for_rounds() and stop()
             self.error = error
+
+    @staticmethod
+    def _feedback(client: ParadigmClient, request_id: str) -> None:
+        """True labels of a shadowed request; one the shadow dropped (its CPU budget) or
+        has not answered yet is NOT_FOUND, as documented."""
+        try:
+            client.submit_feedback(request_id, ["0"] * 16)
+        except ParadigmClientError as error:
+            assert error.code == grpc.StatusCode.NOT_FOUND, error
 
     @staticmethod
     def _refused(client: ParadigmClient, name: str, features: int) -> None:

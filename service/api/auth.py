@@ -33,6 +33,7 @@ _DATASETS = "/paradigm.v1.DatasetService/"
 _TRAINING = "/paradigm.v1.TrainingService/"
 _MODELS = "/paradigm.v1.ModelService/"
 _CASCADES = "/paradigm.v1.CascadeService/"
+_SHADOWS = "/paradigm.v1.ShadowService/"
 
 #: The scope each RPC needs; None means no token at all. A method missing here needs admin:
 #: a new RPC stays closed until someone decides who may call it (tests check the table
@@ -64,6 +65,10 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     _MODELS + "Explain": "predict",
     "/paradigm.v1.CostService/GetCostReport": "predict",
     _CASCADES + "GetCascade": "predict",
+    _SHADOWS + "ListShadows": "predict",
+    _SHADOWS + "GetShadowReport": "predict",
+    # The true labels of requests a predict client made: it is the one that learns them.
+    _SHADOWS + "SubmitFeedback": "predict",
     _CASCADES + "ListCascades": "predict",
     # Both reflection versions: grpcurl asks v1 first and falls back to v1alpha only on
     # UNIMPLEMENTED, which a predict token would not get if v1 defaulted to admin.
@@ -85,6 +90,9 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     _CASCADES + "CreateCascade": "admin",
     _CASCADES + "RecalibrateCascade": "admin",
     _CASCADES + "DeleteCascade": "admin",
+    # Sends a share of an alias's traffic through another model too.
+    _SHADOWS + "SetShadow": "admin",
+    _SHADOWS + "ClearShadow": "admin",
 }
 
 MISSING_TOKEN: Final = (

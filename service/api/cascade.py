@@ -8,17 +8,20 @@ data plane (service/serving/cascade.py) and stores the result (service/registry/
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import grpc.aio
 
 from service.api import convert
 from service.api.codec import check_strings
+from service.api.paradigm import ModelServicer
 from service.datasets import layout
 from service.datasets.store import DatasetStore
 from service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
+from service.registry.aliases import AliasEvent, validate_alias
 from service.registry.cascades import Cascade, CascadeStore, CurvePoint, StageCost
 from service.registry.manifest import Manifest
 from service.registry.store import ModelRegistry, check_version, validate_model_name
@@ -242,3 +245,71 @@ class CascadeServicer(pb_grpc.CascadeServiceServicer):
                 f"dataset {first.dataset!r} changed since {pair} were trained on it"
             )
         return dataset_dir
+
+
+class CascadeAliasing(ModelServicer):
+    """ModelService, with SetAlias / DeleteAlias on a cascade's name aliasing its versions
+    (kept in the cascades' own table, served by every worker's CascadePlane); every other
+    name is a model's, handled as before."""
+
+    def __init__(
+        self, *args: Any, cascades: CascadeStore, plane: CascadePlane, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._cascades = cascades
+        self._cascade_plane = plane
+
+    def _is_cascade(self, name: str) -> bool:
+        try:
+            return self._cascade_plane.find(name) is not None
+        except NotFound:
+            return False
+
+    async def SetAlias(self, request: pb.SetAliasRequest, context: Context) -> pb.AliasChange:
+        if not self._is_cascade(request.name):
+            return await super().SetAlias(request, context)
+        check_strings(request)
+        validate_alias(request.alias)
+        if request.HasField("gates") and request.gates.ListFields():
+            raise InvalidArgument(
+                "promotion gates compare models; a cascade's alias is set without gates "
+                "(its versions carry their own calibration)"
+            )
+        version, previous, at = await asyncio.to_thread(
+            self._cascades.set_alias, request.name, request.alias, request.version
+        )
+        await asyncio.to_thread(self._cascade_plane.reload)
+        evidence = {"cascade": True, **({"note": request.note} if request.note else {})}
+        return convert.alias_change_to_proto(
+            AliasEvent(request.name, request.alias, version, previous, at, evidence)
+        )
+
+    async def DeleteAlias(self, request: pb.DeleteAliasRequest, context: Context) -> pb.AliasChange:
+        if not self._is_cascade(request.name):
+            return await super().DeleteAlias(request, context)
+        check_strings(request)
+        validate_alias(request.alias)
+        previous = await asyncio.to_thread(self._cascades.delete_alias, request.name, request.alias)
+        if previous is None:
+            raise NotFound(f"cascade {request.name!r} has no alias {request.alias!r}")
+        await asyncio.to_thread(self._cascade_plane.reload)
+        at = datetime.now(UTC).isoformat()
+        evidence = {"cascade": True, "reason": request.note or "removed"}
+        return convert.alias_change_to_proto(
+            AliasEvent(request.name, request.alias, "", previous, at, evidence)
+        )
+
+    async def ListAliases(
+        self, request: pb.ListAliasesRequest, context: Context
+    ) -> pb.ListAliasesResponse:
+        if not request.name or not self._is_cascade(request.name):
+            return await super().ListAliases(request, context)
+        check_strings(request)
+        aliases = (await asyncio.to_thread(self._cascades.aliases)).get(request.name, {})
+        return pb.ListAliasesResponse(
+            aliases=[
+                pb.ModelAlias(name=request.name, alias=alias, version=version)
+                for alias, version in sorted(aliases.items())
+                if not request.alias or alias == request.alias
+            ]
+        )

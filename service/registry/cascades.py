@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import NotFound
+from service.errors import FailedPrecondition, NotFound
 
 CASCADES_FILE = "cascades.sqlite"
 
@@ -110,6 +110,11 @@ class CascadeStore:
                 "CREATE TABLE IF NOT EXISTS cascades (name TEXT NOT NULL, version INTEGER NOT "
                 "NULL, body TEXT NOT NULL, PRIMARY KEY (name, version))"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS cascade_aliases (name TEXT NOT NULL, alias TEXT NOT "
+                "NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL, "
+                "PRIMARY KEY (name, alias))"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, timeout=30, isolation_level="IMMEDIATE")
@@ -161,7 +166,81 @@ class CascadeStore:
                 db.execute(
                     "DELETE FROM cascades WHERE name = ? AND version = ?", (name, int(version))
                 )
+                # Its aliases go with it: a later version may reuse the number.
+                db.execute(
+                    "DELETE FROM cascade_aliases WHERE name = ? AND version = ?",
+                    (name, int(version)),
+                )
                 return [version]
             rows = db.execute("SELECT version FROM cascades WHERE name = ?", (name,)).fetchall()
             db.execute("DELETE FROM cascades WHERE name = ?", (name,))
+            db.execute("DELETE FROM cascade_aliases WHERE name = ?", (name,))
         return [str(v) for (v,) in rows]
+
+    def set_alias(self, name: str, alias: str, version: str) -> tuple[str, str, str]:
+        """Points a cascade's alias at a version (a number, "latest" or "" for the newest,
+        or another alias); (version, previous version or "", when)."""
+        target = self._resolve(name, version)
+        at = datetime.now(UTC).isoformat()
+        with self._lock, self._connect() as db:
+            row = db.execute(
+                "SELECT version FROM cascade_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO cascade_aliases (name, alias, version, updated_at) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version, "
+                "updated_at = excluded.updated_at",
+                (name, alias, int(target), at),
+            )
+        return target, str(row[0]) if row else "", at
+
+    def delete_alias(self, name: str, alias: str) -> str | None:
+        """Removes a cascade's alias; the version it pointed at, None when there was none."""
+        with self._lock, self._connect() as db:
+            row = db.execute(
+                "DELETE FROM cascade_aliases WHERE name = ? AND alias = ? RETURNING version",
+                (name, alias),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def aliases(self) -> dict[str, dict[str, str]]:
+        """name -> {alias: version} of every cascade alias whose version still exists."""
+        with self._lock, self._connect() as db:
+            rows = db.execute(
+                "SELECT a.name, a.alias, a.version FROM cascade_aliases a JOIN cascades c "
+                "ON a.name = c.name AND a.version = c.version ORDER BY a.name, a.alias"
+            ).fetchall()
+        by_name: dict[str, dict[str, str]] = {}
+        for name, alias, version in rows:
+            by_name.setdefault(name, {})[alias] = str(version)
+        return by_name
+
+    def _resolve(self, name: str, version: str) -> str:
+        versions = [c.version for c in self.all() if c.name == name]
+        if not versions:
+            raise NotFound(f"cascade {name!r} not found")
+        if not version or version == "latest":
+            return versions[-1]
+        if version.isdigit() and str(int(version)) in versions:
+            return str(int(version))
+        aliased = self.aliases().get(name, {}).get(version)
+        if aliased is not None:
+            return aliased
+        raise NotFound(f"cascade {name!r} has no version or alias {version!r}; it has {versions}")
+
+    def refuse_deleting_stages(self, name: str, versions: list[str]) -> None:
+        """FailedPrecondition naming the cascades whose stages are among these versions of
+        name: the registry asks before a delete without force (a forced delete leaves the
+        cascade, which then answers NOT_FOUND naming the missing stage)."""
+        doomed = set(versions)
+        using = [
+            cascade for cascade in self.all()
+            if (cascade.first == name and cascade.first_version in doomed)
+            or (cascade.then == name and cascade.then_version in doomed)
+        ]  # fmt: skip
+        if using:
+            named = ", ".join(f"{c.name!r} version {c.version}" for c in using)
+            raise FailedPrecondition(
+                f"model {name!r} version(s) {sorted(doomed, key=int)} serve in cascade "
+                f"{named}: delete the cascade first, or delete with force"
+            )

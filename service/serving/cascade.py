@@ -32,10 +32,12 @@ import numpy as np
 from service.cost.ledger import ServingTap, serving_tap
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.metrics import Metrics, drop_gauge
+from service.registry.aliases import LATEST
 from service.registry.cascades import CASCADES_FILE, Cascade, CascadeStore, CurvePoint, StageCost
 from service.registry.manifest import Manifest, TensorSpec
 from service.serving.dataplane import DataPlane, ModelDescription
 from service.serving.probe import probe_serving
+from service.serving.shadow import ShadowRunner
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
@@ -361,6 +363,8 @@ class CascadePlane:
         self._metrics = metrics
         self._file = data_dir / CASCADES_FILE
         self._by_name: dict[str, list[Cascade]] = {}
+        #: name -> {alias: version}; replaced whole, never mutated in place.
+        self._aliases: dict[str, dict[str, str]] = {}
         self._stamp: tuple[int, int] | None = None
         self._looked = 0.0
         self._refreshing: asyncio.Task[None] | None = None
@@ -369,7 +373,9 @@ class CascadePlane:
         self._generation: MutableSequence[int] | None = None
         self._owner = False
         self._seen = 0
-        self._publish(store.all())
+        #: Aliases' shadows (service/serving/shadow.py), when the app runs them.
+        self.shadows: ShadowRunner | None = None
+        self._publish(store.all(), store.aliases())
 
     def follow(self, generation: MutableSequence[int], *, owner: bool) -> None:
         """Shares changes with the other workers through their shared counter: the owner
@@ -384,7 +390,7 @@ class CascadePlane:
 
     def reload(self) -> None:
         """Re-reads the table now (after this process changed it) and tells the others."""
-        self._publish(self._store.all())
+        self._publish(self._store.all(), self._store.aliases())
         if self._generation is not None and self._owner:
             self._generation[0] += 1
 
@@ -400,7 +406,8 @@ class CascadePlane:
         self._seen = self._generation[0]
         await self._refresh(force=True)
 
-    def _publish(self, cascades: list[Cascade]) -> None:
+    def _publish(self, cascades: list[Cascade], aliases: dict[str, dict[str, str]]) -> None:
+        self._aliases = aliases
         by_name: dict[str, list[Cascade]] = {}
         for cascade in cascades:
             by_name.setdefault(cascade.name, []).append(cascade)
@@ -433,8 +440,9 @@ class CascadePlane:
         if stamp == self._stamp and not force:
             return False
         cascades = await asyncio.to_thread(self._store.all)
+        aliases = await asyncio.to_thread(self._store.aliases)
         self._stamp = stamp
-        self._publish(cascades)
+        self._publish(cascades, aliases)
         return True
 
     async def _find_now(self, name: str, version: str) -> Cascade | None:
@@ -466,8 +474,15 @@ class CascadePlane:
         versions = self._by_name.get(name)
         if not versions:
             return None
-        if not version:
+        if not version or version == LATEST:
             return versions[-1]
+        for cascade in versions:
+            if cascade.version == version:
+                return cascade
+        if version.isdigit():  # "007" is version 7, as for models
+            version = str(int(version))
+        else:
+            version = self._aliases.get(name, {}).get(version, version)
         for cascade in versions:
             if cascade.version == version:
                 return cascade
@@ -482,7 +497,13 @@ class CascadePlane:
         try:
             cascade = self.find(name, version)
             if cascade is None:
-                return await self._dataplane.infer(request)
+                shadows = self.shadows
+                if shadows is None or not request.model_version:
+                    return await self._dataplane.infer(request)
+                shadow = await shadows.shadow_for(request)
+                if shadow is None:
+                    return await self._dataplane.infer(request)
+                return await shadows.serve(shadow, request, self._dataplane.infer)
         except NotFound:
             cascade = await self._find_now(name, version)
             if cascade is None:

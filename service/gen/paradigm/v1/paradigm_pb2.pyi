@@ -987,3 +987,144 @@ class DeleteCascadeResponse(_message.Message):
     DELETED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     deleted_versions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, deleted_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetShadowRequest(_message.Message):
+    __slots__ = ("name", "alias", "shadow_model", "shadow_version", "sample_rate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow_model: str
+    shadow_version: str
+    sample_rate: float
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow_model: _Optional[str] = ..., shadow_version: _Optional[str] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+
+class ShadowConfig(_message.Message):
+    __slots__ = ("name", "alias", "shadow_model", "shadow_version", "sample_rate", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow_model: str
+    shadow_version: str
+    sample_rate: float
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow_model: _Optional[str] = ..., shadow_version: _Optional[str] = ..., sample_rate: _Optional[float] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClearShadowRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ClearShadowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListShadowsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListShadowsResponse(_message.Message):
+    __slots__ = ("shadows",)
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowConfig]
+    def __init__(self, shadows: _Optional[_Iterable[_Union[ShadowConfig, _Mapping]]] = ...) -> None: ...
+
+class GetShadowReportRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ShadowRoleFigures(_message.Message):
+    __slots__ = ("p50_seconds", "p99_seconds", "cost_per_1k", "feedback_rows", "correct_rows", "accuracy")
+    class CostPer1kEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    p50_seconds: float
+    p99_seconds: float
+    cost_per_1k: _containers.ScalarMap[str, float]
+    feedback_rows: int
+    correct_rows: int
+    accuracy: float
+    def __init__(self, p50_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., cost_per_1k: _Optional[_Mapping[str, float]] = ..., feedback_rows: _Optional[int] = ..., correct_rows: _Optional[int] = ..., accuracy: _Optional[float] = ...) -> None: ...
+
+class ShadowPair(_message.Message):
+    __slots__ = ("primary", "shadow", "sampled", "shadowed", "dropped", "failed", "compared_rows", "agreeing_rows", "agreement", "primary_figures", "shadow_figures")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    SHADOWED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIGURES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIGURES_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    shadow: str
+    sampled: int
+    shadowed: int
+    dropped: int
+    failed: int
+    compared_rows: int
+    agreeing_rows: int
+    agreement: float
+    primary_figures: ShadowRoleFigures
+    shadow_figures: ShadowRoleFigures
+    def __init__(self, primary: _Optional[str] = ..., shadow: _Optional[str] = ..., sampled: _Optional[int] = ..., shadowed: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared_rows: _Optional[int] = ..., agreeing_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., primary_figures: _Optional[_Union[ShadowRoleFigures, _Mapping]] = ..., shadow_figures: _Optional[_Union[ShadowRoleFigures, _Mapping]] = ...) -> None: ...
+
+class ShadowReport(_message.Message):
+    __slots__ = ("name", "alias", "shadow", "pairs")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow: ShadowConfig
+    pairs: _containers.RepeatedCompositeFieldContainer[ShadowPair]
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow: _Optional[_Union[ShadowConfig, _Mapping]] = ..., pairs: _Optional[_Iterable[_Union[ShadowPair, _Mapping]]] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "labels")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("rows", "primary_correct", "shadow_correct")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    primary_correct: int
+    shadow_correct: int
+    def __init__(self, rows: _Optional[int] = ..., primary_correct: _Optional[int] = ..., shadow_correct: _Optional[int] = ...) -> None: ...
