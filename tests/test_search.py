@@ -155,8 +155,10 @@ def test_cancel_cancels_the_running_trials(client: ParadigmClient) -> None:
 
 def test_pruner_stops_a_deep_trial_from_its_epoch_scores(client: ParadigmClient) -> None:
     # Validation accuracy never reaches 1.01: the threshold pruner stops the first epoch.
+    # A CNN on digits: its epochs take long enough for the cancel to land before the last
+    # one (an iris MLP from the warm fork server trains all its epochs in ~30 ms).
     search = client.start_search(
-        "iris", algorithms=["mlp"], trials=1, pruner="threshold", prune_threshold=1.01
+        "digits", algorithms=["cnn"], trials=1, pruner="threshold", prune_threshold=1.01
     )
     ended = client.wait_for_search(search.id)
     (trial,) = ended.trials
