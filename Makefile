@@ -7,9 +7,13 @@ PORT ?= 8001
 METRICS_PORT ?= 8002
 DATA_DIR ?= ./var
 COMPARE_OUT ?= ./compare-report
+# The MLflow tracking server that tests/test_mlflow.py and bench-mlflow log to: a venv of
+# its own, as checkov's, since its pins are none of the service's (which talks to it over
+# plain REST, docs/architecture.md).
+MLFLOW_VENV := .venv-mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-images bench-tables bench-text bench-peers bench-tracing soak compare test test-fast lint clean
+.PHONY: help install proto proto-check serve demo bench bench-workers bench-jobs bench-mlflow bench-search bench-images bench-tables bench-cascade bench-shadow bench-text bench-peers bench-tracing soak compare test test-fast lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,11 +48,23 @@ bench-workers: install ## Throughput and p99 of --workers 1 and 2 at c=16 and c=
 bench-jobs: install ## Small jobs, StartTraining to SUCCEEDED: warm (preloaded fork server) vs cold workers
 	$(PY) -m clients.bench.jobs
 
+bench-mlflow: install $(MLFLOW_VENV)/.installed ## What MLflow tracking costs a job: off, on, tracking server down or hung
+	$(PY) -m clients.bench.mlflow_jobs
+
+bench-search: install ## A 50-trial search (lr, random forest, mlp on digits): wall time vs the sum of its trials' fits
+	$(PY) -m clients.bench.search
+
 bench-images: install ## 10 000 PNGs in a zip: upload to ready vs a Pillow loop in-process
 	$(PY) -m clients.bench.images
 
 bench-tables: install ## Tables: 1M-row CSV ingestion vs pyarrow/pandas, per-column serving, penguins scores
 	$(PY) -m clients.bench.tables
+
+bench-cascade: install ## Cascades: classical first, deep when unsure (digits LR->CNN, penguins GB->MLP): accuracy and cost vs deep alone, curves
+	$(PY) -m clients.bench.cascade --out docs/benchmarks
+
+bench-shadow: install ## Shadow overhead: primary p99 at c=16 through an alias with vs without a 100 % shadow (digits LR, MLP shadow)
+	$(PY) -m clients.bench.shadow --out docs/benchmarks/shadow-cpu.json
 
 bench-text: install ## Text: raw strings in (tokenised in the graph) vs precomputed features, batch 1 and 64
 	$(PY) -m clients.bench.text --out docs/benchmarks
@@ -77,7 +93,7 @@ CHECKOV_VENV := .venv-checkov
 # needs root. checkov (tests/test_deploy.py) gets a venv of its own: its many pins must not
 # move the service's. kubectl (its built-in kustomize renders deploy/k8s) is not in Debian:
 # install it from your Kubernetes distribution where missing; those tests skip without it.
-tools: $(CHECKOV_VENV)/.installed ## Install promtool, PostgreSQL (apt) and checkov where missing
+tools: $(CHECKOV_VENV)/.installed $(MLFLOW_VENV)/.installed ## Install promtool, PostgreSQL (apt), checkov and an MLflow server where missing
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -89,6 +105,12 @@ $(CHECKOV_VENV)/.installed:
 	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
+	touch $@
+
+$(MLFLOW_VENV)/.installed:
+	test -x $(MLFLOW_VENV)/bin/python || python3 -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install -q mlflow==3.17.2
 	touch $@
 
 rules-test: tools ## Check the Prometheus config and rules, and run their unit tests
@@ -112,4 +134,4 @@ gpu-check: ## ON the GPU machine, after the carries (docs/gpu.md): CUDA checks, 
 	GPU_PY=$(GPU_PY) bash clients/gpu_check/run.sh
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MLFLOW_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.json_format import MessageToJson
 from tqdm import tqdm
 
 from clients.client import (
@@ -27,6 +28,8 @@ from clients.client import (
     from_param_value,
 )
 from clients.dtypes import dtype_of
+from clients.search_cli import add_parsers as add_search_parsers
+from clients.search_cli import cmd_leaderboard, cmd_search
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 
 DEFAULT_TARGET = "127.0.0.1:8001"
@@ -273,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
+    add_search_parsers(commands)
+
     jobs = commands.add_parser("jobs", help="list jobs, show or cancel one")
     jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION")
     for action in ("show", "cancel"):
@@ -331,6 +336,57 @@ def build_parser() -> argparse.ArgumentParser:
     unalias.add_argument("name")
     unalias.add_argument("alias")
     unalias.add_argument("--note", default="", help="kept in the alias history")
+
+    cascade = commands.add_parser(
+        "cascade", help="a cheap model that answers when sure, a costlier one for the rest"
+    )
+    cascade_sub = cascade.add_subparsers(dest="action", metavar="ACTION")
+    create = cascade_sub.add_parser("create", help="calibrate and store a cascade")
+    create.add_argument("name")
+    create.add_argument("--first", required=True, help="the cheap model: NAME or NAME:VERSION")
+    create.add_argument("--then", required=True, help="the model escalated to")
+    recalibrate = cascade_sub.add_parser(
+        "recalibrate", help="calibrate again (a new version); the goal kept unless given"
+    )
+    recalibrate.add_argument("name")
+    for sub, required in ((create, True), (recalibrate, False)):
+        goal = sub.add_mutually_exclusive_group(required=required)
+        goal.add_argument("--target-accuracy", type=float, help="cheapest reaching it")
+        goal.add_argument(
+            "--max-cost-per-1k", type=float, help="most accurate costing at most $ per 1 000"
+        )
+        goal.add_argument(
+            "--within", type=float, help="cheapest within this accuracy of the second alone"
+        )
+        sub.add_argument("--rows", type=int, default=0, help="most calibration rows (5000)")
+        sub.add_argument("--curve", type=Path, help="save the calibration curve (.csv/.json)")
+    for action in ("show", "delete"):
+        sub = cascade_sub.add_parser(action, help=f"{action} a cascade")
+        sub.add_argument("name")
+        sub.add_argument("--version", default="", help="default: newest (delete: every version)")
+        if action == "show":
+            sub.add_argument("--curve", type=Path, help="save the calibration curve")
+    cascade_sub.add_parser("list", help="every cascade version")
+
+    shadow = commands.add_parser(
+        "shadow", help="run an alias's live traffic through a second model too and compare"
+    )
+    shadow_sub = shadow.add_subparsers(dest="action", metavar="ACTION")
+    shadow_set = shadow_sub.add_parser("set", help="give an alias a shadow model")
+    shadow_set.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_set.add_argument("shadow", metavar="MODEL[:VERSION]")
+    shadow_set.add_argument("--rate", type=float, default=1.0, help="share sampled (1.0)")
+    shadow_clear = shadow_sub.add_parser("clear", help="remove an alias's shadow")
+    shadow_clear.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_sub.add_parser("list", help="every alias's shadow")
+    shadow_report = shadow_sub.add_parser("report", help="the two models on live traffic")
+    shadow_report.add_argument("alias", metavar="NAME:ALIAS")
+    shadow_report.add_argument("--json", action="store_true", help="print the report as JSON")
+    feedback = shadow_sub.add_parser(
+        "feedback", help="the true labels of a shadowed request (by its response id)"
+    )
+    feedback.add_argument("request_id")
+    feedback.add_argument("labels", nargs="+", metavar="LABEL")
 
     predict = commands.add_parser(
         "predict",
@@ -800,6 +856,7 @@ def _show_model(m: pb.Model) -> None:
             ("checksum", m.checksum[:16] or None),
             ("libraries", " ".join(f"{k}={v}" for k, v in sorted(m.library_versions.items()))),
             ("created", m.created_at.ToDatetime().isoformat() if m.created_at.seconds else None),
+            ("mlflow run", m.mlflow_run_id or None),
         ]
     )
     if m.metrics:
@@ -961,6 +1018,199 @@ def cmd_export(client: ParadigmClient, args: argparse.Namespace) -> None:
     print(f"wrote {model.name} version {model.version} ({model.onnx_bytes} bytes) to {args.file}")
 
 
+def _name_alias(text: str) -> tuple[str, str]:
+    name, _, alias = text.partition(":")
+    if not name or not alias:
+        raise SystemExit(f"expected NAME:ALIAS (e.g. digits:champion), not {text!r}")
+    return name, alias
+
+
+def cmd_shadow(client: ParadigmClient, args: argparse.Namespace) -> None:
+    action = args.action or "list"
+    if action == "list":
+        rows = [
+            (s.name, s.alias, f"{s.shadow_model}:{s.shadow_version or 'latest'}",
+             f"{s.sample_rate:.3g}")
+            for s in client.list_shadows()
+        ]  # fmt: skip
+        print(format_table(["name", "alias", "shadow", "rate"], rows) if rows else "no shadows")
+        return
+    if action == "feedback":
+        done = client.submit_feedback(args.request_id, args.labels)
+        print(
+            f"{done.rows} rows: primary right on {done.primary_correct}, "
+            f"shadow right on {done.shadow_correct}"
+        )
+        return
+    name, alias = _name_alias(args.alias)
+    if action == "set":
+        model, _, version = args.shadow.partition(":")
+        made = client.set_shadow(name, alias, model, version=version, sample_rate=args.rate)
+        print(
+            f"{name}:{alias} shadowed by {made.shadow_model}:{made.shadow_version or 'latest'} "
+            f"on {made.sample_rate:.3g} of its requests"
+        )
+    elif action == "clear":
+        client.clear_shadow(name, alias)
+        print(f"{name}:{alias} has no shadow now")
+    else:
+        report = client.shadow_report(name, alias)
+        if args.json:
+            print(MessageToJson(report, preserving_proto_field_name=True))
+        else:
+            print(describe_shadow_report(report))
+
+
+def describe_shadow_report(report: pb.ShadowReport) -> str:
+    """Per pair: traffic, agreement, accuracy from feedback, latency and cost of each."""
+    lines = []
+    if report.HasField("shadow"):
+        s = report.shadow
+        lines.append(
+            f"{report.name}:{report.alias} shadowed by "
+            f"{s.shadow_model}:{s.shadow_version or 'latest'} at {s.sample_rate:.3g}"
+        )
+    else:
+        lines.append(f"{report.name}:{report.alias} has no shadow now")
+    if not report.pairs:
+        lines.append("no shadowed requests yet")
+    for pair in report.pairs:
+        lines.append("")
+        lines.append(f"{pair.primary} (primary) vs {pair.shadow} (shadow)")
+        lines.append(
+            f"requests: {pair.sampled} sampled, {pair.shadowed} shadowed, {pair.dropped} "
+            f"dropped, {pair.failed} failed"
+        )
+        lines.append(
+            f"agreement: {pair.agreement:.4f} ({pair.agreeing_rows} of {pair.compared_rows} rows)"
+        )
+        rows = []
+        for role, figures in (("primary", pair.primary_figures), ("shadow", pair.shadow_figures)):
+            accuracy = (
+                f"{figures.accuracy:.4f} ({figures.correct_rows}/{figures.feedback_rows})"
+                if figures.feedback_rows
+                else "no feedback"
+            )
+            rows.append(
+                (
+                    role,
+                    accuracy,
+                    f"{figures.p50_seconds * 1e3:.3f}",
+                    f"{figures.p99_seconds * 1e3:.3f}",
+                    f"{figures.cost_per_1k.get('device_seconds', 0.0):.4g}",
+                    f"{figures.cost_per_1k.get('dollars', 0.0):.3g}",
+                )
+            )
+        lines.append(
+            format_table(["role", "accuracy", "p50 ms", "p99 ms", "device-s/1k", "$/1k"], rows)
+        )
+    return "\n".join(lines)
+
+
+def cmd_cascade(client: ParadigmClient, args: argparse.Namespace) -> None:
+    action = args.action or "list"
+    if action == "list":
+        rows = [
+            (
+                c.name, c.version, f"{c.first}:{c.first_version}", f"{c.then}:{c.then_version}",
+                f"{c.threshold:.4f}", f"{c.chosen.escalated:.1%}", f"{c.chosen.accuracy:.4f}",
+                f"{c.chosen.dollars_per_1k:.3g}", f"{c.then_alone.dollars_per_1k:.3g}",
+                "yes" if c.target_met else "no",
+            )
+            for c in client.list_cascades()
+        ]  # fmt: skip
+        headers = (
+            "name", "version", "first", "then", "threshold", "escalated", "accuracy",
+            "$/1k", "then alone $/1k", "goal met",
+        )  # fmt: skip
+        print(format_table(headers, rows))
+        return
+    if action == "delete":
+        versions = client.delete_cascade(args.name, args.version)
+        print(f"deleted cascade {args.name} version(s) {', '.join(versions)}")
+        return
+    goal = {
+        "target_accuracy": getattr(args, "target_accuracy", None),
+        "max_dollars_per_1k": getattr(args, "max_cost_per_1k", None),
+        "accuracy_within_then": getattr(args, "within", None),
+    }
+    if action == "create":
+        made = client.create_cascade(args.name, args.first, args.then, max_rows=args.rows, **goal)
+    elif action == "recalibrate":
+        made = client.recalibrate_cascade(args.name, max_rows=args.rows, **goal)
+    else:
+        made = client.get_cascade(args.name, args.version)
+    print(describe_cascade(made))
+    if args.curve is not None:
+        save_curve(made, args.curve)
+        print(f"curve saved to {args.curve}")
+
+
+def describe_cascade(cascade: pb.Cascade) -> str:
+    """The cascade, its goal and the three points that matter: A alone, chosen, B alone."""
+    goal = (
+        f"at most ${cascade.max_dollars_per_1k:.3g} per 1 000"
+        if cascade.max_dollars_per_1k > 0
+        else f"accuracy >= {cascade.target_accuracy:.4f}"
+    )
+    met = "met" if cascade.target_met else "NOT reachable: the closest point chosen"
+    points = [
+        ("first alone", cascade.first_alone),
+        ("cascade", cascade.chosen),
+        ("then alone", cascade.then_alone),
+    ]
+    rows = [
+        (
+            label, f"{p.threshold:.4f}", f"{p.escalated:.1%}", f"{p.accuracy:.4f}",
+            f"{p.dollars_per_1k:.3g}", f"{p.device_seconds_per_1k:.3g}",
+            f"{p.joules_per_1k:.3g}",
+        )
+        for label, p in points
+    ]  # fmt: skip
+    lines = [
+        f"cascade {cascade.name} version {cascade.version}: "
+        f"{cascade.first}:{cascade.first_version} -> {cascade.then}:{cascade.then_version}",
+        f"goal {goal} ({met}); threshold {cascade.threshold:.4f} on the first model's top "
+        f"probability; {cascade.calibration_rows} calibration rows of {cascade.dataset}",
+        "",
+        format_table(("", "threshold", "escalated", "accuracy", "$/1k", "dev-s/1k", "J/1k"), rows),
+    ]
+    if cascade.chosen.dollars_per_1k >= cascade.then_alone.dollars_per_1k > 0:
+        lines += [
+            "",
+            "warning: the cascade costs more per 1 000 than the second model alone (the "
+            "first model is not the cheap one here): serve the second model instead",
+        ]
+    held = dict(cascade.evaluation)
+    if held:
+        lines += [
+            "",
+            f"on {int(held['rows'])} held-out rows the calibration never saw: accuracy "
+            f"{held['accuracy']:.4f} ({held['escalated']:.1%} escalated); first alone "
+            f"{held['first_accuracy']:.4f}, then alone {held['then_accuracy']:.4f}",
+        ]
+    return "\n".join(lines)
+
+
+def save_curve(cascade: pb.Cascade, path: Path) -> None:
+    """The calibration curve as .json (one object per point) or .csv."""
+    import csv
+    import json
+
+    fields = [
+        "threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k",
+        "joules_per_1k", "agreement",
+    ]  # fmt: skip
+    points = [{f: getattr(p, f) for f in fields} for p in cascade.curve]
+    if path.suffix == ".json":
+        path.write_text(json.dumps(points, indent=2))
+        return
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(points)
+
+
 COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "datasets": cmd_datasets,
     "algorithms": cmd_algorithms,
@@ -972,6 +1222,10 @@ COMMANDS: dict[str, Callable[[ParadigmClient, argparse.Namespace], None]] = {
     "export": cmd_export,
     "costs": cmd_costs,
     "explain": cmd_explain,
+    "cascade": cmd_cascade,
+    "search": cmd_search,
+    "leaderboard": cmd_leaderboard,
+    "shadow": cmd_shadow,
 }
 
 

@@ -27,6 +27,8 @@ from service.gen.inference import grpc_predict_v2_pb2 as oip
 from service.gen.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as pb_grpc
+from service.gen.paradigm.v1 import search_pb2 as search_pb
+from service.gen.paradigm.v1 import search_pb2_grpc as search_grpc
 
 __all__ = [
     "InferResult",
@@ -213,6 +215,28 @@ def _decode_outputs(response: oip.ModelInferResponse) -> dict[str, np.ndarray]:
     return decoded
 
 
+def cascade_goal(
+    target_accuracy: float | None = None,
+    max_dollars_per_1k: float | None = None,
+    accuracy_within_then: float | None = None,
+) -> pb.CascadeGoal:
+    """The one goal given; ValueError for none or several."""
+    given = {
+        key: value
+        for key, value in (
+            ("target_accuracy", target_accuracy),
+            ("max_dollars_per_1k", max_dollars_per_1k),
+            ("accuracy_within_then", accuracy_within_then),
+        )
+        if value is not None
+    }
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of target_accuracy, max_dollars_per_1k, accuracy_within_then"
+        )
+    return pb.CascadeGoal(**given)
+
+
 def make_infer_request(
     model: str,
     inputs: np.ndarray | Mapping[str, np.ndarray],
@@ -335,6 +359,9 @@ class ParadigmClient:
         self._training = pb_grpc.TrainingServiceStub(self._channel)
         self._models = pb_grpc.ModelServiceStub(self._channel)
         self._cost = pb_grpc.CostServiceStub(self._channel)
+        self._cascades = pb_grpc.CascadeServiceStub(self._channel)
+        self._search = search_grpc.SearchServiceStub(self._channel)
+        self._shadows = pb_grpc.ShadowServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -575,6 +602,95 @@ class ParadigmClient:
             # The stream ended early (server restart, proxy timeout): watch again.
             time.sleep(0.2)
 
+    # -- searches -------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def start_search(
+        self,
+        dataset: str,
+        *,
+        algorithms: Sequence[str] = (),
+        trials: int = 0,
+        seconds: float = 0.0,
+        dollars: float = 0.0,
+        joules: float = 0.0,
+        metric: str = "",
+        seed: int = 0,
+        parallelism: int = 0,
+        pruner: str = "",
+        prune_threshold: float = 0.0,
+        test_fraction: float = 0.0,
+        device: EnumArg = "auto",
+        promote_alias: str = "",
+        promote_gates: pb.PromotionGates | None = None,
+    ) -> search_pb.Search:
+        """Starts a search and returns it at once (state RUNNING). The budget is trials,
+        seconds, dollars and joules, whichever runs out first (0: no limit of that kind;
+        at least one is needed); algorithms default to every one that fits the dataset.
+        promote_alias: the best trial goes to this alias when the search ends, if it passes
+        promote_gates (as set_alias; the outcome is in Search.promotion once the leaderboard
+        is final)."""
+        return self._search.StartSearch(
+            search_pb.StartSearchRequest(
+                dataset=dataset,
+                algorithms=list(algorithms),
+                budget=search_pb.SearchBudget(
+                    trials=trials, seconds=seconds, dollars=dollars, joules=joules
+                ),
+                metric=metric,
+                seed=seed,
+                parallelism=parallelism,
+                pruner=pruner,
+                prune_threshold=prune_threshold,
+                test_fraction=test_fraction,
+                device=enum_value(pb.Device, "DEVICE_", device),
+                promote_alias=promote_alias,
+                promote_gates=promote_gates,
+            ),
+            timeout=self.timeout,
+        )
+
+    @_rpc_errors()
+    def get_search(self, id: str) -> search_pb.Search:
+        return self._search.GetSearch(search_pb.GetSearchRequest(id=id), timeout=self.timeout)
+
+    @_rpc_errors()
+    def cancel_search(self, id: str) -> search_pb.Search:
+        return self._search.CancelSearch(search_pb.CancelSearchRequest(id=id), timeout=self.timeout)
+
+    def watch_search(self, id: str) -> Iterator[search_pb.Search]:
+        """The search now, then after every change until it ends."""
+        call = self._search.WatchSearch(search_pb.WatchSearchRequest(id=id))
+        try:
+            with _rpc_errors():
+                yield from call
+        finally:
+            call.cancel()
+
+    def wait_for_search(
+        self, id: str, on_change: Callable[[search_pb.Search], object] | None = None
+    ) -> search_pb.Search:
+        """Follows a search to its end and returns it (whatever state it ended in)."""
+        while True:
+            last: search_pb.Search | None = None
+            for search in self.watch_search(id):
+                last = search
+                if on_change is not None:
+                    on_change(search)
+            if last is None or last.state == search_pb.SEARCH_STATE_RUNNING:
+                last = self.get_search(id)
+            if last.state != search_pb.SEARCH_STATE_RUNNING:
+                return last
+            time.sleep(0.2)  # the stream ended early: watch again
+
+    @_rpc_errors()
+    def leaderboard(self, id: str) -> search_pb.Leaderboard:
+        """The best trial of each algorithm, best first; once the search has ended, with
+        serving measured through the data plane (final)."""
+        return self._search.GetLeaderboard(
+            search_pb.GetLeaderboardRequest(id=id), timeout=self.timeout
+        )
+
     # -- models ---------------------------------------------------------------------------
 
     @_rpc_errors()
@@ -612,6 +728,98 @@ class ParadigmClient:
             seed=seed,
         )
         return self._models.Explain(request, timeout=self.timeout)
+
+    # -- cascades -------------------------------------------------------------------------
+
+    @_rpc_errors()
+    def create_cascade(
+        self,
+        name: str,
+        first: str,
+        then: str,
+        *,
+        target_accuracy: float | None = None,
+        max_dollars_per_1k: float | None = None,
+        accuracy_within_then: float | None = None,
+        max_rows: int = 0,
+    ) -> pb.Cascade:
+        """Calibrates and stores a cascade: `first` ("name" or "name:version") answers the
+        rows it is sure of, `then` the rest. Give exactly one goal."""
+        request = pb.CreateCascadeRequest(
+            name=name,
+            first=first,
+            then=then,
+            goal=cascade_goal(target_accuracy, max_dollars_per_1k, accuracy_within_then),
+            max_rows=max_rows,
+        )
+        return self._cascades.CreateCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def recalibrate_cascade(
+        self,
+        name: str,
+        *,
+        target_accuracy: float | None = None,
+        max_dollars_per_1k: float | None = None,
+        accuracy_within_then: float | None = None,
+        max_rows: int = 0,
+    ) -> pb.Cascade:
+        """Calibrates the cascade again (a new version); no goal keeps the current one."""
+        request = pb.RecalibrateCascadeRequest(name=name, max_rows=max_rows)
+        if (target_accuracy, max_dollars_per_1k, accuracy_within_then) != (None, None, None):
+            request.goal.CopyFrom(
+                cascade_goal(target_accuracy, max_dollars_per_1k, accuracy_within_then)
+            )
+        return self._cascades.RecalibrateCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def get_cascade(self, name: str, version: str = "") -> pb.Cascade:
+        request = pb.GetCascadeRequest(name=name, version=version)
+        return self._cascades.GetCascade(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def list_cascades(self, name: str = "") -> list[pb.Cascade]:
+        request = pb.ListCascadesRequest(name=name)
+        return list(self._cascades.ListCascades(request, timeout=self.timeout).cascades)
+
+    @_rpc_errors()
+    def delete_cascade(self, name: str, version: str = "") -> list[str]:
+        request = pb.DeleteCascadeRequest(name=name, version=version)
+        return list(self._cascades.DeleteCascade(request, timeout=self.timeout).deleted_versions)
+
+    @_rpc_errors()
+    def set_shadow(
+        self, name: str, alias: str, shadow: str, *, version: str = "", sample_rate: float = 1.0
+    ) -> pb.ShadowConfig:
+        """Runs `sample_rate` of the alias's requests through model `shadow` too (its
+        `version`: a number, an alias, or "" for the latest), off their path."""
+        request = pb.SetShadowRequest(
+            name=name, alias=alias, shadow_model=shadow, shadow_version=version,
+            sample_rate=sample_rate,
+        )  # fmt: skip
+        return self._shadows.SetShadow(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def clear_shadow(self, name: str, alias: str) -> None:
+        self._shadows.ClearShadow(
+            pb.ClearShadowRequest(name=name, alias=alias), timeout=self.timeout
+        )
+
+    @_rpc_errors()
+    def list_shadows(self, name: str = "") -> list[pb.ShadowConfig]:
+        request = pb.ListShadowsRequest(name=name)
+        return list(self._shadows.ListShadows(request, timeout=self.timeout).shadows)
+
+    @_rpc_errors()
+    def shadow_report(self, name: str, alias: str) -> pb.ShadowReport:
+        request = pb.GetShadowReportRequest(name=name, alias=alias)
+        return self._shadows.GetShadowReport(request, timeout=self.timeout)
+
+    @_rpc_errors()
+    def submit_feedback(self, request_id: str, labels: Sequence[str]) -> pb.SubmitFeedbackResponse:
+        """The true labels of a shadowed request's rows, by the id its response carried."""
+        request = pb.SubmitFeedbackRequest(request_id=request_id, labels=[str(v) for v in labels])
+        return self._shadows.SubmitFeedback(request, timeout=self.timeout)
 
     @_rpc_errors()
     def delete_model(self, name: str, version: str = "", *, force: bool = False) -> list[str]:

@@ -114,7 +114,8 @@ def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSp
 
 def tree(spans: list[ReceivedSpan], root: ReceivedSpan, depth: int = 0) -> str:
     """The span and its descendants, indented, with durations and attributes."""
-    attributes = {k: v for k, v in root.attributes.items() if k.startswith(("paradigm.", "rpc.m", "http."))}
+    shown = ("paradigm.", "rpc.m", "http.")
+    attributes = {k: v for k, v in root.attributes.items() if k.startswith(shown)}
     line = (
         f"{'  ' * depth}{root.name}  [{(root.end_ns - root.start_ns) / 1e3:.0f} us]"
         f"{'  ' + str(attributes) if attributes else ''}"

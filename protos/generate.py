@@ -13,7 +13,11 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
-PROTO_FILES = ["inference/grpc_predict_v2.proto", "paradigm/v1/paradigm.proto"]
+PROTO_FILES = [
+    "inference/grpc_predict_v2.proto",
+    "paradigm/v1/paradigm.proto",
+    "paradigm/v1/search.proto",
+]
 PACKAGE = "service.gen"
 # protoc writes `from paradigm.v1 import x_pb2`; our modules live inside service.gen.
 _IMPORT = re.compile(r"^from (inference|paradigm\.v1) import", re.MULTILINE)

@@ -6,11 +6,12 @@ app = build_app(settings); await app.start(); ... app.port ...; await app.stop()
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +21,11 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
 
 from service import __version__, launcher, tracing
 from service.api.auth import AuthInterceptor, load_tokens, server_credentials
+from service.api.cascade import CascadeAliasing, CascadeServicer
 from service.api.cost import CostServicer
 from service.api.errors import ErrorInterceptor
 from service.api.forward import OwnerForwarder
@@ -30,10 +33,11 @@ from service.api.inference import InferenceServicer
 from service.api.paradigm import (
     AlgorithmServicer,
     DatasetServicer,
-    ModelServicer,
     TrainingServicer,
 )
 from service.api.rest.server import RestServer, start_rest
+from service.api.search import SearchServicer
+from service.api.shadow import ShadowServicer
 from service.api.traced import TracingInterceptor
 from service.cost.energy import CpuEnergyMeter
 from service.cost.ledger import CostLedger, GpuEnergyMeter
@@ -41,34 +45,45 @@ from service.cost.multiprocess import serving_totals as shared_serving_totals
 from service.cost.nvml import Nvml
 from service.datasets.layout import BUILTIN_DATASETS, INFO_FILE
 from service.datasets.store import DatasetStore
-from service.errors import FailedPrecondition
+from service.errors import FailedPrecondition, ParadigmError
 from service.gen.inference import grpc_predict_v2_pb2 as inference_pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from service.gen.paradigm.v1 import paradigm_pb2 as paradigm_pb
 from service.gen.paradigm.v1 import paradigm_pb2_grpc as paradigm_grpc
+from service.gen.paradigm.v1 import search_pb2 as search_pb
+from service.gen.paradigm.v1 import search_pb2_grpc as search_grpc
 from service.metrics import GpuCollector, Metrics
+from service.registry.cascades import CascadeStore
 from service.registry.store import ModelRegistry, open_registry
 from service.role import ServingRole
 from service.serving.batcher import BatchingConfig
+from service.serving.cascade import CascadePlane
 from service.serving.dataplane import DataPlane
 from service.serving.index import ModelIndex
 from service.serving.loaded import LoadedModels
-from service.serving.promotion import Promoter
+from service.serving.probe import probe_serving
+from service.serving.promotion import Gates, Promoter
+from service.serving.shadow import ShadowRunner
 from service.settings import Settings
 from service.training.explain import Explainer
 from service.training.jobs import JobManager
+from service.training.search import SearchManager
 from service.training.validation import require_training_libraries
 
 log = logging.getLogger(__name__)
 
 #: Services answered by the process that owns jobs; other workers forward them to it.
-CONTROL_SERVICES = tuple(paradigm_pb.DESCRIPTOR.services_by_name.values())
+CONTROL_SERVICES = (
+    *paradigm_pb.DESCRIPTOR.services_by_name.values(),
+    *search_pb.DESCRIPTOR.services_by_name.values(),
+)
 #: How often a worker of `--workers N` looks at its peers' readiness for its health status.
 PEER_CHECK_SECONDS = 0.2
 
 SERVICE_NAMES = (
     inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     *(service.full_name for service in paradigm_pb.DESCRIPTOR.services_by_name.values()),
+    *(service.full_name for service in search_pb.DESCRIPTOR.services_by_name.values()),
 )
 
 
@@ -109,6 +124,7 @@ class App:
         self.metrics_port = 0
         self.http_port = 0
         self._rest: RestServer | None = None
+        self._shadows: ShadowRunner | None = None
         self._ready = False
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -116,6 +132,7 @@ class App:
         self._executor: ThreadPoolExecutor | None = None
         self._registry: ModelRegistry | None = None
         self._jobs: JobManager | None = None
+        self._searches: SearchManager | None = None
         self._explainer: Explainer | None = None
         #: The data plane once started (serving probes run through it).
         self.dataplane: DataPlane | None = None
@@ -197,6 +214,25 @@ class App:
             gpu_batching=gpu_batching_config(settings),
             inline_run_s=settings.inline_run_us / 1e6,
         )
+        # Every serving process serves cascades, from the table beside the registry.
+        cascade_store = await asyncio.to_thread(CascadeStore, data_dir)
+        cascades = CascadePlane(dataplane, cascade_store, self.metrics, data_dir)
+        if self.role is not None:
+            cascades.follow(self.role.registry_generation, owner=self.role.owner)
+        # Every serving process shadows its own traffic (aliases' shadows are registry data).
+        shadows = self._shadows = ShadowRunner(
+            registry.shadow_of,
+            self.metrics,
+            queue_size=settings.shadow_queue_size,
+            tasks=settings.shadow_tasks,
+            feedback_window=settings.shadow_feedback_window,
+            tolerance=settings.shadow_tolerance,
+            busy_in_flight=settings.shadow_busy_in_flight,
+            idle_lag=settings.shadow_idle_lag_us / 1e6,
+            max_share=settings.shadow_max_share,
+        )
+        shadows.start(dataplane.infer)
+        cascades.shadows = shadows
         self._start_samplers()
 
         if tokens:
@@ -225,13 +261,16 @@ class App:
         )
         inference_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
-                dataplane, ready=lambda: self.ready,
+                cascades, ready=lambda: self.ready,
                 max_batch_size=settings.max_batch_size,
             ),
             server,
         )  # fmt: skip
         if self.owns_jobs:
-            await self._add_control_plane(server, registry, data_dir)
+            await self._add_control_plane(server, registry, data_dir, cascade_store, cascades)
+            paradigm_grpc.add_ShadowServiceServicer_to_server(
+                ShadowServicer(registry, shadows, self._metric_families), server
+            )
         else:
             assert self.role is not None
             self._forwarder = OwnerForwarder(self.role.owner_address, settings.max_message_bytes)
@@ -255,7 +294,7 @@ class App:
         await server.start()
         if settings.http_port >= 0:  # OIP v2 over REST: same loop, same data plane
             self._rest = await start_rest(
-                settings, dataplane, tokens, ready=lambda: self.ready,
+                settings, cascades, tokens, ready=lambda: self.ready,
                 reuse_port=self.role is not None,
             )  # fmt: skip
             self.http_port = self._rest.port
@@ -282,6 +321,8 @@ class App:
             if self.role is not None:
                 models.registry_moved = poller.moved_since(self.role.registry_generation)
                 models.catch_up = poller.poll
+                shadows.registry_moved = poller.moved_since(self.role.registry_generation)
+                shadows.catch_up = poller.poll
         if settings.port_file:
             _write_atomically(settings.port_file, str(self.port))
         if settings.http_port_file and self._rest is not None:
@@ -293,29 +334,53 @@ class App:
         )  # fmt: skip
 
     async def _add_control_plane(
-        self, server: grpc.aio.Server, registry: ModelRegistry, data_dir: Path
+        self,
+        server: grpc.aio.Server,
+        registry: ModelRegistry,
+        data_dir: Path,
+        cascade_store: CascadeStore,
+        cascades: CascadePlane,
     ) -> None:
         """Datasets, training, models and cost: served by the one process that owns jobs."""
         settings = self.settings
+        registry.guard_deletes(cascade_store.refuse_deleting_stages)
         datasets = DatasetStore(data_dir / "datasets", settings.max_upload_bytes)
         jobs = self._jobs = JobManager(settings, registry, datasets, self.metrics, self.ledger)
         explainer = self._explainer = Explainer(settings, registry, datasets, self.ledger)
         await jobs.start()
+        dataplane = self._require_dataplane()
+        promoter = Promoter(registry, dataplane, explainer.compare)
+        searches = self._searches = SearchManager(
+            settings, jobs, datasets, registry, self.metrics,
+            measure_serving=lambda name, version: _served(dataplane, name, version),
+            promote=functools.partial(_promote, promoter),
+        )  # fmt: skip
+        await searches.start()
         self._start_warm_workers()
         paradigm_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
         paradigm_grpc.add_AlgorithmServiceServicer_to_server(AlgorithmServicer(), server)
         paradigm_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(jobs), server)
+        search_grpc.add_SearchServiceServicer_to_server(SearchServicer(searches), server)
         paradigm_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(
+            CascadeAliasing(
                 registry,
                 jobs,
                 explainer,
                 data_dir / "uploads",
                 settings.max_model_bytes,
-                Promoter(registry, self._require_dataplane(), explainer.compare),
+                promoter,
+                cascades=cascade_store,
+                plane=cascades,
             ),
             server,
         )
+        paradigm_grpc.add_CascadeServiceServicer_to_server(
+            CascadeServicer(
+                registry, datasets, cascade_store, cascades,
+                blas_threads=settings.worker_blas_threads,
+            ),
+            server,
+        )  # fmt: skip
         paradigm_grpc.add_CostServiceServicer_to_server(
             CostServicer(
                 self.ledger,
@@ -325,6 +390,15 @@ class App:
             ),
             server,
         )
+
+    def _metric_families(self) -> Iterable[Metric]:
+        """Every metric as /metrics would show it: this process's, or with `--workers N`
+        every worker's, from their shared files."""
+        if self.role is None:
+            return self.metrics_registry.collect()
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        return MultiProcessCollector(None, path=self.role.metrics_dir).collect()
 
     def _require_dataplane(self) -> DataPlane:
         if self.dataplane is None:
@@ -396,6 +470,8 @@ class App:
             self._poll.cancel()
             # Waited for, so no poll is mid-query when the metadata store closes below.
             await asyncio.gather(self._poll, return_exceptions=True)
+        if self._searches is not None:  # before the jobs: its trials are jobs
+            await self._searches.stop()
         if self._jobs is not None:
             await self._jobs.stop()
         if self._explainer is not None:
@@ -404,6 +480,8 @@ class App:
             await self._rest.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
+        if self._shadows is not None:
+            await self._shadows.stop()
         if self._forwarder is not None:
             await self._forwarder.close()
         if self._http is not None:
@@ -427,6 +505,22 @@ def build_app(
     role: ServingRole | None = None,
 ) -> App:
     return App(settings, metrics_registry, role)
+
+
+async def _promote(
+    promoter: Promoter, name: str, version: str, alias: str, gates: dict[str, Any], source: str
+) -> str:
+    """A search's winner promoted through the same gates as SetAlias; the outcome in words."""
+    try:
+        await promoter.promote(name, version, alias, Gates(**gates), source=source)
+    except ParadigmError as exc:
+        return f"refused: {exc.message}"
+    return f"{name}:{version} -> {alias}"
+
+
+async def _served(dataplane: DataPlane, name: str, version: str) -> dict[str, Any]:
+    """A search's winner served through the data plane: its latency and serving bill."""
+    return (await probe_serving(dataplane, name, version)).to_dict()
 
 
 def batching_config(

@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
         "(PARADIGM_ARTIFACTS_URL)",
     )
     parser.add_argument(
+        "--mlflow-tracking-uri",
+        help="log every training job as an MLflow run there, http(s)://host:port "
+        "(PARADIGM_MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
         "--workers",
         help="serving processes sharing the port, or auto for one per core; keep 1 on a "
         "GPU (PARADIGM_WORKERS)",

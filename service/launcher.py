@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 RUN_JOB = "service.worker.entry:run"
 RUN_EXPLAIN = "service.worker.entry:run_explain"
 RUN_COMPARE = "service.worker.entry:run_compare"
+RUN_CALIBRATION_ROWS = "service.worker.entry:run_calibration_rows"
 MATERIALIZE_BUILTIN = "service.worker.datasets.builtin:materialize_builtin"
 GENERATE_SCALE = "service.worker.datasets.scale:generate"
 INGEST_TABLE = "service.worker.datasets.tabular:ingest"

@@ -43,6 +43,12 @@ TRAINING_LABELS = ("paradigm", "algorithm", "device")
 # Cost series cover both phases: phase="serve" per model version, phase="train" per job's
 # model (version empty when the job published nothing).
 COST_LABELS = ("phase", "paradigm", "model", "version", "algorithm", "device")
+#: What a job could not log to MLflow (service/tracking/runs.py).
+MLFLOW_FAILURES = ("run", "data", "artifacts", "end")
+#: A cascade version and its two stages, each as "model:version".
+CASCADE_LABELS = ("cascade", "version", "first", "then")
+#: An alias's shadow pair: the model and alias, and each side as "model:version".
+SHADOW_LABELS = ("model", "alias", "primary", "shadow")
 
 
 class Metrics:
@@ -219,6 +225,49 @@ class Metrics:
             registry=registry,
         )
 
+        self.mlflow_failures = Counter(
+            "paradigm_mlflow_failures_total",
+            "What a job could not log to the MLflow tracking server (what: run, data, "
+            "artifacts, end); the job itself is unaffected.",
+            ("what",),
+            registry=registry,
+        )
+        for what in MLFLOW_FAILURES:  # every series from 0, tracking on or off: dashboards
+            self.mlflow_failures.labels(what)  # show zeros, and increase() the first failure
+
+        # -- searches ------------------------------------------------------------------------
+        self.search_trials = Counter(
+            "paradigm_search_trials_total",
+            "Search trials that ended, by search and final state "
+            "(succeeded|failed|pruned|cancelled).",
+            ("search", "dataset", "state"),
+            registry=registry,
+        )
+        self.search_running_trials = Gauge(
+            "paradigm_search_running_trials",
+            "Trials of a search whose training job is queued or running.",
+            ("search", "dataset"),
+            registry=registry,
+        )
+        self.search_best = Gauge(
+            "paradigm_search_best_value",
+            "The best held-out value of the optimised metric so far, by search.",
+            ("search", "dataset", "metric"),
+            registry=registry,
+        )
+        self.search_spent = Gauge(
+            "paradigm_search_spent",
+            "What a search has spent of each budget (resource: trials, seconds, dollars, joules).",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+        self.search_budget = Gauge(
+            "paradigm_search_budget",
+            "A search's budget of each resource; 0 means no limit of that kind.",
+            ("search", "dataset", "resource"),
+            registry=registry,
+        )
+
         # -- shared registry (replicas) --------------------------------------------------
         self.registry_polls = Counter(
             "paradigm_registry_polls_total",
@@ -232,6 +281,110 @@ class Metrics:
             "Versions published or deleted, and aliases set, moved or removed (event "
             "aliased), by other replicas, as found by polling.",
             ("event",),
+            registry=registry,
+        )
+
+        # -- cascades (service/serving/cascade.py) ----------------------------------------
+        self.cascade_requests = Counter(
+            "paradigm_cascade_requests_total",
+            "Inference requests answered by a cascade.",
+            CASCADE_LABELS,
+            registry=registry,
+        )
+        self.cascade_rows = Counter(
+            "paradigm_cascade_rows_total",
+            "Rows a cascade answered, by the stage that answered them: first (the first "
+            "model was sure enough) or then (escalated to the second model).",
+            (*CASCADE_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_cost = Counter(
+            "paradigm_cascade_cost_total",
+            "What a cascade's requests cost, as the ledger charged its stages' runs; unit "
+            "device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_then_alone_cost = Counter(
+            "paradigm_cascade_then_alone_cost_total",
+            "What the same rows would have cost answered by the second model alone, at its "
+            "calibrated cost per row; unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_saved = Counter(
+            "paradigm_cascade_saved_total",
+            "Cost saved against the second model alone, at both stages' calibrated costs per "
+            "row (rows x B - rows x A - escalated rows x B; requests where it would be "
+            "negative add nothing); unit device_seconds, joules or dollars.",
+            (*CASCADE_LABELS, "unit"),
+            registry=registry,
+        )
+        self.cascade_threshold = Gauge(
+            "paradigm_cascade_threshold",
+            "A cascade version's calibrated threshold on the first model's top probability.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.cascade_calibrated_escalation = Gauge(
+            "paradigm_cascade_calibrated_escalation_ratio",
+            "Share of the calibration rows the chosen threshold escalated to the second model.",
+            CASCADE_LABELS,
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+
+        # -- shadows (service/serving/shadow.py) -----------------------------------------
+        self.shadow_requests = Counter(
+            "paradigm_shadow_requests_total",
+            "Requests through a shadowed alias, by outcome: sampled (picked to run through "
+            "the shadow), shadowed (the shadow answered), dropped (the shadow queue was "
+            "full), failed (the shadow raised an error).",
+            (*SHADOW_LABELS, "outcome"),
+            registry=registry,
+        )
+        self.shadow_rows = Counter(
+            "paradigm_shadow_rows_total",
+            "Rows both the primary and the shadow answered, by agreement: agree (same label, "
+            "or values within the tolerance for a regressor) or disagree.",
+            (*SHADOW_LABELS, "agreement"),
+            registry=registry,
+        )
+        self.shadow_feedback_rows = Counter(
+            "paradigm_shadow_feedback_rows_total",
+            "Shadowed rows whose true label came back (SubmitFeedback), by role (primary or "
+            "shadow) and whether that role's answer was correct (true or false).",
+            (*SHADOW_LABELS, "role", "correct"),
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "paradigm_shadow_latency_seconds",
+            "Latency of the shadowed requests, by role: primary (arrival to answer) or shadow "
+            "(the shadow's own run through the data plane, queue wait excluded).",
+            (*SHADOW_LABELS, "role"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_cost = Counter(
+            "paradigm_shadow_cost_total",
+            "What the shadowed requests cost each role, as the ledger charged their runs; unit "
+            "device_seconds, joules or dollars. The ledger's serving series charge the shadow's "
+            "runs to its own model as usual: this counter is what tells them apart.",
+            (*SHADOW_LABELS, "role", "unit"),
+            registry=registry,
+        )
+        self.shadow_charged_rows = Counter(
+            "paradigm_shadow_charged_rows_total",
+            "Rows behind paradigm_shadow_cost_total, by role (the denominator of a cost per "
+            "1 000 rows).",
+            (*SHADOW_LABELS, "role"),
+            registry=registry,
+        )
+        self.shadow_queue_depth = Gauge(
+            "paradigm_shadow_queue_depth",
+            "Shadow runs waiting for a shadow task.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 

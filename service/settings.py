@@ -72,6 +72,36 @@ class Settings(BaseSettings):
     )
     batch_max_queue_size: int = Field(1024, ge=1, description="queued requests per model")
     batching_models: dict[str, dict[str, int | bool]] = Field(default_factory=dict)
+    # Shadows of aliases (service/serving/shadow.py): off the request's path, bounded.
+    shadow_queue_size: int = Field(
+        256, ge=1, description="shadow runs waiting per process; past it new ones are dropped"
+    )
+    shadow_tasks: int = Field(1, ge=1, le=64, description="shadow runs at once per process")
+    shadow_busy_in_flight: int = Field(
+        0,
+        ge=0,
+        description="shadow runs wait while more requests than this through shadowed aliases "
+        "are in progress in the process: the shadow uses what the primaries leave idle",
+    )
+    shadow_max_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="most of its time a shadow task spends running shadows (a CPU budget); "
+        "past it shadow runs queue, then drop",
+    )
+    shadow_idle_lag_us: int = Field(
+        100,
+        ge=0,
+        description="shadow runs wait while a yield to the event loop takes longer than this "
+        "(requests are waiting in the loop)",
+    )
+    shadow_feedback_window: int = Field(
+        10000, ge=0, description="shadowed requests kept per process for SubmitFeedback"
+    )
+    shadow_tolerance: float = Field(
+        1e-4, ge=0, description="a regressor's two answers agree within this (abs and relative)"
+    )
     # One GPU run of 1 row costs about what a run of hundreds does (launches, copies), so a
     # model on a CUDA session may gather bigger batches; a per-model override still wins.
     gpu_batch_max_size: int = Field(512, ge=1, description="most rows in one batch on CUDA")
@@ -153,6 +183,19 @@ class Settings(BaseSettings):
     )
     registry_poll_seconds: float = Field(
         2.0, gt=0, description="how often a replica looks for versions published elsewhere"
+    )
+
+    # MLflow tracking (service/tracking/): every training job becomes a run there.
+    mlflow_tracking_uri: str = Field(
+        "",
+        description="MLflow tracking server, http(s)://host:port; empty = no tracking. "
+        "Artifacts need the server's artifact proxy (mlflow server --serve-artifacts)",
+    )
+    mlflow_experiment: str = Field(
+        "paradigm", description="MLflow experiment the runs go to (created if missing)"
+    )
+    mlflow_timeout_seconds: float = Field(
+        5.0, gt=0, description="limit on each call to the tracking server"
     )
 
     # Distributed deep training (torch.distributed through torchrun).

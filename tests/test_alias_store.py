@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.registry.aliases import Shadow
 from service.registry.artifacts import LocalArtifacts
 from service.registry.metadata import MetadataStore, PostgresMetadata, SqliteMetadata
 from service.registry.store import Change, ModelRegistry
@@ -177,6 +178,56 @@ def test_a_second_registry_hears_alias_changes_by_refresh(
         b.announce(changes)
         assert index.aliases("m") == {}
         assert b.refresh() == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_shadow_contract(open_store: Callable[[], MetadataStore]) -> None:
+    store = open_store()
+    store.insert(manifest("m", "1"))
+    store.insert(manifest("s", "1"))
+    with pytest.raises(NotFound, match="no alias 'champion' to shadow"):
+        store.set_shadow(Shadow("m", "champion", "s", "", 1.0))
+    store.set_alias("m", "champion", "1", {})
+    marker = store.generation()
+    made = store.set_shadow(Shadow("m", "champion", "s", "1", 0.25))
+    assert store.generation() != marker and made.updated_at
+    replaced = store.set_shadow(Shadow("m", "champion", "s", "", 0.5))
+    assert [(x.shadow, x.shadow_version, x.sample_rate) for x in store.shadows()] == [
+        ("s", "", 0.5)
+    ]
+    assert open_store().shadows() == [replaced]  # a second connection sees it
+    assert store.clear_shadow("m", "champion") and not store.clear_shadow("m", "champion")
+    store.set_shadow(Shadow("m", "champion", "s", "", 1.0))
+    store.delete_alias("m", "champion", {})  # the shadow goes with its alias
+    assert store.shadows() == []
+    store.set_alias("m", "champion", "1", {})
+    store.set_shadow(Shadow("m", "champion", "s", "", 1.0))
+    store.delete("m", ["1"], force=True)  # and with its alias's version
+    assert store.shadows() == []
+
+
+def test_a_second_registry_sees_a_shadow_by_refresh(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    url, shared = postgres.create_database("shadow-pair"), tmp_path / "shared"
+    a, b = (
+        ModelRegistry(tmp_path / data, PostgresMetadata(url), LocalArtifacts(shared))
+        for data in ("a", "b")
+    )
+    try:
+        publish(a, "m")
+        a.set_alias("m", "champion", "1")
+        b.announce(b.refresh())
+        a.set_shadow(Shadow("m", "champion", "m", "1", 0.5))
+        assert b.shadow_of("m", "champion") is None
+        b.announce(b.refresh())
+        shadow = b.shadow_of("m", "champion")
+        assert shadow is not None and shadow.sample_rate == 0.5
+        a.clear_shadow("m", "champion")
+        b.announce(b.refresh())
+        assert b.shadow_of("m", "champion") is None
     finally:
         a.close()
         b.close()

@@ -74,6 +74,13 @@ def test_tiny_run_writes_report_plots_and_json(tmp_path: Path) -> None:
     assert {c["paradigm"] for c in data["serving"]["paradigms"]} == {CLASSICAL, DEEP}
     assert data["gpu"]["present"] is False
     assert set(data["meta"]["verdicts"]) == set(verdicts.ROW_NAMES)
+    # The cascade section: iris, logistic regression first, the MLP when unsure.
+    (cascade,) = data["cascades"]
+    assert (cascade["dataset"], cascade["first"], cascade["then"]) == (
+        "iris", "logistic_regression", "mlp",
+    )  # fmt: skip
+    assert 0.0 <= cascade["escalated"] <= 1.0 and cascade["dollars_per_1k"]["then"] > 0
+    assert "## Cascades" in report and "| iris | logistic_regression | mlp |" in report
 
 
 def test_cli_hands_compare_to_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -320,6 +320,10 @@ def test_uploads_over_the_limit_are_refused_and_never_held_in_memory(tmp_path: P
         ParadigmClient(server.target, timeout=HANG_GUARD_S) as client,
     ):
         client.wait_until_ready(60)
+        # Start-up work that goes on in the background (the search database loads Optuna
+        # and SQLAlchemy) must not be counted as the upload's memory: wait for it first.
+        with pytest.raises(ParadigmClientError, match="NOT_FOUND"):
+            client.get_search("0" * 12)
         baseline = _rss_bytes(server.pid)
         peak = baseline
         stop = threading.Event()

@@ -50,6 +50,10 @@ MODELS = {"iris-logistic_regression": 4, "digits-mlp": 64}
 #: A table model (one input per column) on the built-in penguins: its traffic carries an
 #: island it never saw, so the unknown-category series and their alert signal move.
 TABLE_MODEL = "penguins-logistic_regression"
+#: A cascade of two digits models, for the cascade panels.
+CASCADE = "digits-cascade"
+#: An alias of the cheap digits model with the MLP as its shadow, for the shadow panels.
+SHADOWED_ALIAS = "champion"
 TABLE_ROWS = {
     "island": ["Biscoe", "Atlantis", ""], "bill_length_mm": [45.0, 39.0, None],
     "bill_depth_mm": [15.0, 18.0, 17.0], "flipper_length_mm": [215.0, 190.0, 200.0],
@@ -175,7 +179,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _train(client: ParadigmClient, tmp_path: Path) -> None:
-    """Trains a classical and a deep model and a table model, and fails a fourth job."""
+    """Trains a classical and a deep model and a table model, fails a fourth job, and runs
+    a one-trial search."""
     lr = client.start_training("iris", "logistic_regression", seed=0)
     # A deep model, so that epoch metrics exist; two epochs keep it short.
     mlp = client.start_training("digits", "mlp", hyperparameters={"epochs": 2}, seed=0)
@@ -183,11 +188,23 @@ def _train(client: ParadigmClient, tmp_path: Path) -> None:
     doomed = client.start_training("iris", "knn", hyperparameters={"n_neighbors": 1000})
     # A table model (one input per column): the unknown-category series and their panel.
     table = client.start_training("penguins", "logistic_regression", seed=0)
+    # The cascade panels: logistic regression first, the MLP when it is unsure.
+    cheap = client.start_training("digits", "logistic_regression", seed=0)
+    # A one-trial search: the search series and their panels.
+    search = client.start_search("iris", algorithms=["naive_bayes"], trials=1)
     client.wait_for_job(lr.id)
     client.wait_for_job(mlp.id)
+    client.wait_for_job(cheap.id)
+    client.create_cascade(
+        CASCADE, "digits-logistic_regression", "digits-mlp", max_dollars_per_1k=1.0
+    )
+    # The shadow panels: the MLP shadows the logistic regression's alias.
+    client.set_alias("digits-logistic_regression", "1", SHADOWED_ALIAS)
+    client.set_shadow("digits-logistic_regression", SHADOWED_ALIAS, "digits-mlp")
     client.wait_for_job(table.id)
     with pytest.raises(JobFailed):  # a failed job: the training-failure alert's signal
         client.wait_for_job(doomed.id)
+    client.wait_for_search(search.id)
 
 
 class Traffic(threading.Thread):
@@ -210,6 +227,7 @@ class Traffic(threading.Thread):
         rng = np.random.default_rng(0)
         try:
             with ParadigmClient(self._target, timeout=30) as client:
+                shadowed: list[str] = []
                 while not self._stopping.is_set():
                     for name, features in MODELS.items():
                         for rows in [1] * 60 + [8, 32, 128] * 5:
@@ -217,10 +235,31 @@ class Traffic(threading.Thread):
                         self._refused(client, name, features)
                     for _ in range(10):
                         client.predict(TABLE_MODEL, TABLE_ROWS)
+                        client.infer(CASCADE, rng.uniform(0, 16, size=(16, 64)).astype("f4"))
+                    # Feedback on the last round's shadowed requests (answered by now).
+                    for request_id in shadowed:
+                        self._feedback(client, request_id)
+                    shadowed = [
+                        client.infer(
+                            "digits-logistic_regression",
+                            rng.uniform(0, 16, size=(16, 64)).astype("f4"),
+                            version=SHADOWED_ALIAS,
+                        ).id
+                        for _ in range(5)
+                    ]
                     self.rounds += 1
                     self._stopping.wait(1.0)
         except BaseException as error:  # reported by wait_for_rounds() and stop()
             self.error = error
+
+    @staticmethod
+    def _feedback(client: ParadigmClient, request_id: str) -> None:
+        """True labels of a shadowed request; one the shadow dropped (its CPU budget) or
+        has not answered yet is NOT_FOUND, as documented."""
+        try:
+            client.submit_feedback(request_id, ["0"] * 16)
+        except ParadigmClientError as error:
+            assert error.code == grpc.StatusCode.NOT_FOUND, error
 
     @staticmethod
     def _refused(client: ParadigmClient, name: str, features: int) -> None:

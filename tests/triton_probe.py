@@ -78,9 +78,34 @@ def versioned(url: str, model: str, version: str, rows_path: str) -> None:
     )
 
 
+def cascade(url: str, model: str, rows_path: str) -> None:
+    """A cascade served by name: its metadata, labels and answered_by per row."""
+    rows = np.load(rows_path)
+    client = triton.InferenceServerClient(url=url)
+    metadata = client.get_model_metadata(model, as_json=True)
+    tensor = triton.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    wanted = [triton.InferRequestedOutput("label"), triton.InferRequestedOutput("answered_by")]
+    result = client.infer(model, [tensor], outputs=wanted)
+    answered = [v.decode() for v in result.as_numpy("answered_by").reshape(-1)]
+    print(
+        json.dumps(
+            {
+                "model_ready": client.is_model_ready(model),
+                "outputs": [spec["name"] for spec in metadata["outputs"]],
+                "labels": result.as_numpy("label").tolist(),
+                "answered_by": answered,
+            }
+        )
+    )
+
+
 def main() -> None:
     if sys.argv[1] == "--version":
         versioned(*sys.argv[2:6])
+        return
+    if sys.argv[1] == "--cascade":
+        cascade(*sys.argv[2:5])
         return
     if sys.argv[1] == "--columns":
         columns(*sys.argv[2:4])

@@ -114,7 +114,7 @@ def measure(
     runner = Runner(client, target, plan, m, progress=progress)
     phases = m.meta.setdefault("phase_seconds", {})
     for phase in (runner.setup, runner.learning_curves, runner.hardware, runner.tune,
-                  runner.explain, runner.serve):  # fmt: skip
+                  runner.explain, runner.serve, runner.cascades):  # fmt: skip
         started = time.monotonic()
         phase()
         phases[phase.__name__] = round(time.monotonic() - started, 1)

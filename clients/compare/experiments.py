@@ -30,7 +30,7 @@ from clients.client import (
     enum_name,
     from_param_value,
 )
-from clients.compare import tuning
+from clients.compare import cascades, tuning
 from clients.compare.plan import FULL, DatasetPlan, Plan
 from clients.compare.records import (
     DEEP,
@@ -623,6 +623,13 @@ class Runner:
             )
             advance(1)
         return points
+
+    def cascades(self) -> None:
+        """A cascade per dataset from models already trained (compare/cascades.py)."""
+        cascades.measure(
+            self.client, self.m, [d.name for d in self.plan.datasets], self.plan.seeds[0],
+            self.prefix,
+        )  # fmt: skip
 
     def cleanup(self) -> None:
         """Deletes the models this run published (used when it drove someone's server)."""

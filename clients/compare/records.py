@@ -88,6 +88,8 @@ class Measurements:
     #: "points": one per (model, batch); "models": per-model serving cost per 1k predictions;
     #: "paradigms": per (paradigm, device) serving cost per 1k predictions.
     serving: dict[str, Any] = field(default_factory=dict)
+    #: Per dataset: a cascade of its best classical then best deep model (compare/cascades.py).
+    cascades: list[dict[str, Any]] = field(default_factory=list)
     #: "present": bool, "how": how it was found out.
     gpu: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

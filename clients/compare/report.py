@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.cli import format_markdown
+from clients.compare import cascades
 from clients.compare.plan import FULL
 from clients.compare.records import Measurements
 from clients.compare.stats import summarize
@@ -442,6 +443,7 @@ def write_report(
     lines += serving_tables(m)
     lines += figure("latency_vs_batch", "latency vs batch")
     lines += figure("cost_per_1k", "cost per 1000 predictions")
+    lines += cascades.section(m)
     if m.notes:
         lines += ["## Notes", "", *(f"- {_cell(n)}" for n in m.notes), ""]
     text = "\n".join(lines).rstrip() + "\n"

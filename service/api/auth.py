@@ -32,6 +32,8 @@ _INFERENCE = "/inference.GRPCInferenceService/"
 _DATASETS = "/paradigm.v1.DatasetService/"
 _TRAINING = "/paradigm.v1.TrainingService/"
 _MODELS = "/paradigm.v1.ModelService/"
+_CASCADES = "/paradigm.v1.CascadeService/"
+_SHADOWS = "/paradigm.v1.ShadowService/"
 
 #: The scope each RPC needs; None means no token at all. A method missing here needs admin:
 #: a new RPC stays closed until someone decides who may call it (tests check the table
@@ -62,6 +64,12 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     # queue, capped repeats and rows) and changes nothing.
     _MODELS + "Explain": "predict",
     "/paradigm.v1.CostService/GetCostReport": "predict",
+    _CASCADES + "GetCascade": "predict",
+    _SHADOWS + "ListShadows": "predict",
+    _SHADOWS + "GetShadowReport": "predict",
+    # The true labels of requests a predict client made: it is the one that learns them.
+    _SHADOWS + "SubmitFeedback": "predict",
+    _CASCADES + "ListCascades": "predict",
     # Both reflection versions: grpcurl asks v1 first and falls back to v1alpha only on
     # UNIMPLEMENTED, which a predict token would not get if v1 defaulted to admin.
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "predict",
@@ -78,6 +86,13 @@ METHOD_SCOPES: Final[Mapping[str, Scope | None]] = {
     # Moves what every "champion" request is answered by (and may run a serving probe).
     _MODELS + "SetAlias": "admin",
     _MODELS + "DeleteAlias": "admin",
+    # Calibrating runs both models over thousands of rows and changes what a name serves.
+    _CASCADES + "CreateCascade": "admin",
+    _CASCADES + "RecalibrateCascade": "admin",
+    _CASCADES + "DeleteCascade": "admin",
+    # Sends a share of an alias's traffic through another model too.
+    _SHADOWS + "SetShadow": "admin",
+    _SHADOWS + "ClearShadow": "admin",
 }
 
 MISSING_TOKEN: Final = (

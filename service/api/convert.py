@@ -211,6 +211,7 @@ def model_to_proto(manifest: Manifest, *, latest: bool, aliases: Sequence[str] =
         latest=latest,
         training_cost=cost_to_proto(training_charge(manifest)),
         aliases=sorted(aliases),
+        mlflow_run_id=manifest.mlflow_run_id,
     )
     for name, value in manifest.hyperparameters.items():
         message.hyperparameters[name].CopyFrom(param_to_proto(value))

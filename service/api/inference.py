@@ -14,7 +14,8 @@ from service.datatypes import DATATYPES
 from service.gen.inference import grpc_predict_v2_pb2 as pb
 from service.gen.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.registry.manifest import TensorSpec
-from service.serving.dataplane import DataPlane, ModelDescription
+from service.serving.cascade import CascadePlane
+from service.serving.dataplane import ModelDescription
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["model_configuration", "paradigm"]
@@ -26,7 +27,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
-        dataplane: DataPlane,
+        dataplane: CascadePlane,
         *,
         ready: Callable[[], bool],
         max_batch_size: int,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import FailedPrecondition, InvalidArgument
+from service.errors import FailedPrecondition, InvalidArgument, NotFound
 
 #: Always the highest version; no alias may take its name.
 LATEST = "latest"
@@ -92,3 +92,22 @@ def aliased_refusal(name: str, held: list[Alias]) -> FailedPrecondition:
         f"model {name!r} is served under alias {serving}: move or delete the alias first, "
         "or delete with force"
     )
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A second model an alias's traffic is also run through, off the request's path, to
+    compare it with the alias's own model on live requests."""
+
+    name: str
+    alias: str
+    #: The shadow model's name, and its version: a number, "" (the latest) or an alias.
+    shadow: str
+    shadow_version: str
+    #: The share of the alias's requests also sent to the shadow, in (0, 1].
+    sample_rate: float
+    updated_at: str = ""
+
+
+def no_alias_to_shadow(name: str, alias: str) -> NotFound:
+    return NotFound(f"model {name!r} has no alias {alias!r} to shadow: set the alias first")

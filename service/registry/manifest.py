@@ -87,6 +87,9 @@ class Manifest:
     #: when the model is made, so the serving process need not parse the graph (it never
     #: imports onnx); None where unknown (models older than this field).
     cpu_only_domains: list[str] | None = None
+    #: The MLflow run the training job logged to; "" when tracking was off or the tracking
+    #: server could not be reached when the model was published (service/tracking/).
+    mlflow_run_id: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

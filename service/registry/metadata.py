@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -23,9 +24,11 @@ from service.errors import FailedPrecondition, NotFound, Unavailable
 from service.registry.aliases import (
     Alias,
     AliasEvent,
+    Shadow,
     aliased_refusal,
     decode_evidence,
     encode_evidence,
+    no_alias_to_shadow,
 )
 from service.registry.manifest import Manifest
 
@@ -121,6 +124,19 @@ class MetadataStore(Protocol):
         """Every change of name's aliases (of one alias when given), oldest first."""
         ...
 
+    def set_shadow(self, shadow: Shadow) -> Shadow:
+        """Gives an existing alias a shadow (replacing its last) and moves the marker;
+        NotFound when there is no such alias."""
+        ...
+
+    def clear_shadow(self, name: str, alias: str) -> bool:
+        """Removes an alias's shadow; whether it had one."""
+        ...
+
+    def shadows(self) -> list[Shadow]:
+        """Every alias's shadow, by name then alias."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -144,6 +160,13 @@ def _check_expected(name: str, alias: str, current: str, expected: str | None) -
             f"alias {alias!r} of model {name!r} moved while the promotion was checked: it "
             f"points at {now}, not {was}; check the gates again"
         )
+
+
+def _shadow_row(shadow: Shadow) -> tuple[str, str, str, str, float, str]:
+    return (
+        shadow.name, shadow.alias, shadow.shadow, shadow.shadow_version, shadow.sample_rate,
+        shadow.updated_at,
+    )  # fmt: skip
 
 
 def _missing_version(name: str, version: str) -> NotFound:
@@ -183,6 +206,15 @@ CREATE TABLE IF NOT EXISTS model_alias_history (
     previous TEXT NOT NULL,
     at TEXT NOT NULL,
     evidence TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_alias_shadows (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    shadow TEXT NOT NULL,
+    shadow_version TEXT NOT NULL,
+    sample_rate REAL NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (name, alias)
 );
 """
 
@@ -272,6 +304,10 @@ class SqliteMetadata:
                 self._db.execute(
                     "DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias.alias)
                 )
+                self._db.execute(
+                    "DELETE FROM model_alias_shadows WHERE name = ? AND alias = ?",
+                    (name, alias.alias),
+                )
                 self._record(name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
             self._bump()
         return held
@@ -325,6 +361,9 @@ class SqliteMetadata:
             ).fetchone()
             if row is None:
                 return None
+            self._db.execute(
+                "DELETE FROM model_alias_shadows WHERE name = ? AND alias = ?", (name, alias)
+            )
             event = self._record(name, alias, "", str(row[0]), evidence)
             self._bump()
         return event
@@ -346,6 +385,44 @@ class SqliteMetadata:
                 (name, alias, alias),
             ).fetchall()
         return [AliasEvent(n, a, v, p, at, decode_evidence(e)) for n, a, v, p, at, e in rows]
+
+    def set_shadow(self, shadow: Shadow) -> Shadow:
+        stamped = replace(shadow, updated_at=_now())
+        with self._lock, self._db:
+            exists = self._db.execute(
+                "SELECT 1 FROM model_aliases WHERE name = ? AND alias = ?",
+                (shadow.name, shadow.alias),
+            ).fetchone()
+            if exists is None:
+                raise no_alias_to_shadow(shadow.name, shadow.alias)
+            self._db.execute(
+                "INSERT INTO model_alias_shadows "
+                "(name, alias, shadow, shadow_version, sample_rate, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name, alias) DO UPDATE SET "
+                "shadow = excluded.shadow, shadow_version = excluded.shadow_version, "
+                "sample_rate = excluded.sample_rate, updated_at = excluded.updated_at",
+                _shadow_row(stamped),
+            )
+            self._bump()
+        return stamped
+
+    def clear_shadow(self, name: str, alias: str) -> bool:
+        with self._lock, self._db:
+            gone = self._db.execute(
+                "DELETE FROM model_alias_shadows WHERE name = ? AND alias = ? RETURNING 1",
+                (name, alias),
+            ).fetchone()
+            if gone is not None:
+                self._bump()
+        return gone is not None
+
+    def shadows(self) -> list[Shadow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, alias, shadow, shadow_version, sample_rate, updated_at "
+                "FROM model_alias_shadows ORDER BY name, alias"
+            ).fetchall()
+        return [Shadow(n, a, s, v, float(r), at) for n, a, s, v, r, at in rows]
 
     def _bump(self) -> None:
         self._db.execute("UPDATE registry_state SET generation = generation + 1 WHERE id = 1")
@@ -434,6 +511,15 @@ _PG_SCHEMA = (
         previous TEXT NOT NULL,
         at TEXT NOT NULL,
         evidence TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS paradigm_model_alias_shadows (
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        shadow TEXT NOT NULL,
+        shadow_version TEXT NOT NULL,
+        sample_rate DOUBLE PRECISION NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
     )""",
 )
 # Two servers starting at once would both run CREATE TABLE IF NOT EXISTS, and one can fail
@@ -619,6 +705,10 @@ class PostgresMetadata:
                     (name, numbers),
                 )
                 for alias in held:
+                    conn.execute(
+                        "DELETE FROM paradigm_model_alias_shadows WHERE name = %s AND alias = %s",
+                        (name, alias.alias),
+                    )
                     self._record(conn, name, alias.alias, "", alias.version, DELETED_WITH_VERSION)
                 self._bump(conn)
             return held
@@ -694,6 +784,10 @@ class PostgresMetadata:
                 ).fetchone()
                 if row is None:
                     return None
+                conn.execute(
+                    "DELETE FROM paradigm_model_alias_shadows WHERE name = %s AND alias = %s",
+                    (name, alias),
+                )
                 event = self._record(conn, name, alias, "", str(row[0]), evidence)
                 self._bump(conn)
             return event
@@ -721,6 +815,55 @@ class PostgresMetadata:
             ).fetchall()
         )
         return [AliasEvent(n, a, v, p, at, decode_evidence(e)) for n, a, v, p, at, e in rows]
+
+    def set_shadow(self, shadow: Shadow) -> Shadow:
+        stamped = replace(shadow, updated_at=_now())
+
+        def work(conn: psycopg.Connection[Any]) -> Shadow:
+            with conn.transaction():
+                self._lock_aliases(conn, shadow.name)
+                exists = conn.execute(
+                    "SELECT 1 FROM paradigm_model_aliases WHERE name = %s AND alias = %s",
+                    (shadow.name, shadow.alias),
+                ).fetchone()
+                if exists is None:
+                    raise no_alias_to_shadow(shadow.name, shadow.alias)
+                conn.execute(
+                    "INSERT INTO paradigm_model_alias_shadows "
+                    "(name, alias, shadow, shadow_version, sample_rate, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name, alias) DO UPDATE SET "
+                    "shadow = EXCLUDED.shadow, shadow_version = EXCLUDED.shadow_version, "
+                    "sample_rate = EXCLUDED.sample_rate, updated_at = EXCLUDED.updated_at",
+                    _shadow_row(stamped),
+                )
+                self._bump(conn)
+            return stamped
+
+        return self._run(work)
+
+    def clear_shadow(self, name: str, alias: str) -> bool:
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                gone = conn.execute(
+                    "DELETE FROM paradigm_model_alias_shadows WHERE name = %s AND alias = %s "
+                    "RETURNING 1",
+                    (name, alias),
+                ).fetchone()
+                if gone is not None:
+                    self._bump(conn)
+            return gone is not None
+
+        return self._run(work)
+
+    def shadows(self) -> list[Shadow]:
+        def work(conn: psycopg.Connection[Any]) -> list[Shadow]:
+            rows = conn.execute(
+                "SELECT name, alias, shadow, shadow_version, sample_rate, updated_at "
+                'FROM paradigm_model_alias_shadows ORDER BY name COLLATE "C", alias COLLATE "C"'
+            ).fetchall()
+            return [Shadow(n, a, s, v, float(r), at) for n, a, s, v, r, at in rows]
+
+        return self._run(work)
 
     @staticmethod
     def _bump(conn: psycopg.Connection[Any]) -> None:

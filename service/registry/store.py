@@ -40,7 +40,14 @@ from service.errors import (
     ParadigmError,
     storage_error,
 )
-from service.registry.aliases import LATEST, Alias, AliasEvent, is_alias_name, validate_alias
+from service.registry.aliases import (
+    LATEST,
+    Alias,
+    AliasEvent,
+    Shadow,
+    is_alias_name,
+    validate_alias,
+)
 from service.registry.artifacts import FAULT_VARIABLE as FAULT_VARIABLE
 from service.registry.artifacts import (
     ArtifactStore,
@@ -140,6 +147,7 @@ class ModelRegistry:
         self._known_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
         self._alias_listeners: list[AliasListener] = []
+        self._delete_guards: list[Callable[[str, list[str]], None]] = []
         opened: list[MetadataStore] = []
         try:
             with _storage_errors(f"cannot write to {root}"):
@@ -163,6 +171,7 @@ class ModelRegistry:
                 self._marker = self._metadata.generation()
                 self._known = self._metadata.keys()
                 self._aliases = _alias_map(self._metadata.aliases())
+                self._shadows = _shadow_map(self._metadata.shadows())
                 # Versions read straight from a shared store before refresh knew them (a
                 # replica may load a version published and deleted between two polls):
                 # their deletion must be announced all the same, or they stay loaded.
@@ -189,6 +198,11 @@ class ModelRegistry:
         """Calls listener(event, name, versions) after versions are published or deleted."""
         self._listeners.append(listener)
 
+    def guard_deletes(self, guard: Callable[[str, list[str]], None]) -> None:
+        """Calls guard(name, versions) before a delete without force; it raises to refuse
+        (cascades refuse deleting their stages)."""
+        self._delete_guards.append(guard)
+
     def on_alias_change(self, listener: AliasListener) -> None:
         """Calls listener(name, {alias: version}) after name's aliases changed."""
         self._alias_listeners.append(listener)
@@ -197,6 +211,39 @@ class ModelRegistry:
         """name -> {alias: version}, from memory (kept current like known_versions)."""
         with self._known_lock:
             return _by_name(self._aliases)
+
+    def shadow_of(self, name: str, alias: str) -> Shadow | None:
+        """The alias's shadow as this server knows it now: a dict lookup, for every request
+        made through an alias (the map is replaced on change, never mutated in place)."""
+        return self._shadows.get((name, alias))
+
+    def shadows(self) -> list[Shadow]:
+        """Every alias's shadow as this server knows them now."""
+        return list(self._shadows.values())
+
+    def set_shadow(self, shadow: Shadow) -> Shadow:
+        """Gives an alias a shadow model; NotFound when the alias or the shadow model is
+        unknown (the shadow's version is resolved on each request, so "latest" follows)."""
+        validate_model_name(shadow.name)
+        validate_alias(shadow.alias)
+        validate_model_name(shadow.shadow)
+        self.get(shadow.shadow, shadow.shadow_version)
+        with self._known_lock:
+            stored = self._metadata.set_shadow(shadow)
+            self._shadows = _shadow_map(self._metadata.shadows())
+        log.info("alias %s of %s shadowed by %s:%s at %.3g", shadow.alias, shadow.name,
+                 shadow.shadow, shadow.shadow_version or LATEST, shadow.sample_rate)  # fmt: skip
+        self._notify_aliases(shadow.name)
+        return stored
+
+    def clear_shadow(self, name: str, alias: str) -> None:
+        """Removes an alias's shadow; NotFound when it had none."""
+        with self._known_lock:
+            had = self._metadata.clear_shadow(name, alias)
+            self._shadows = _shadow_map(self._metadata.shadows())
+        if not had:
+            raise NotFound(f"alias {alias!r} of model {name!r} has no shadow")
+        self._notify_aliases(name)
 
     def new_staging_dir(self, prefix: str) -> Path:
         path = self.staging_dir / f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -351,6 +398,9 @@ class ModelRegistry:
         removed = [self.get(name, version).version] if version else self.versions(name)
         if not removed:
             raise NotFound(f"model {name!r} not found")
+        if not force:
+            for guard in self._delete_guards:
+                guard(name, removed)
         with self._known_lock:
             # The alias check is the store's, in the delete's own transaction: no replica
             # can alias a version between a check here and the delete.
@@ -358,6 +408,7 @@ class ModelRegistry:
             self._known.difference_update((name, v) for v in removed)
             gone = {(name, a.alias) for a in held}
             self._aliases = {k: v for k, v in self._aliases.items() if k not in gone}
+            self._shadows = {k: v for k, v in self._shadows.items() if k not in gone}
         for v in removed:
             # Index row first, files second: a crash in between leaves only orphan files
             # (which _reconcile re-indexes on a single server) rather than a row whose file
@@ -405,6 +456,7 @@ class ModelRegistry:
         with self._known_lock:
             event = self._metadata.delete_alias(name, alias, evidence or {})
             self._aliases.pop((name, alias), None)
+            self._shadows = {k: v for k, v in self._shadows.items() if k != (name, alias)}
         if event is None:
             raise NotFound(f"model {name!r} has no alias {alias!r}")
         log.info("alias %s of %s removed (was version %s)", alias, name, event.previous)
@@ -436,6 +488,7 @@ class ModelRegistry:
         with self._known_lock:
             current = self._metadata.keys()
             aliases = _alias_map(self._metadata.aliases())
+            self._shadows = _shadow_map(self._metadata.shadows())
             appeared = current - self._known
             gone = (self._known | self._seen) - current
             moved = {
@@ -556,6 +609,10 @@ def _group(event: str, keys: set[tuple[str, str]], *, numbered: bool = True) -> 
 
 def _alias_map(aliases: list[Alias]) -> dict[tuple[str, str], str]:
     return {(a.name, a.alias): a.version for a in aliases}
+
+
+def _shadow_map(shadows: list[Shadow]) -> dict[tuple[str, str], Shadow]:
+    return {(s.name, s.alias): s for s in shadows}
 
 
 def _by_name(aliases: dict[tuple[str, str], str]) -> dict[str, dict[str, str]]:

@@ -41,6 +41,9 @@ class Job(JobRecord):
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     #: Its spans while it runs, when traces are on.
     trace: JobTrace | None = None
+    #: What the job cost as the cost ledger priced it (device_seconds, joules, dollars),
+    #: set as it ends; empty for a job that never ran a worker or was restored.
+    cost: dict[str, float] = field(default_factory=dict)
 
     def add_event(
         self,

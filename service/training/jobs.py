@@ -27,6 +27,7 @@ from service.errors import (
     Unavailable,
     storage_error,
 )
+from service.tracking.runs import JobRuns
 from service.training import catalog, validation
 from service.training.job import (
     CANCELLED,
@@ -41,7 +42,7 @@ from service.training.job import (
 )
 from service.training.job_trace import JobTrace
 from service.training.journal import JOURNAL_FILE, JobEvent, JobJournal, JournalWriter
-from service.training.runner import JobRunner
+from service.training.runner import JobRunner, Outcome
 
 if TYPE_CHECKING:
     from service.cost.ledger import CostLedger
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from service.registry.manifest import Manifest
     from service.registry.store import ModelRegistry
     from service.settings import Settings
+    from service.training.spec import TrainingSpec
     from service.training.validation import ImportRequest, TrainingRequest
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,10 @@ class JobManager:
         self._registry = registry
         self._datasets = datasets
         self._metrics = metrics
-        self._runner = JobRunner(settings, registry, metrics, ledger)
+        self._tracking = None
+        if settings.mlflow_tracking_uri:
+            self._tracking = JobRuns(settings, metrics, registry.model_path)
+        self._runner = JobRunner(settings, registry, metrics, ledger, self._tracking)
         # Every (algorithm, final state) series exists from the start at 0, so increase()
         # sees a job's first failure and dashboards show zeros rather than no data.
         for algorithm in catalog.ALGORITHMS.values():
@@ -127,15 +132,24 @@ class JobManager:
                 if job.worker is not None:
                     job.worker.kill()
                 self._finish(job, FAILED, error=job.abort_reason)
+        if self._tracking is not None:
+            await self._tracking.close()
         await self._journal.close()
 
     # -- requests -----------------------------------------------------------------------
 
     async def start_training(self, request: TrainingRequest) -> Job:
         """Validates the request completely, then queues it; raises before queuing."""
+        spec = self.check_training(request)
+        paradigm = catalog.ALGORITHMS[spec.algorithm].paradigm
+        job = training_job(spec, dataset=request.dataset, paradigm=paradigm)
+        return await self._enqueue(job)
+
+    def check_training(self, request: TrainingRequest) -> TrainingSpec:
+        """The job a training request asks for, or the error StartTraining would raise."""
         algorithm = validation.trainable_algorithm(request.algorithm)
         info = self._datasets.get(request.dataset)
-        spec = validation.training_spec(
+        return validation.training_spec(
             request,
             job_id=_new_id(),
             algorithm=algorithm,
@@ -143,8 +157,6 @@ class JobManager:
             dataset_dir=self._datasets.path(request.dataset),
             settings=self._settings,
         )
-        job = training_job(spec, dataset=request.dataset, paradigm=algorithm.paradigm)
-        return await self._enqueue(job)
 
     async def start_import(self, request: ImportRequest) -> Job:
         spec = validation.import_spec(request, job_id=_new_id(), settings=self._settings)
@@ -230,6 +242,7 @@ class JobManager:
                 continue
             try:
                 outcome = await self._runner.run(job, self._record)
+                job.cost = _total_cost(outcome)
                 if outcome.manifest is not None:
                     self._succeed(job, outcome.manifest)
                 else:
@@ -239,6 +252,7 @@ class JobManager:
                 log.exception("job %s: runner failed", job.id)
                 if job.state not in TERMINAL:
                     self._finish(job, FAILED, error=f"internal error: {exc}")
+                    self._runner.account(job, Outcome(FAILED))  # ends its MLflow run
 
     def _prune(self) -> None:
         finished = [job for job in self._jobs.values() if job.state in TERMINAL]
@@ -363,6 +377,16 @@ def _log_failed_prune(count: int) -> Callable[[Future[None]], None]:
             log.warning("could not prune %d jobs from the journal: %s", count, error)
 
     return check
+
+
+def _total_cost(outcome: Outcome) -> dict[str, float]:
+    """A finished job's charges added up across devices (what a search budget counts)."""
+    charges = (outcome.charges or {}).values()
+    return {
+        "device_seconds": sum(c.device_seconds for c in charges),
+        "joules": sum(c.joules for c in charges),
+        "dollars": sum(c.dollars for c in charges),
+    }
 
 
 def _new_id() -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from service.registry.manifest import Manifest
     from service.registry.store import ModelRegistry
     from service.settings import Settings
+    from service.tracking.runs import JobRuns
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,18 @@ class JobRunner:
     """Runs jobs in worker processes (service/worker/entry.py:run) and publishes their models."""
 
     def __init__(
-        self, settings: Settings, registry: ModelRegistry, metrics: Metrics, ledger: CostLedger
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        ledger: CostLedger,
+        tracking: JobRuns | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._metrics = metrics
         self._ledger = ledger
+        self._tracking = tracking
 
     async def run(self, job: Job, record: Record) -> Outcome:
         """Runs a queued job to its end (RUNNING meanwhile); the caller finishes it."""
@@ -99,7 +106,10 @@ class JobRunner:
 
     def account(self, job: Job, outcome: Outcome) -> None:
         """Adds a finished job's cost and duration to the metrics (after its own counter,
-        so a scrape in between sees a job without its cost rather than a cost without a job)."""
+        so a scrape in between sees a job without its cost rather than a cost without a job);
+        completes the job's MLflow run, in the background."""
+        if self._tracking is not None:
+            self._tracking.finish(job, outcome.charges, outcome.manifest)
         if outcome.charges is None:
             return
         self._ledger.record_training(
@@ -125,6 +135,8 @@ class JobRunner:
         job.started_at = datetime.now(UTC)
         if job.paradigm == "classical":
             job.device = "cpu"  # scikit-learn trains on the CPU only
+        if self._tracking is not None and job.kind == "train":
+            self._tracking.start(job)
         self._metrics.training_running.inc()
         record(
             job, stage="started", message=f"worker process starting for {job.kind}", durable=True
@@ -153,8 +165,10 @@ class JobRunner:
         if final.get("type") != "done":
             return Outcome(FAILED, str(final.get("message") or "worker failed"))
         charges: dict[str, Charge] = {}
+        run_id = await self._tracking.run_id(job) if self._tracking is not None else ""
 
         def price(manifest: Manifest) -> None:
+            manifest.mlflow_run_id = run_id
             charges.update(pricing.price_published_job(self._ledger, manifest, ended.cpu_seconds))
             # Warm: the libraries were imported before the fork, so they are not in its CPU.
             manifest.training_cost["worker_start"] = ended.start

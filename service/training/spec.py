@@ -153,3 +153,20 @@ def feature_names(names: list[str], n_features: int) -> list[str]:
     if len(names) == n_features:
         return [str(name) for name in names]
     return [f"x{i}" for i in range(n_features)]
+
+
+@dataclass(frozen=True)
+class CalibrationRowsSpec:
+    """A cascade's calibration rows: a dataset's held-out split (the same seed and fraction
+    as both models' training jobs), written as the models' inputs and the true classes."""
+
+    dataset_dir: str
+    split_seed: int
+    test_fraction: float
+    #: The models' input names: a table model takes one input per column, or one "input"
+    #: matrix for a table of numbers.
+    inputs: list[str]
+    #: Where to write the .npz (inputs by name, "__labels__" the classes as text).
+    out_path: str
+    max_rows: int
+    blas_threads: int = 1

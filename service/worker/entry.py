@@ -25,12 +25,19 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
 from service.errors import describe_failure
-from service.training.spec import CompareSpec, ExplainSpec, ImportSpec, TrainingSpec
+from service.training.spec import (
+    CalibrationRowsSpec,
+    CompareSpec,
+    ExplainSpec,
+    ImportSpec,
+    TrainingSpec,
+)
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -87,32 +94,51 @@ def run_explain(spec: ExplainSpec, connection: Connection) -> None:
     Last message: {"type": "done", "result": {...}, "usage": {...}}, or {"type": "error",
     "message": ..., "status": <gRPC status name of a ParadigmError, else "">, "usage": ...}.
     """
-    _run_analysis("explain", spec, connection)
+
+    def compute() -> dict[str, Any]:
+        from service.worker import importance
+
+        return importance.compute(spec)
+
+    _answer(connection, spec.blas_threads, "explain", compute)
 
 
 def run_compare(spec: CompareSpec, connection: Connection) -> None:
     """Scores models on their shared held-out rows (comparison.compute); reports as
     run_explain does; never raises."""
-    _run_analysis("compare", spec, connection)
+
+    def compute() -> dict[str, Any]:
+        from service.worker import comparison
+
+        return comparison.compute(spec)
+
+    _answer(connection, spec.blas_threads, "compare", compute)
 
 
-def _run_analysis(what: str, spec: ExplainSpec | CompareSpec, connection: Connection) -> None:
+def run_calibration_rows(spec: CalibrationRowsSpec, connection: Connection) -> None:
+    """Writes a cascade's calibration rows (calibration.write_rows); answers as run_explain."""
+
+    def compute() -> dict[str, Any]:
+        from service.worker import calibration
+
+        return calibration.write_rows(spec)
+
+    _answer(connection, spec.blas_threads, "calibration rows", compute)
+
+
+def _answer(
+    connection: Connection, blas_threads: int, what: str, compute: Callable[[], dict[str, Any]]
+) -> None:
+    """Runs `compute` in a worker with its BLAS threads bounded and sends its one answer."""
     _die_with_parent()
     for variable in _THREAD_VARIABLES:
-        os.environ[variable] = str(spec.blas_threads)
+        os.environ[variable] = str(blas_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     try:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=spec.blas_threads):
-            if isinstance(spec, CompareSpec):
-                from service.worker import comparison
-
-                result = comparison.compute(spec)
-            else:
-                from service.worker import importance
-
-                result = importance.compute(spec)
+        with threadpool_limits(limits=blas_threads):
+            result = compute()
         send(connection, {"type": "done", "result": result, "usage": _usage()})
     except BaseException as exc:
         from service.errors import ParadigmError

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from service.registry.manifest import Manifest, TensorSpec
 from service.training.spec import Emit, FittedModel, TrainingSpec, feature_names
-from service.worker import classical, export
+from service.worker import bootstrap, classical, export
 from service.worker.fitting import DeepFit, FitRequest
 from service.worker.gpu_energy import GpuEnergy
 from service.worker.job_output import TRAIN_LIBRARIES, library_versions, timestamp, write_model
@@ -46,7 +46,7 @@ def run_training(
         emit("loading", f"loading dataset {Path(spec.dataset_dir).name}", progress=0.0)
         data = load_training_data(spec)
         fitted = _fit(spec, data, emit, backend, deep_fit)
-        metrics = _evaluate(fitted, data, emit)
+        metrics = _evaluate(fitted, data, emit, seed=spec.seed)
         exported = _export_and_check(fitted.model, data, spec, emit)
         manifest = _write_outputs(spec, data, fitted, metrics, exported)
         emit("parity", f"done: parity error {exported.parity:.3g}", progress=1.0)
@@ -156,13 +156,16 @@ def _usage(
 # --------------------------------------------------------------------------- evaluate
 
 
-def _evaluate(fitted: Fitted, data: TrainingData, emit: Emit) -> dict[str, float]:
-    """The model's quality metrics on the held-out rows."""
+def _evaluate(fitted: Fitted, data: TrainingData, emit: Emit, *, seed: int) -> dict[str, float]:
+    """The model's quality metrics on the held-out rows, with their 95 % bootstrap
+    intervals ({metric}_ci_low, {metric}_ci_high)."""
     emit("evaluating", f"evaluating on {len(data.X_test)} held-out samples", progress=0.7)
     outputs = fitted.model.predict_outputs(data.X_test)
     metrics = _score(
         fitted.task, outputs, data.X_test, data.y_test, data.info.task, data.label_range
     )
+    if metrics:
+        metrics.update(bootstrap.intervals(fitted.task, data.y_test, outputs, seed))
     emit("evaluating", "evaluated", progress=0.75, metrics=metrics)
     return metrics
 

@@ -37,7 +37,7 @@ from service.api.rest.codec import (
 )
 from service.api.traced import traced_http
 from service.errors import InvalidArgument, ResourceExhausted
-from service.serving.dataplane import DataPlane
+from service.serving.cascade import CascadePlane
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RestLimits:
 
 
 def build_rest_app(
-    dataplane: DataPlane,
+    dataplane: CascadePlane,
     *,
     ready: Callable[[], bool],
     tokens: auth.Tokens | None,
@@ -184,7 +184,7 @@ def _failure(exc: BaseException, what: str) -> Response:
 
 
 class _Endpoints:
-    def __init__(self, dataplane: DataPlane, ready: Callable[[], bool], limits: RestLimits):
+    def __init__(self, dataplane: CascadePlane, ready: Callable[[], bool], limits: RestLimits):
         self._dataplane = dataplane
         self._ready = ready
         self._max_body_bytes = limits.max_body_bytes

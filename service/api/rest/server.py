@@ -21,7 +21,7 @@ import uvicorn
 
 from service.api.auth import Scope, Tokens
 from service.api.rest.routes import RestLimits, build_rest_app
-from service.serving.dataplane import DataPlane
+from service.serving.cascade import CascadePlane
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class RestServer:
 
 async def start_rest(
     settings: Settings,
-    dataplane: DataPlane,
+    dataplane: CascadePlane,
     tokens: Mapping[str, Scope],
     *,
     ready: Callable[[], bool],

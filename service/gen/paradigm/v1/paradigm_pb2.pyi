@@ -476,7 +476,7 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost", "aliases")
+    __slots__ = ("name", "version", "paradigm", "algorithm", "task", "dataset", "dataset_fingerprint", "inputs", "outputs", "metrics", "hyperparameters", "parity_max_abs_error", "onnx_bytes", "parameter_count", "checksum", "library_versions", "created_at", "latest", "training_cost", "aliases", "mlflow_run_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -518,6 +518,7 @@ class Model(_message.Message):
     LATEST_FIELD_NUMBER: _ClassVar[int]
     TRAINING_COST_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     paradigm: Paradigm
@@ -538,7 +539,8 @@ class Model(_message.Message):
     latest: bool
     training_cost: Cost
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    mlflow_run_id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., paradigm: _Optional[_Union[Paradigm, str]] = ..., algorithm: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., dataset: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., parity_max_abs_error: _Optional[float] = ..., onnx_bytes: _Optional[int] = ..., parameter_count: _Optional[int] = ..., checksum: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest: _Optional[bool] = ..., training_cost: _Optional[_Union[Cost, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name", "latest_only")
@@ -834,3 +836,295 @@ class ListAliasesResponse(_message.Message):
     aliases: _containers.RepeatedCompositeFieldContainer[ModelAlias]
     history: _containers.RepeatedCompositeFieldContainer[AliasChange]
     def __init__(self, aliases: _Optional[_Iterable[_Union[ModelAlias, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[AliasChange, _Mapping]]] = ...) -> None: ...
+
+class CascadeGoal(_message.Message):
+    __slots__ = ("target_accuracy", "max_dollars_per_1k", "accuracy_within_then")
+    TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_WITHIN_THEN_FIELD_NUMBER: _ClassVar[int]
+    target_accuracy: float
+    max_dollars_per_1k: float
+    accuracy_within_then: float
+    def __init__(self, target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., accuracy_within_then: _Optional[float] = ...) -> None: ...
+
+class CreateCascadeRequest(_message.Message):
+    __slots__ = ("name", "first", "then", "goal", "max_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    first: str
+    then: str
+    goal: CascadeGoal
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., first: _Optional[str] = ..., then: _Optional[str] = ..., goal: _Optional[_Union[CascadeGoal, _Mapping]] = ..., max_rows: _Optional[int] = ...) -> None: ...
+
+class CascadePoint(_message.Message):
+    __slots__ = ("threshold", "escalated", "accuracy", "dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "agreement")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    escalated: float
+    accuracy: float
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    agreement: float
+    def __init__(self, threshold: _Optional[float] = ..., escalated: _Optional[float] = ..., accuracy: _Optional[float] = ..., dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., agreement: _Optional[float] = ...) -> None: ...
+
+class CascadeStageCost(_message.Message):
+    __slots__ = ("dollars_per_1k", "device_seconds_per_1k", "joules_per_1k", "batch_size")
+    DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    dollars_per_1k: float
+    device_seconds_per_1k: float
+    joules_per_1k: float
+    batch_size: int
+    def __init__(self, dollars_per_1k: _Optional[float] = ..., device_seconds_per_1k: _Optional[float] = ..., joules_per_1k: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class Cascade(_message.Message):
+    __slots__ = ("name", "version", "first", "first_version", "then", "then_version", "target_accuracy", "max_dollars_per_1k", "threshold", "target_met", "dataset", "calibration_rows", "chosen", "first_alone", "then_alone", "first_cost", "then_cost", "curve", "evaluation", "created_at", "accuracy_within_then")
+    class EvaluationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    FIRST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
+    THEN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOLLARS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALONE_FIELD_NUMBER: _ClassVar[int]
+    THEN_ALONE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_COST_FIELD_NUMBER: _ClassVar[int]
+    THEN_COST_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_WITHIN_THEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    first: str
+    first_version: str
+    then: str
+    then_version: str
+    target_accuracy: float
+    max_dollars_per_1k: float
+    threshold: float
+    target_met: bool
+    dataset: str
+    calibration_rows: int
+    chosen: CascadePoint
+    first_alone: CascadePoint
+    then_alone: CascadePoint
+    first_cost: CascadeStageCost
+    then_cost: CascadeStageCost
+    curve: _containers.RepeatedCompositeFieldContainer[CascadePoint]
+    evaluation: _containers.ScalarMap[str, float]
+    created_at: _timestamp_pb2.Timestamp
+    accuracy_within_then: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., first: _Optional[str] = ..., first_version: _Optional[str] = ..., then: _Optional[str] = ..., then_version: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., max_dollars_per_1k: _Optional[float] = ..., threshold: _Optional[float] = ..., target_met: _Optional[bool] = ..., dataset: _Optional[str] = ..., calibration_rows: _Optional[int] = ..., chosen: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., then_alone: _Optional[_Union[CascadePoint, _Mapping]] = ..., first_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., then_cost: _Optional[_Union[CascadeStageCost, _Mapping]] = ..., curve: _Optional[_Iterable[_Union[CascadePoint, _Mapping]]] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accuracy_within_then: _Optional[float] = ...) -> None: ...
+
+class GetCascadeRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ListCascadesRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCascadesResponse(_message.Message):
+    __slots__ = ("cascades",)
+    CASCADES_FIELD_NUMBER: _ClassVar[int]
+    cascades: _containers.RepeatedCompositeFieldContainer[Cascade]
+    def __init__(self, cascades: _Optional[_Iterable[_Union[Cascade, _Mapping]]] = ...) -> None: ...
+
+class RecalibrateCascadeRequest(_message.Message):
+    __slots__ = ("name", "goal", "max_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    goal: CascadeGoal
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., goal: _Optional[_Union[CascadeGoal, _Mapping]] = ..., max_rows: _Optional[int] = ...) -> None: ...
+
+class DeleteCascadeRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DeleteCascadeResponse(_message.Message):
+    __slots__ = ("deleted_versions",)
+    DELETED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    deleted_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetShadowRequest(_message.Message):
+    __slots__ = ("name", "alias", "shadow_model", "shadow_version", "sample_rate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow_model: str
+    shadow_version: str
+    sample_rate: float
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow_model: _Optional[str] = ..., shadow_version: _Optional[str] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+
+class ShadowConfig(_message.Message):
+    __slots__ = ("name", "alias", "shadow_model", "shadow_version", "sample_rate", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow_model: str
+    shadow_version: str
+    sample_rate: float
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow_model: _Optional[str] = ..., shadow_version: _Optional[str] = ..., sample_rate: _Optional[float] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClearShadowRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ClearShadowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListShadowsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListShadowsResponse(_message.Message):
+    __slots__ = ("shadows",)
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowConfig]
+    def __init__(self, shadows: _Optional[_Iterable[_Union[ShadowConfig, _Mapping]]] = ...) -> None: ...
+
+class GetShadowReportRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ShadowRoleFigures(_message.Message):
+    __slots__ = ("p50_seconds", "p99_seconds", "cost_per_1k", "feedback_rows", "correct_rows", "accuracy")
+    class CostPer1kEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    p50_seconds: float
+    p99_seconds: float
+    cost_per_1k: _containers.ScalarMap[str, float]
+    feedback_rows: int
+    correct_rows: int
+    accuracy: float
+    def __init__(self, p50_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., cost_per_1k: _Optional[_Mapping[str, float]] = ..., feedback_rows: _Optional[int] = ..., correct_rows: _Optional[int] = ..., accuracy: _Optional[float] = ...) -> None: ...
+
+class ShadowPair(_message.Message):
+    __slots__ = ("primary", "shadow", "sampled", "shadowed", "dropped", "failed", "compared_rows", "agreeing_rows", "agreement", "primary_figures", "shadow_figures")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    SHADOWED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIGURES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIGURES_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    shadow: str
+    sampled: int
+    shadowed: int
+    dropped: int
+    failed: int
+    compared_rows: int
+    agreeing_rows: int
+    agreement: float
+    primary_figures: ShadowRoleFigures
+    shadow_figures: ShadowRoleFigures
+    def __init__(self, primary: _Optional[str] = ..., shadow: _Optional[str] = ..., sampled: _Optional[int] = ..., shadowed: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared_rows: _Optional[int] = ..., agreeing_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., primary_figures: _Optional[_Union[ShadowRoleFigures, _Mapping]] = ..., shadow_figures: _Optional[_Union[ShadowRoleFigures, _Mapping]] = ...) -> None: ...
+
+class ShadowReport(_message.Message):
+    __slots__ = ("name", "alias", "shadow", "pairs")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    shadow: ShadowConfig
+    pairs: _containers.RepeatedCompositeFieldContainer[ShadowPair]
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., shadow: _Optional[_Union[ShadowConfig, _Mapping]] = ..., pairs: _Optional[_Iterable[_Union[ShadowPair, _Mapping]]] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "labels")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("rows", "primary_correct", "shadow_correct")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    primary_correct: int
+    shadow_correct: int
+    def __init__(self, rows: _Optional[int] = ..., primary_correct: _Optional[int] = ..., shadow_correct: _Optional[int] = ...) -> None: ...

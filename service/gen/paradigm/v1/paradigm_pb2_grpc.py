@@ -1115,3 +1115,528 @@ class CostService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CascadeServiceStub:
+    """Cascades: a cheap first model answers the rows it is sure of, a second model the rest,
+    at a threshold on the first model's top probability calibrated on held-out rows. A
+    cascade is served by name through GRPCInferenceService like a model; its responses carry
+    an extra BYTES output "answered_by" ("model:version" per row).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateCascade = channel.unary_unary(
+                '/paradigm.v1.CascadeService/CreateCascade',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.CreateCascadeRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+                _registered_method=True)
+        self.GetCascade = channel.unary_unary(
+                '/paradigm.v1.CascadeService/GetCascade',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.GetCascadeRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+                _registered_method=True)
+        self.ListCascades = channel.unary_unary(
+                '/paradigm.v1.CascadeService/ListCascades',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListCascadesRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListCascadesResponse.FromString,
+                _registered_method=True)
+        self.RecalibrateCascade = channel.unary_unary(
+                '/paradigm.v1.CascadeService/RecalibrateCascade',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.RecalibrateCascadeRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+                _registered_method=True)
+        self.DeleteCascade = channel.unary_unary(
+                '/paradigm.v1.CascadeService/DeleteCascade',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeResponse.FromString,
+                _registered_method=True)
+
+
+class CascadeServiceServicer:
+    """Cascades: a cheap first model answers the rows it is sure of, a second model the rest,
+    at a threshold on the first model's top probability calibrated on held-out rows. A
+    cascade is served by name through GRPCInferenceService like a model; its responses carry
+    an extra BYTES output "answered_by" ("model:version" per row).
+    """
+
+    def CreateCascade(self, request, context):
+        """Checks both models, calibrates the threshold, stores the cascade (a new version when
+        the name exists) and returns it with its calibration curve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCascade(self, request, context):
+        """One version of a cascade; empty version means the newest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCascades(self, request, context):
+        """Every version of every cascade (or of one name), without their curves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecalibrateCascade(self, request, context):
+        """Calibrates the newest version's models again (costs measured again, the goal kept
+        unless a new one is given) and stores the result as a new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCascade(self, request, context):
+        """Deletes one version, or every version when version is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CascadeServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateCascade': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCascade,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.CreateCascadeRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.SerializeToString,
+            ),
+            'GetCascade': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCascade,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.GetCascadeRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.SerializeToString,
+            ),
+            'ListCascades': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCascades,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListCascadesRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListCascadesResponse.SerializeToString,
+            ),
+            'RecalibrateCascade': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecalibrateCascade,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.RecalibrateCascadeRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.Cascade.SerializeToString,
+            ),
+            'DeleteCascade': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCascade,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paradigm.v1.CascadeService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paradigm.v1.CascadeService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CascadeService:
+    """Cascades: a cheap first model answers the rows it is sure of, a second model the rest,
+    at a threshold on the first model's top probability calibrated on held-out rows. A
+    cascade is served by name through GRPCInferenceService like a model; its responses carry
+    an extra BYTES output "answered_by" ("model:version" per row).
+    """
+
+    @staticmethod
+    def CreateCascade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CascadeService/CreateCascade',
+            paradigm_dot_v1_dot_paradigm__pb2.CreateCascadeRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCascade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CascadeService/GetCascade',
+            paradigm_dot_v1_dot_paradigm__pb2.GetCascadeRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCascades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CascadeService/ListCascades',
+            paradigm_dot_v1_dot_paradigm__pb2.ListCascadesRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ListCascadesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecalibrateCascade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CascadeService/RecalibrateCascade',
+            paradigm_dot_v1_dot_paradigm__pb2.RecalibrateCascadeRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.Cascade.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCascade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.CascadeService/DeleteCascade',
+            paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.DeleteCascadeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ShadowServiceStub:
+    """---------------------------------------------------------------------------- shadows
+
+    An alias's shadow model: sampled requests made through the alias also run through it,
+    after the alias's own answer is sent, and the two are compared on live traffic.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetShadow = channel.unary_unary(
+                '/paradigm.v1.ShadowService/SetShadow',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.SetShadowRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ShadowConfig.FromString,
+                _registered_method=True)
+        self.ClearShadow = channel.unary_unary(
+                '/paradigm.v1.ShadowService/ClearShadow',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ClearShadowRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ClearShadowResponse.FromString,
+                _registered_method=True)
+        self.ListShadows = channel.unary_unary(
+                '/paradigm.v1.ShadowService/ListShadows',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListShadowsRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListShadowsResponse.FromString,
+                _registered_method=True)
+        self.GetShadowReport = channel.unary_unary(
+                '/paradigm.v1.ShadowService/GetShadowReport',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.GetShadowReportRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ShadowReport.FromString,
+                _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/paradigm.v1.ShadowService/SubmitFeedback',
+                request_serializer=paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
+
+
+class ShadowServiceServicer:
+    """---------------------------------------------------------------------------- shadows
+
+    An alias's shadow model: sampled requests made through the alias also run through it,
+    after the alias's own answer is sent, and the two are compared on live traffic.
+    """
+
+    def SetShadow(self, request, context):
+        """Gives an alias a shadow (replacing the one it had).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearShadow(self, request, context):
+        """Removes an alias's shadow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShadows(self, request, context):
+        """Every alias's shadow (of one model when name is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetShadowReport(self, request, context):
+        """Agreement, accuracy from feedback, latency and cost of both sides, per pair.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitFeedback(self, request, context):
+        """The true labels of a shadowed request, by its request id: turns agreement into
+        accuracy for both the primary and the shadow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ShadowServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShadow,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.SetShadowRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ShadowConfig.SerializeToString,
+            ),
+            'ClearShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearShadow,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ClearShadowRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ClearShadowResponse.SerializeToString,
+            ),
+            'ListShadows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShadows,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.ListShadowsRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ListShadowsResponse.SerializeToString,
+            ),
+            'GetShadowReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShadowReport,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.GetShadowReportRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.ShadowReport.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paradigm.v1.ShadowService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paradigm.v1.ShadowService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ShadowService:
+    """---------------------------------------------------------------------------- shadows
+
+    An alias's shadow model: sampled requests made through the alias also run through it,
+    after the alias's own answer is sent, and the two are compared on live traffic.
+    """
+
+    @staticmethod
+    def SetShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ShadowService/SetShadow',
+            paradigm_dot_v1_dot_paradigm__pb2.SetShadowRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ShadowConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ShadowService/ClearShadow',
+            paradigm_dot_v1_dot_paradigm__pb2.ClearShadowRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ClearShadowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShadows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ShadowService/ListShadows',
+            paradigm_dot_v1_dot_paradigm__pb2.ListShadowsRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ListShadowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShadowReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ShadowService/GetShadowReport',
+            paradigm_dot_v1_dot_paradigm__pb2.GetShadowReportRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.ShadowReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradigm.v1.ShadowService/SubmitFeedback',
+            paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackRequest.SerializeToString,
+            paradigm_dot_v1_dot_paradigm__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,1 @@
+"""MLflow tracking of training jobs (docs/operations.md)."""
