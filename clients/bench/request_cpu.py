@@ -56,32 +56,47 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str,
         bare = stack.enter_context(bare_server(workdir, onnx, MODEL, "classical"))
         assert bare.pid is not None
         targets["bare"] = (bare.target, bare.pid)
-        for number in range(args.rounds):
-            for key, (target, pid) in targets.items():
-                result = run_load(
-                    target,
-                    MODEL,
-                    request,
-                    rows_per_request=1,
-                    concurrency=args.concurrency,
-                    duration_s=args.duration,
-                    warmup_s=args.warmup,
-                    probes=[ProcessCpu("server", pid)],
-                )
-                cpu = result.observed.get("server_cpu_s_per_s", 0.0)
-                point = {
-                    "throughput_rps": result.throughput_rps,
-                    "p99_ms": result.latency_ms.get("p99", 0.0),
-                    "server_cpu_ms_per_request": 1e3 * cpu / max(result.throughput_rps, 1e-9),
-                    "errors": result.error_count,
-                }
-                rounds[key].append(point)
-                print(
-                    f"  round {number + 1} {key}: {point['throughput_rps']:.0f} req/s, "
-                    f"{point['server_cpu_ms_per_request']:.3f} ms CPU/req",
-                    flush=True,
-                )
+        alternate_rounds(targets, request, args, rounds)
     return rounds
+
+
+def alternate_rounds(
+    targets: dict[str, tuple[str, int]],
+    request: bytes,
+    args: argparse.Namespace,
+    rounds: dict[str, list[dict[str, float]]],
+) -> None:
+    """args.rounds rounds of batch-1 load on every (target, pid), each round starting with
+    the next server so that none always follows the same one; appends each point (req/s,
+    p99, server CPU ms per request, errors) to rounds[key]."""
+    order = list(targets)
+    for number in range(args.rounds):
+        turn = number % len(order)
+        for key in order[turn:] + order[:turn]:
+            target, pid = targets[key]
+            result = run_load(
+                target,
+                MODEL,
+                request,
+                rows_per_request=1,
+                concurrency=args.concurrency,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                probes=[ProcessCpu("server", pid)],
+            )
+            cpu = result.observed.get("server_cpu_s_per_s", 0.0)
+            point = {
+                "throughput_rps": result.throughput_rps,
+                "p99_ms": result.latency_ms.get("p99", 0.0),
+                "server_cpu_ms_per_request": 1e3 * cpu / max(result.throughput_rps, 1e-9),
+                "errors": result.error_count,
+            }
+            rounds[key].append(point)
+            print(
+                f"  round {number + 1} {key}: {point['throughput_rps']:.0f} req/s, "
+                f"{point['server_cpu_ms_per_request']:.3f} ms CPU/req",
+                flush=True,
+            )
 
 
 def summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:

@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from clients.bench.load import InputSpec, ProcessCpu, make_request, run_load
+from clients.bench.load import InputSpec, make_request
+from clients.bench.request_cpu import alternate_rounds
 from clients.bench.run import wait_models_ready
 from clients.client import ParadigmClient
 from clients.harness import paradigm_server
@@ -101,35 +102,7 @@ def measure(
             )
             wait_models_ready(server.target, [MODEL])
             targets[key] = (server.target, server.pid)
-        order = list(targets)
-        for number in range(args.rounds):
-            # Each round starts with the next server: none always follows the same one.
-            turn = number % len(order)
-            for key in order[turn:] + order[:turn]:
-                target, pid = targets[key]
-                result = run_load(
-                    target,
-                    MODEL,
-                    request,
-                    rows_per_request=1,
-                    concurrency=args.concurrency,
-                    duration_s=args.duration,
-                    warmup_s=args.warmup,
-                    probes=[ProcessCpu("server", pid)],
-                )
-                cpu = result.observed.get("server_cpu_s_per_s", 0.0)
-                point = {
-                    "throughput_rps": result.throughput_rps,
-                    "p99_ms": result.latency_ms.get("p99", 0.0),
-                    "server_cpu_ms_per_request": 1e3 * cpu / max(result.throughput_rps, 1e-9),
-                    "errors": result.error_count,
-                }
-                rounds[key].append(point)
-                print(
-                    f"  round {number + 1} {key}: {point['throughput_rps']:.0f} req/s, "
-                    f"{point['server_cpu_ms_per_request']:.3f} ms CPU/req",
-                    flush=True,
-                )
+        alternate_rounds(targets, request, args, rounds)
     return rounds
 
 

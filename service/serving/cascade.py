@@ -37,7 +37,7 @@ from service.registry.cascades import CASCADES_FILE, Cascade, CascadeStore, Curv
 from service.registry.manifest import Manifest, TensorSpec
 from service.serving.dataplane import DataPlane, ModelDescription
 from service.serving.probe import probe_serving
-from service.serving.shadow import ShadowRunner
+from service.serving.shadow import ShadowRunner, label_text
 from service.serving.tensors import InferInput, InferOutput, InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
@@ -237,17 +237,9 @@ async def _answers(
         response = await dataplane.infer(request)
         out = {o.name: o.data for o in response.outputs}
         tops.append(np.asarray(out[PROBABILITIES], dtype=np.float64).max(axis=1))
-        predicted.extend(_text(value) for value in out["label"].reshape(-1).tolist())
+        predicted.extend(label_text(value) for value in out["label"].reshape(-1).tolist())
     right = np.array([p == str(t) for p, t in zip(predicted, labels.tolist(), strict=True)])
     return Answers(np.concatenate(tops), right.astype(np.float64), np.array(predicted))
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 async def _price(

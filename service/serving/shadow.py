@@ -59,7 +59,9 @@ Infer = Callable[[InferRequest], Awaitable[InferResponse]]
 ShadowLookup = Callable[[str, str], Shadow | None]
 
 
-def _text(value: object) -> str:
+def label_text(value: object) -> str:
+    """A label as text, whatever the graph answered it as (bytes, 3.0, 3): how answers of
+    two models (a cascade's stages, a primary and its shadow) are compared."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, float) and value.is_integer():
@@ -81,7 +83,8 @@ def answers(output: InferOutput) -> np.ndarray:
         return data.argmax(axis=1)
     if data.dtype.kind in "fc":
         return data.reshape(len(data), -1).astype(np.float64)
-    return np.array([_text(v) for v in data.reshape(len(data), -1)[:, 0].tolist()], dtype=object)
+    first_column = data.reshape(len(data), -1)[:, 0].tolist()
+    return np.array([label_text(v) for v in first_column], dtype=object)
 
 
 def agreeing(primary: np.ndarray, shadow: np.ndarray, tolerance: float) -> np.ndarray:
